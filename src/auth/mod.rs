@@ -1,0 +1,128 @@
+//! Who is asking: sessions, the CurrentUser / AdminUser extractors, the CSRF rule for
+//! cookie-authenticated state changes, password hashing and login throttling.
+
+pub mod password;
+pub mod session;
+pub mod throttle;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::http::context::RequestContext;
+use crate::store::{SessionRow, User};
+
+/// The signed-in user of a request.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub user: User,
+    pub session: SessionRow,
+    /// Authenticated by the cookie (CSRF rules apply) rather than the header.
+    pub via_cookie: bool,
+}
+
+/// The signed-in user, who must be an administrator.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub CurrentUser);
+
+/// The session token a request carries: the header wins over the cookie.
+pub fn request_token(headers: &HeaderMap) -> Option<(String, bool)> {
+    if let Some(v) = headers
+        .get(session::HEADER_NAME)
+        .and_then(|v| v.to_str().ok())
+    {
+        if !v.is_empty() {
+            return Some((v.to_owned(), false));
+        }
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session::token_from_cookie_header)
+        .map(|t| (t.to_owned(), true))
+}
+
+/// Loads the session behind `token` if it is live: not expired, not idle too long, and
+/// its user active.
+pub async fn live_session(state: &AppState, token: &str) -> Result<Option<(SessionRow, User)>> {
+    if token.len() > 256 {
+        return Ok(None);
+    }
+    let hash = session::hash_token(token);
+    let Some((session, user)) = state.store.session_user(&hash).await? else {
+        return Ok(None);
+    };
+    let now = crate::clock::now();
+    if session.expires_at <= now || !user.is_active {
+        return Ok(None);
+    }
+    let eff = state.settings.current();
+    if let Some(idle) = eff.int("session-idle-timeout-minutes") {
+        if now - session.last_seen_at > idle * 60 {
+            return Ok(None);
+        }
+        // Bounded write rate: refresh last_seen_at at most once a minute per session.
+        if now - session.last_seen_at >= 60 {
+            state.store.touch_session(&hash, now).await?;
+        }
+    }
+    Ok(Some((session, user)))
+}
+
+/// SPEC §5: a state-changing request authenticated by cookie must come from our origin.
+pub fn check_csrf(method: &Method, headers: &HeaderMap, ctx: &RequestContext) -> Result<()> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return if origin.to_str().ok() == Some(ctx.expected_origin.as_str()) {
+            Ok(())
+        } else {
+            Err(Error::CsrfFailed)
+        };
+    }
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some("same-origin") => Ok(()),
+        _ => Err(Error::CsrfFailed),
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if let Some(user) = parts.extensions.get::<CurrentUser>() {
+            return Ok(user.clone());
+        }
+        let ctx = RequestContext::from_parts(parts);
+        let (token, via_cookie) = request_token(&parts.headers).ok_or(Error::Unauthenticated)?;
+        let (session, user) = live_session(state, &token)
+            .await?
+            .ok_or(Error::Unauthenticated)?;
+        if via_cookie {
+            check_csrf(&parts.method, &parts.headers, &ctx)?;
+        }
+        let current = CurrentUser {
+            user,
+            session,
+            via_cookie,
+        };
+        parts.extensions.insert(current.clone());
+        Ok(current)
+    }
+}
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let current = CurrentUser::from_request_parts(parts, state).await?;
+        if !current.user.is_superuser {
+            return Err(Error::Forbidden("This needs an administrator.".into()));
+        }
+        Ok(AdminUser(current))
+    }
+}

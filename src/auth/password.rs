@@ -1,0 +1,90 @@
+//! Argon2id password hashing on blocking threads, with a bound on how many run at once
+//! (each takes 19 MiB) and a dummy hash so unknown emails cost the same time.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct Passwords {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Passwords {
+            permits: Arc::new(Semaphore::new(cores.max(1))),
+        }
+    }
+}
+
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A password a person chose: at least 8 characters, at most 1 KiB.
+pub fn check_new_password(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::validation(
+            "password",
+            "The password must have at least 8 characters (and at most 1024 bytes).",
+        ));
+    }
+    Ok(())
+}
+
+pub fn hash_blocking(password: &str) -> Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| Error::internal(anyhow::anyhow!("hashing failed: {e}")))
+}
+
+fn verify_blocking(password: &str, phc: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), phc)
+        .is_ok()
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        hash_blocking("latchkey dummy password for timing equality").unwrap_or_default()
+    })
+}
+
+impl Passwords {
+    pub async fn hash(&self, password: String) -> Result<String> {
+        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        tokio::task::spawn_blocking(move || hash_blocking(&password))
+            .await
+            .map_err(Error::internal)?
+    }
+
+    /// Verifies against `phc`, or against a dummy hash when there is none (unknown user,
+    /// SSO-only user) so that the answer takes the same time; then returns false.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
+        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        tokio::task::spawn_blocking(move || match phc {
+            Some(h) => verify_blocking(&password, &h),
+            None => {
+                let _ = verify_blocking(&password, dummy_hash());
+                false
+            }
+        })
+        .await
+        .map_err(Error::internal)
+    }
+
+    /// Computes the dummy hash ahead of the first login.
+    pub fn warm_up() {
+        std::thread::spawn(|| {
+            let _ = dummy_hash();
+        });
+    }
+}

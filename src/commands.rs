@@ -1,0 +1,215 @@
+//! What the command-line subcommands do (main.rs only parses).
+
+use std::io::BufRead;
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::auth::password;
+use crate::domain::email::Email;
+use crate::settings::{Actor, Settings, parse_cli_value};
+use crate::store::{AuditRecord, NewUser, Store, UserQuery};
+
+pub async fn serve(listen: &str, database_url: &str) -> anyhow::Result<()> {
+    let app = App::build(listen, database_url).await?;
+    if let Some(url) = app.announce_setup().await? {
+        tracing::info!("no administrator yet: create the first one at {url}");
+    }
+    app.run_until_stopped().await
+}
+
+async fn open(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(database_url)
+        .await
+        .with_context(|| "cannot open the database")?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    open(database_url).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// One line of standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let pw = line.strip_suffix('\n').unwrap_or(&line);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw).to_owned();
+    password::check_new_password(&pw).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(pw)
+}
+
+fn cli_audit(kind: &'static str) -> AuditRecord {
+    AuditRecord {
+        at: crate::clock::now(),
+        kind,
+        outcome: "success",
+        reason: None,
+        actor_id: None,
+        user_id: None,
+        email: None,
+        ip: None,
+        request_id: None,
+        details: json!({"source": "cli"}),
+    }
+}
+
+pub async fn admin_create(
+    database_url: &str,
+    email: &str,
+    first_name: Option<String>,
+    last_name: Option<String>,
+) -> anyhow::Result<()> {
+    let email = Email::parse(email.trim())
+        .map_err(|_| anyhow::anyhow!("{email:?} is not a valid email address"))?;
+    let pw = read_password()?;
+    let store = open(database_url).await?;
+    let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&pw)).await??;
+    let new = NewUser {
+        email: email.as_str().to_owned(),
+        first_name,
+        last_name,
+        password_hash: Some(hash),
+        is_superuser: true,
+        now: crate::clock::now(),
+    };
+    let user = store.create_user(&new, &cli_audit("user_created")).await?;
+    println!("created administrator {} (id {})", user.email, user.id);
+    Ok(())
+}
+
+pub async fn admin_set_password(database_url: &str, email: &str) -> anyhow::Result<()> {
+    let pw = read_password()?;
+    let store = open(database_url).await?;
+    let email = email.trim().to_lowercase();
+    let Some(found) = store.find_user_by_email(&email).await? else {
+        bail!("no user has the email {email}");
+    };
+    let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&pw)).await??;
+    let mut audit = cli_audit("user_updated");
+    audit.details = json!({"source": "cli", "password": "changed"});
+    store
+        .set_password_hash(found.user.id, &hash, &audit)
+        .await?;
+    println!("password set for {email}");
+    Ok(())
+}
+
+pub async fn admin_list(database_url: &str) -> anyhow::Result<()> {
+    let store = open(database_url).await?;
+    let mut offset = 0;
+    loop {
+        let q = UserQuery {
+            search: None,
+            include_inactive: true,
+            limit: 500,
+            offset,
+        };
+        let (users, _) = store.list_users(&q).await?;
+        for u in users.iter().filter(|u| u.is_superuser) {
+            let state = if u.is_active { "active" } else { "deactivated" };
+            println!("{}\t{}\t{}\t{}", u.id, u.email, u.display_name(), state);
+        }
+        if users.len() < 500 {
+            return Ok(());
+        }
+        offset += 500;
+    }
+}
+
+pub async fn settings_get(database_url: &str, key: &str, reveal: bool) -> anyhow::Result<()> {
+    let settings = Settings::load(open(database_url).await?).await?;
+    let view = settings
+        .view(key)
+        .ok_or_else(|| anyhow::anyhow!("{key} is not a setting"))?;
+    let value = if reveal {
+        settings.raw(key)
+    } else {
+        view.value
+    };
+    println!("{value}");
+    Ok(())
+}
+
+pub async fn settings_set(database_url: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let settings = Settings::load(open(database_url).await?).await?;
+    settings
+        .put(
+            vec![(key.to_owned(), parse_cli_value(value))],
+            &Actor::default(),
+        )
+        .await?;
+    let shown = settings.view(key).map(|v| v.value).unwrap_or(Value::Null);
+    println!("{key} = {shown}");
+    Ok(())
+}
+
+pub async fn settings_list(database_url: &str) -> anyhow::Result<()> {
+    let settings = Settings::load(open(database_url).await?).await?;
+    for v in settings.list() {
+        let fixed = if v.is_env_setting {
+            format!("  (fixed by {})", v.env_var)
+        } else {
+            String::new()
+        };
+        println!("{} = {}{fixed}", v.key, v.value);
+    }
+    Ok(())
+}
+
+/// Claims for a test token: email, groups, extra `k=v` claims, `iat` = now, a random `jti`.
+pub fn token_claims(
+    email: &str,
+    groups: Option<&str>,
+    extra: &[String],
+    now: i64,
+) -> anyhow::Result<Map<String, Value>> {
+    let mut claims = Map::new();
+    claims.insert("email".into(), json!(email));
+    if let Some(g) = groups {
+        let list: Vec<&str> = g
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        claims.insert("groups".into(), json!(list));
+    }
+    for kv in extra {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--claim takes key=value, got {kv:?}"))?;
+        claims.insert(k.to_owned(), parse_cli_value(v));
+    }
+    claims.insert("iat".into(), json!(now));
+    claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+    Ok(claims)
+}
+
+pub async fn token_sign(
+    database_url: &str,
+    email: &str,
+    groups: Option<&str>,
+    extra: &[String],
+    secret: Option<String>,
+) -> anyhow::Result<()> {
+    let secret = match secret {
+        Some(s) => s,
+        None => {
+            let settings = Settings::load(open(database_url).await?).await?;
+            settings
+                .raw("jwt-shared-secret")
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("jwt-shared-secret is not set: pass --secret"))?
+        }
+    };
+    let claims = token_claims(email, groups, extra, crate::clock::now())?;
+    let token = crate::sso::verify::sign_hmac("HS256", &claims, secret.as_bytes())
+        .map_err(|r| anyhow::anyhow!("cannot sign: {}", r.code()))?;
+    println!("{token}");
+    Ok(())
+}

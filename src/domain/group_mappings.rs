@@ -1,0 +1,269 @@
+//! The `jwt-group-mappings` setting — SPEC §3 and §4.5.
+//!
+//! Maps a group name as the IdP spells it to the Latchkey group ids it grants, e.g.
+//! `{"eng":[3],"ops":[3,4]}`. The parsed form is canonical (ids sorted, duplicates
+//! removed) so that saving, comparing and auditing the setting is stable, and so that
+//! group sync can work with sets.
+//!
+//! Whether each id names an existing group is checked by the settings layer, which has
+//! the database; this module only checks the shape.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Longest JWT group name accepted as a key, in characters. Names come from the IdP's
+/// groups claim, which lives in a token of at most 8 KiB; anything longer is a paste
+/// mistake, and a bound keeps the setting (and error messages) small.
+pub const MAX_GROUP_NAME_LEN: usize = 255;
+
+/// JWT group name → sorted, de-duplicated Latchkey group ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupMappings(pub BTreeMap<String, Vec<i64>>);
+
+impl GroupMappings {
+    /// Parses the setting's JSON value. It must be an object whose values are arrays of
+    /// positive integer ids; keys are non-empty strings of at most
+    /// [`MAX_GROUP_NAME_LEN`] characters. The error is a sentence for the admin UI /
+    /// `validation_failed` message, naming the offending key.
+    ///
+    /// Floats (even `3.0`), strings (`"3"`), zero, negatives and numbers beyond `i64`
+    /// are refused rather than coerced: a mapping that silently granted a different
+    /// group than the admin typed would be a privilege bug.
+    pub fn parse(v: &serde_json::Value) -> Result<GroupMappings, String> {
+        let serde_json::Value::Object(obj) = v else {
+            return Err(format!(
+                "Group mappings must be a JSON object mapping group names to arrays of group ids, like {{\"eng\": [3]}}; got {}.",
+                json_kind(v)
+            ));
+        };
+        let mut out = BTreeMap::new();
+        for (name, ids) in obj {
+            if name.is_empty() {
+                return Err("Group mappings cannot contain an empty group name.".to_string());
+            }
+            if name.chars().count() > MAX_GROUP_NAME_LEN {
+                return Err(format!(
+                    "Group name \"{}…\" in the group mappings is longer than {MAX_GROUP_NAME_LEN} characters.",
+                    name.chars().take(40).collect::<String>()
+                ));
+            }
+            let serde_json::Value::Array(items) = ids else {
+                return Err(format!(
+                    "The mapping for group name \"{name}\" must be an array of group ids, like [3]; got {}.",
+                    json_kind(ids)
+                ));
+            };
+            let mut set = BTreeSet::new();
+            for item in items {
+                match item.as_i64() {
+                    Some(id) if id > 0 => {
+                        set.insert(id);
+                    }
+                    _ => {
+                        return Err(format!(
+                            "The mapping for group name \"{name}\" contains {item}, which is not a group id (a positive whole number)."
+                        ));
+                    }
+                }
+            }
+            out.insert(name.clone(), set.into_iter().collect());
+        }
+        Ok(GroupMappings(out))
+    }
+
+    /// Every id that appears in any mapping: the groups group sync is allowed to add
+    /// *and remove*. Groups outside this set are never touched, so admins can still
+    /// manage them by hand.
+    pub fn managed(&self) -> BTreeSet<i64> {
+        self.0.values().flatten().copied().collect()
+    }
+
+    /// The ids the given JWT group names map to. Matching is exact and case-sensitive
+    /// (SPEC §4.5): IdPs treat `Eng` and `eng` as different groups, and guessing would
+    /// grant access nobody configured.
+    pub fn wanted(&self, names: &[String]) -> BTreeSet<i64> {
+        names
+            .iter()
+            .filter_map(|n| self.0.get(n))
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// Every id referenced by the setting — what the settings layer must check exists
+    /// before saving. Same set as [`GroupMappings::managed`], named for that purpose.
+    pub fn all_ids(&self) -> BTreeSet<i64> {
+        self.managed()
+    }
+
+    /// The setting back as JSON, in canonical form.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(k, ids)| (k.clone(), serde_json::Value::from(ids.clone())))
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A short noun for a JSON value's type, for error sentences.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn set(v: &[i64]) -> BTreeSet<i64> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let m = GroupMappings::parse(&json!({"eng": [3], "ops": [3, 4]})).unwrap();
+        assert_eq!(m.0.get("eng"), Some(&vec![3]));
+        assert_eq!(m.0.get("ops"), Some(&vec![3, 4]));
+        assert_eq!(m.managed(), set(&[3, 4]));
+        assert_eq!(m.all_ids(), set(&[3, 4]));
+    }
+
+    #[test]
+    fn empty_object_is_empty_mapping() {
+        let m = GroupMappings::parse(&json!({})).unwrap();
+        assert!(m.is_empty());
+        assert_eq!(m, GroupMappings::default());
+        assert!(m.managed().is_empty());
+    }
+
+    #[test]
+    fn ids_sorted_and_deduplicated() {
+        let m = GroupMappings::parse(&json!({"x": [9, 3, 9, 1, 3]})).unwrap();
+        assert_eq!(m.0["x"], vec![1, 3, 9]);
+        assert_eq!(m.to_json(), json!({"x": [1, 3, 9]}));
+    }
+
+    #[test]
+    fn empty_id_list_allowed() {
+        let m = GroupMappings::parse(&json!({"x": []})).unwrap();
+        assert_eq!(m.0["x"], Vec::<i64>::new());
+        assert!(m.managed().is_empty());
+    }
+
+    #[test]
+    fn non_object_rejected() {
+        for v in [
+            json!(null),
+            json!([]),
+            json!([["eng", [3]]]),
+            json!("{}"),
+            json!(3),
+            json!(true),
+        ] {
+            let err = GroupMappings::parse(&v).unwrap_err();
+            assert!(err.contains("JSON object"), "{v}: {err}");
+        }
+    }
+
+    #[test]
+    fn non_array_value_rejected() {
+        for v in [
+            json!({"eng": 3}),
+            json!({"eng": "3"}),
+            json!({"eng": {"id": 3}}),
+            json!({"eng": null}),
+        ] {
+            let err = GroupMappings::parse(&v).unwrap_err();
+            assert!(
+                err.contains("\"eng\"") && err.contains("must be an array"),
+                "{v}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_ids_rejected() {
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(2.5),
+            json!(3.0),
+            json!("3"),
+            json!(null),
+            json!([3]),
+            json!(true),
+            json!(u64::MAX),
+        ] {
+            let v = json!({"eng": [1, bad.clone()]});
+            let err = GroupMappings::parse(&v).unwrap_err();
+            assert!(err.contains("not a group id"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn largest_i64_id_accepted() {
+        let m = GroupMappings::parse(&json!({"g": [i64::MAX]})).unwrap();
+        assert_eq!(m.managed(), set(&[i64::MAX]));
+    }
+
+    #[test]
+    fn key_rules() {
+        assert!(
+            GroupMappings::parse(&json!({"": [3]}))
+                .unwrap_err()
+                .contains("empty")
+        );
+        let long = "n".repeat(MAX_GROUP_NAME_LEN + 1);
+        let err = GroupMappings::parse(&json!({ long: [3] })).unwrap_err();
+        assert!(err.contains("longer than 255"), "{err}");
+        assert!(err.len() < 200, "message must not echo the whole key");
+        let max = "é".repeat(MAX_GROUP_NAME_LEN);
+        assert!(GroupMappings::parse(&json!({ max: [3] })).is_ok());
+        assert!(GroupMappings::parse(&json!({" Eng Team ": [3], "a/b": [4]})).is_ok());
+    }
+
+    #[test]
+    fn wanted_is_exact_and_case_sensitive() {
+        let m = GroupMappings::parse(&json!({"eng": [3], "ops": [3, 4], "Admins": [2]})).unwrap();
+        assert_eq!(m.wanted(&names(&["eng"])), set(&[3]));
+        assert_eq!(m.wanted(&names(&["eng", "ops"])), set(&[3, 4]));
+        assert_eq!(
+            m.wanted(&names(&["ENG", "Eng", " eng", "admins"])),
+            set(&[])
+        );
+        assert_eq!(m.wanted(&names(&["Admins", "unknown"])), set(&[2]));
+        assert_eq!(m.wanted(&[]), set(&[]));
+        assert_eq!(m.managed(), set(&[2, 3, 4]));
+    }
+
+    #[test]
+    fn serialises_as_plain_object() {
+        let m = GroupMappings::parse(&json!({"b": [2], "a": [1]})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"a": [1], "b": [2]})
+        );
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let m = GroupMappings::parse(&json!({"x": [5, 4], "y": [4]})).unwrap();
+        assert_eq!(GroupMappings::parse(&m.to_json()).unwrap(), m);
+    }
+}

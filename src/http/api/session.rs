@@ -1,0 +1,192 @@
+//! Password login, logout, first-run setup and the public session properties.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::auth::{self, CurrentUser, password, session, throttle};
+use crate::domain::email::Email;
+use crate::error::{Error, Result};
+use crate::http::audit;
+use crate::http::context::RequestContext;
+use crate::http::extract::ApiJson;
+use crate::store::{NewSession, NewUser};
+
+pub async fn properties(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+    let eff = state.settings.current();
+    Ok(Json(json!({
+        "setup_required": !state.store.admin_exists().await?,
+        "password_login_enabled": eff.password_login_enabled(),
+        "jwt_enabled": eff.jwt_configured(),
+        "site_url": eff.str("site-url"),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// Opens a session for `user_id` and answers `{"id": token}` with the cookie.
+pub async fn start_session(
+    state: &AppState,
+    ctx: &RequestContext,
+    user_id: i64,
+    auth_method: &'static str,
+    audit_row: crate::store::AuditRecord,
+) -> Result<Response> {
+    let eff = state.settings.current();
+    let (token, hash) = session::new_token();
+    let now = crate::clock::now();
+    let new = NewSession {
+        id_hash: hash,
+        user_id,
+        now,
+        expires_at: now + eff.int("session-max-age-minutes").unwrap_or(20_160) * 60,
+        auth_method,
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
+    state.store.create_session(&new, &audit_row).await?;
+    let cookie = session::session_cookie(&token, &eff, ctx.https);
+    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"id": token}))).into_response())
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response> {
+    let email = body.username.trim().to_lowercase();
+    let now = crate::clock::now();
+    let mut failure = audit(&ctx, "password_login", "failure");
+    failure.email = Some(email.chars().take(254).collect());
+    let mut buckets = vec![(throttle::email_bucket(&email), throttle::PER_EMAIL)];
+    if let Some(ip) = &ctx.ip {
+        buckets.push((throttle::ip_bucket(ip), throttle::PER_IP));
+    }
+    if !state.settings.current().password_login_enabled() {
+        failure.reason = Some("password_login_disabled".into());
+        state.store.audit(&failure).await?;
+        return Err(Error::PasswordLoginDisabled);
+    }
+    if let Err(e) = throttle::check(&state.store, &buckets, now).await {
+        failure.reason = Some("too_many_attempts".into());
+        state.store.audit(&failure).await?;
+        return Err(e);
+    }
+    let found = if body.password.len() > password::MAX_PASSWORD_BYTES {
+        None
+    } else {
+        state.store.find_user_by_email(&email).await?
+    };
+    let phc = found.as_ref().and_then(|f| f.password_hash.clone());
+    let ok = state.passwords.verify(body.password, phc).await?;
+    let user = match found {
+        Some(f) if ok && f.user.is_active => f.user,
+        other => {
+            failure.user_id = other.map(|f| f.user.id);
+            failure.reason = Some("invalid_credentials".into());
+            let names: Vec<String> = buckets.iter().map(|(b, _)| b.clone()).collect();
+            state.store.record_login_failure(&names, now).await?;
+            state.store.audit(&failure).await?;
+            return Err(Error::InvalidCredentials);
+        }
+    };
+    state
+        .store
+        .clear_login_failures(&throttle::email_bucket(&email))
+        .await?;
+    let mut success = audit(&ctx, "password_login", "success");
+    success.user_id = Some(user.id);
+    success.actor_id = Some(user.id);
+    success.email = Some(user.email.clone());
+    start_session(&state, &ctx, user.id, "password", success).await
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    current: CurrentUser,
+) -> Result<Response> {
+    let mut row = audit(&ctx, "logout", "success");
+    row.user_id = Some(current.user.id);
+    row.actor_id = Some(current.user.id);
+    row.email = Some(current.user.email.clone());
+    if let Some((token, _)) = auth::request_token(&headers) {
+        state
+            .store
+            .delete_session(&session::hash_token(&token), Some(&row))
+            .await?;
+    }
+    let eff = state.settings.current();
+    Ok((
+        axum::http::StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session::clear_cookie(&eff, ctx.https))],
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SetupBody {
+    token: String,
+    user: SetupUser,
+}
+
+#[derive(Deserialize)]
+pub struct SetupUser {
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    password: String,
+}
+
+/// Creates the first admin with the one-time setup token, and signs them in.
+pub async fn setup(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiJson(body): ApiJson<SetupBody>,
+) -> Result<Response> {
+    let email = Email::parse(&body.user.email)
+        .map_err(|_| Error::validation("user.email", "Enter a valid email address."))?;
+    password::check_new_password(&body.user.password).map_err(|_| {
+        Error::validation(
+            "user.password",
+            "The password must have at least 8 characters.",
+        )
+    })?;
+    let hash = state.passwords.hash(body.user.password).await?;
+    let new = NewUser {
+        email: email.as_str().to_owned(),
+        first_name: clean_name(body.user.first_name),
+        last_name: clean_name(body.user.last_name),
+        password_hash: Some(hash),
+        is_superuser: true,
+        now: crate::clock::now(),
+    };
+    let row = audit(&ctx, "user_created", "success");
+    let user = state
+        .store
+        .complete_setup(&session::hash_token(&body.token), &new, &row)
+        .await?
+        .ok_or_else(|| {
+            Error::Forbidden("The setup token is not valid, or setup is already done.".into())
+        })?;
+    let mut login = audit(&ctx, "password_login", "success");
+    login.user_id = Some(user.id);
+    login.actor_id = Some(user.id);
+    login.email = Some(user.email.clone());
+    start_session(&state, &ctx, user.id, "password", login).await
+}
+
+/// A name as given, trimmed; empty means none. At most 254 characters.
+pub fn clean_name(name: Option<String>) -> Option<String> {
+    name.map(|n| n.trim().chars().take(254).collect::<String>())
+        .filter(|n| !n.is_empty())
+}

@@ -1,0 +1,268 @@
+//! Per-request context (request id, client IP, our own origin) and the one place where
+//! errors become response bodies: JSON for API clients, an HTML page for browsers.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::error::Error;
+
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// `site-url`'s origin, or the request's own scheme+Host when it is unset.
+    pub expected_origin: String,
+    /// The request's own base URL (scheme + Host), used when `site-url` is unset.
+    pub own_base: String,
+    pub https: bool,
+}
+
+impl RequestContext {
+    pub fn from_parts(parts: &Parts) -> RequestContext {
+        parts
+            .extensions
+            .get::<RequestContext>()
+            .cloned()
+            .unwrap_or_else(|| RequestContext {
+                request_id: String::new(),
+                ip: None,
+                user_agent: None,
+                expected_origin: String::new(),
+                own_base: "http://localhost/".into(),
+                https: false,
+            })
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestContext::from_parts(parts))
+    }
+}
+
+/// What an error response carries until `finish` renders it with the request id.
+#[derive(Debug, Clone)]
+pub struct ErrorPayload {
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub internal: Option<String>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let payload = ErrorPayload {
+            code: self.code(),
+            message: self.to_string(),
+            field: self.field().map(str::to_owned),
+            internal: match &self {
+                Error::Internal(e) => Some(format!("{e:#}")),
+                _ => None,
+            },
+        };
+        let mut res = (status, axum::Json(json_body(&payload, ""))).into_response();
+        if let Error::TooManyAttempts { retry_after_secs } = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        res.extensions_mut().insert(payload);
+        res
+    }
+}
+
+fn json_body(p: &ErrorPayload, request_id: &str) -> serde_json::Value {
+    let mut body =
+        serde_json::json!({"error": p.code, "message": p.message, "request_id": request_id});
+    if let Some(field) = &p.field {
+        body["field"] = serde_json::Value::String(field.clone());
+    }
+    body
+}
+
+/// The client IP: the socket peer, or with N trusted proxies the address N hops back in
+/// `X-Forwarded-For` (entries further left can be forged by the client).
+pub fn client_ip(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    trusted_hops: i64,
+) -> Option<String> {
+    let peer_ip = peer.map(|p| p.ip().to_string());
+    if trusted_hops <= 0 {
+        return peer_ip;
+    }
+    let forwarded: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    if forwarded.is_empty() {
+        return peer_ip;
+    }
+    let idx = forwarded.len().saturating_sub(trusted_hops as usize);
+    forwarded.get(idx).cloned().or(peer_ip)
+}
+
+fn wants_html(headers: &HeaderMap, path: &str) -> bool {
+    if path.starts_with("/api/") || path == "/metrics" {
+        return false;
+    }
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Middleware: builds the RequestContext, then renders error bodies and adds the headers
+/// every response carries.
+pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let eff = state.settings.current();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let headers = req.headers();
+    let ip = client_ip(
+        peer,
+        headers,
+        eff.int("forwarded-for-trusted-hops").unwrap_or(0),
+    );
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("localhost")
+        .to_owned();
+    let scheme = if forwarded_https { "https" } else { "http" };
+    let own_base = format!("{scheme}://{host}/");
+    let expected_origin = match &eff.site_url {
+        Some(u) => u.origin().ascii_serialization(),
+        None => url::Url::parse(&own_base)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default(),
+    };
+    let ctx = RequestContext {
+        request_id: request_id.clone(),
+        ip,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+        expected_origin,
+        own_base,
+        https: forwarded_https,
+    };
+    let html = wants_html(req.headers(), req.uri().path());
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    req.extensions_mut().insert(ctx);
+
+    let mut res = next.run(req).await;
+
+    let payload = res
+        .extensions()
+        .get::<ErrorPayload>()
+        .cloned()
+        .or_else(|| plain_error(&res));
+    if let Some(p) = payload {
+        if let Some(internal) = &p.internal {
+            tracing::error!(request_id = %request_id, %method, %path, error = %internal, "request failed");
+        }
+        let status = res.status();
+        let retry_after = res.headers().get(header::RETRY_AFTER).cloned();
+        let mut out = if html {
+            let page = crate::http::pages::error_page(status, &p, &request_id);
+            (status, axum::response::Html(page)).into_response()
+        } else {
+            (status, axum::Json(json_body(&p, &request_id))).into_response()
+        };
+        if let Some(v) = retry_after {
+            out.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        for (k, v) in res.headers() {
+            if k == header::SET_COOKIE || k == header::CACHE_CONTROL || k == header::REFERRER_POLICY
+            {
+                out.headers_mut().append(k, v.clone());
+            }
+        }
+        res = out;
+    }
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !h.contains_key(header::REFERRER_POLICY) {
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+    }
+    res
+}
+
+/// Errors produced outside our handlers (unknown route, axum's own rejections) get the
+/// same shape as ours.
+fn plain_error(res: &Response) -> Option<ErrorPayload> {
+    let (code, message) = match res.status() {
+        StatusCode::NOT_FOUND => ("not_found", "There is nothing at this address."),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("body_too_large", "The request body is larger than 1 MiB.")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "validation_failed",
+            "This address does not accept that method.",
+        ),
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("validation_failed", "The request could not be understood.")
+        }
+        _ => return None,
+    };
+    Some(ErrorPayload {
+        code,
+        message: message.into(),
+        field: None,
+        internal: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_only_the_configured_hops() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4"),
+        );
+        assert_eq!(client_ip(Some(peer), &h, 0).as_deref(), Some("10.0.0.1"));
+        assert_eq!(client_ip(Some(peer), &h, 1).as_deref(), Some("1.2.3.4"));
+        assert_eq!(client_ip(Some(peer), &h, 2).as_deref(), Some("6.6.6.6"));
+        assert_eq!(client_ip(Some(peer), &h, 5).as_deref(), Some("6.6.6.6"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Body and path extractors whose failures are our 400 `validation_failed` (naming the
+//! field) or 413 `body_too_large`, instead of axum's plain-text rejections.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON body, deserialised with the path of any failing field.
+pub struct ApiJson<T>(pub T);
+
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BodyTooLarge
+        } else {
+            Error::validation("body", "The request body could not be read.")
+        }
+    })
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| Error::validation("body", "The request body is not valid JSON."))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if path == "." || path.is_empty() {
+            // "missing field `x`" names the field in the message only.
+            inner
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "body".to_owned())
+        } else {
+            path
+        };
+        Error::validation(field.clone(), format!("{field}: {inner}."))
+    })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+        let bytes = read_body(req, state).await?;
+        if !json && !bytes.is_empty() {
+            return Err(Error::validation(
+                "body",
+                "Send the body as application/json.",
+            ));
+        }
+        Ok(ApiJson(parse_json(&bytes)?))
+    }
+}
+
+/// A numeric id from the path.
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| Error::validation("id", "The id in the address is missing."))?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Id)
+            .ok_or_else(|| {
+                Error::validation(
+                    "id",
+                    "The id in the address must be a positive whole number.",
+                )
+            })
+    }
+}
+
+/// Query-string parameters; a malformed value is a 400 naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        let query = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let mut map = serde_json::Map::new();
+        for (k, v) in pairs {
+            map.entry(k).or_insert(serde_json::Value::String(v));
+        }
+        serde_path_to_error::deserialize(serde_json::Value::Object(map))
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                Error::validation(field.clone(), format!("{field}: {}.", e.into_inner()))
+            })
+    }
+}

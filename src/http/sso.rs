@@ -1,0 +1,359 @@
+//! `/auth/sso` (start and callback, SPEC §4), `/auth/logout`, back-channel logout and the
+//! admin dry run.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::app::AppState;
+use crate::auth::{self, AdminUser, session};
+use crate::domain::return_to::parse_return_to;
+use crate::error::{Error, Result, TokenFailure};
+use crate::http::audit;
+use crate::http::context::RequestContext;
+use crate::http::extract::{ApiJson, parse_json, read_body};
+use crate::settings::Effective;
+use crate::sso::{self, LoginResult};
+use crate::store::{NewSession, SsoLogoutError};
+
+/// The parameters of a callback or start request, from the query, a form or JSON.
+#[derive(Default)]
+struct SsoParams {
+    jwt: Option<String>,
+    return_to: Option<String>,
+    redirect: Option<String>,
+}
+
+fn params_from_pairs(pairs: impl Iterator<Item = (String, String)>) -> SsoParams {
+    let mut p = SsoParams::default();
+    for (k, v) in pairs {
+        let slot = match k.as_str() {
+            "jwt" => &mut p.jwt,
+            "return_to" => &mut p.return_to,
+            "redirect" => &mut p.redirect,
+            _ => continue,
+        };
+        slot.get_or_insert(v);
+    }
+    p
+}
+
+/// Every `/auth/sso` response keeps the token out of referrers and caches.
+fn sso_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+}
+
+/// The base that relative redirect targets resolve against: `site-url`, else the request's
+/// own scheme and Host.
+fn redirect_base(eff: &Effective, ctx: &RequestContext) -> Result<Url> {
+    match &eff.site_url {
+        Some(u) => Ok(u.clone()),
+        None => Url::parse(&ctx.own_base).map_err(|_| Error::InvalidRedirect),
+    }
+}
+
+fn redirect_to(location: &Url) -> Response {
+    let mut res = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(location.as_str()) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res
+}
+
+pub async fn sso_get(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let params = params_from_pairs(url::form_urlencoded::parse(query.as_bytes()).into_owned());
+    sso_headers(
+        handle(&state, &ctx, &headers, params)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    )
+}
+
+pub async fn sso_post(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let result = async {
+        let body = read_body(req, &state).await?;
+        let params = if is_json(&headers) {
+            let v: Value = parse_json(&body)?;
+            let field = |k: &str| -> Result<Option<String>> {
+                match v.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(Error::validation(k, format!("{k} must be a string."))),
+                }
+            };
+            SsoParams {
+                jwt: field("jwt")?,
+                return_to: field("return_to")?,
+                redirect: None,
+            }
+        } else {
+            params_from_pairs(url::form_urlencoded::parse(&body).into_owned())
+        };
+        handle(&state, &ctx, &headers, params).await
+    }
+    .await;
+    sso_headers(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+async fn handle(
+    state: &AppState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    params: SsoParams,
+) -> Result<Response> {
+    let eff = state.settings.current();
+    if !eff.jwt_configured() {
+        return Err(Error::SsoNotConfigured);
+    }
+    let base = redirect_base(&eff, ctx)?;
+    let allowed = eff.strings("redirect-allowed-origins");
+    let Some(token) = params.jwt else {
+        // Step 1: send the browser to the identity provider.
+        let target = match params.redirect.as_deref().filter(|r| !r.is_empty()) {
+            Some(r) => Some(
+                parse_return_to(Some(r), &base, &allowed).map_err(|_| Error::InvalidRedirect)?,
+            ),
+            None => None,
+        };
+        let idp = eff
+            .str("jwt-identity-provider-uri")
+            .ok_or(Error::SsoNotConfigured)?;
+        let mut location = Url::parse(idp).map_err(|_| Error::SsoNotConfigured)?;
+        if let Some(t) = target {
+            // Relative to our site when it is ours: the IdP hands it back as return_to.
+            let value = if t.origin() == base.origin() {
+                let mut rel = t.path().to_owned();
+                if let Some(q) = t.query() {
+                    rel.push('?');
+                    rel.push_str(q);
+                }
+                if let Some(f) = t.fragment() {
+                    rel.push('#');
+                    rel.push_str(f);
+                }
+                rel
+            } else {
+                t.to_string()
+            };
+            location.query_pairs_mut().append_pair("return_to", &value);
+        }
+        return Ok(redirect_to(&location));
+    };
+    // Step 2: the callback. The redirect target is checked before the token is looked at.
+    let target = parse_return_to(params.return_to.as_deref(), &base, &allowed)
+        .map_err(|_| Error::InvalidRedirect)?;
+    let now = crate::clock::now();
+    let (session_token, id_hash) = session::new_token();
+    let new_session = NewSession {
+        id_hash,
+        user_id: 0,
+        now,
+        expires_at: now + eff.int("session-max-age-minutes").unwrap_or(20_160) * 60,
+        auth_method: "jwt",
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
+    let template = audit(ctx, "sso_login", "success");
+    match sso::login(&state.store, &eff, &token, new_session, template).await? {
+        LoginResult::LoggedIn { user } => {
+            let cookie = session::session_cookie(&session_token, &eff, ctx.https);
+            if wants_json(headers) {
+                let groups = state.store.user_groups(user.id).await?;
+                let body = json!({"id": session_token, "user": crate::http::api::user_json(&user, Some(&groups))});
+                return Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response());
+            }
+            let mut res = redirect_to(&target);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                res.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            Ok(res)
+        }
+        LoginResult::Replayed { email } => {
+            // Refresh or back button: a browser already signed in as this user just goes on.
+            if let Some((existing, _)) = auth::request_token(headers) {
+                if let Some((_, user)) = auth::live_session(state, &existing).await? {
+                    if user.email == email && !wants_json(headers) {
+                        return Ok(redirect_to(&target));
+                    }
+                }
+            }
+            Err(Error::Token(TokenFailure::Replayed))
+        }
+    }
+}
+
+/// `GET /auth/logout`: ends this session, then goes to the IdP's logout for SSO sessions.
+pub async fn logout(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let eff = state.settings.current();
+    let mut location = "/auth/login".to_owned();
+    if let Some((token, _)) = auth::request_token(&headers) {
+        if let Some((session_row, user)) = auth::live_session(&state, &token).await? {
+            let mut row = audit(&ctx, "logout", "success");
+            row.user_id = Some(user.id);
+            row.actor_id = Some(user.id);
+            row.email = Some(user.email.clone());
+            state
+                .store
+                .delete_session(&session::hash_token(&token), Some(&row))
+                .await?;
+            if session_row.auth_method == "jwt" {
+                if let Some(uri) = eff.str("jwt-logout-redirect-uri") {
+                    location = uri.to_owned();
+                }
+            }
+        }
+    }
+    let mut res = StatusCode::FOUND.into_response();
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&session::clear_cookie(&eff, ctx.https)) {
+        h.insert(header::SET_COOKIE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `POST /auth/sso/logout`: the IdP ends every session of a user (SPEC §5).
+pub async fn backchannel_logout(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    let result = async {
+        let body = read_body(req, &state).await?;
+        let token = if is_json(&headers) {
+            let v: Value = parse_json(&body)?;
+            v.get("logout_token")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        } else {
+            url::form_urlencoded::parse(&body)
+                .find(|(k, _)| k == "logout_token")
+                .map(|(_, v)| v.into_owned())
+        };
+        let token =
+            token.ok_or_else(|| Error::validation("logout_token", "logout_token is required."))?;
+        let eff = state.settings.current();
+        if !eff.jwt_configured() {
+            return Err(Error::SsoNotConfigured);
+        }
+        let mut row = audit(&ctx, "logout", "success");
+        let failed = |row: &crate::store::AuditRecord, code: &str| {
+            let mut r = row.clone();
+            r.outcome = "failure";
+            r.reason = Some(code.to_owned());
+            r
+        };
+        let ps = sso::PolicySettings::from_settings(&eff);
+        let verified = match sso::verify::verify(
+            &token,
+            &ps.policy(sso::verify::TokenPurpose::Logout),
+            crate::clock::now(),
+        ) {
+            Ok(v) => v,
+            Err(r) => {
+                let f = TokenFailure::from(r);
+                state.store.audit(&failed(&row, f.code())).await?;
+                return Err(Error::Token(f));
+            }
+        };
+        let names = sso::attribute_names(&eff);
+        let email = match verified.claims.get(names.email) {
+            None | Some(Value::Null) => None,
+            Some(v) => match crate::domain::email::email_from_claim(Some(v)) {
+                Ok(e) => Some(e.as_str().to_owned()),
+                Err(_) => {
+                    state.store.audit(&failed(&row, "claim_invalid")).await?;
+                    return Err(Error::Token(TokenFailure::ClaimInvalid));
+                }
+            },
+        };
+        let subject = sso::claim_str(&verified.claims, "sub").map(str::to_owned);
+        if email.is_none() && subject.is_none() {
+            state.store.audit(&failed(&row, "claim_invalid")).await?;
+            return Err(Error::Token(TokenFailure::ClaimInvalid));
+        }
+        row.email = email.clone();
+        match state
+            .store
+            .sso_logout(
+                &verified.replay_key,
+                verified.replay_expires_at,
+                email.as_deref(),
+                subject.as_deref(),
+                &row,
+            )
+            .await?
+        {
+            Ok(n) => Ok(Json(json!({"revoked": n})).into_response()),
+            Err(SsoLogoutError::Replayed) => {
+                state.store.audit(&failed(&row, "token_replayed")).await?;
+                Err(Error::Token(TokenFailure::Replayed))
+            }
+            Err(SsoLogoutError::Ambiguous) => {
+                state.store.audit(&failed(&row, "claim_invalid")).await?;
+                Err(Error::Token(TokenFailure::ClaimInvalid))
+            }
+        }
+    }
+    .await;
+    sso_headers(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+#[derive(serde::Deserialize)]
+pub struct DryRunBody {
+    token: String,
+}
+
+/// `POST /api/sso/jwt/test`: what the callback would do with this token, changing nothing.
+pub async fn dry_run(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiJson(body): ApiJson<DryRunBody>,
+) -> Result<Json<Value>> {
+    let eff = state.settings.current();
+    Ok(Json(
+        sso::dry_run(&state.store, &eff, body.token.trim(), crate::clock::now()).await?,
+    ))
+}

@@ -1,0 +1,201 @@
+//! The `latchkey` command line: parsing only; the work is in the library.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use latchkey::commands;
+use latchkey::store::DEFAULT_DATABASE_URL;
+
+#[derive(Parser)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Self-hosted JWT single sign-on, compatible with Metabase's JWT SSO."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// sqlite://path/to/file.db or postgres://user:password@host/db
+    #[arg(long, env = "LATCHKEY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (SQLite in ./latchkey-data by default; migrations run automatically).
+    Serve {
+        /// Address and port to listen on.
+        #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:3000")]
+        listen: String,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Log format.
+        #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Manage administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Read and change settings (the same validation as the API).
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+    /// Mint test JWTs.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Run a small example identity provider that signs tokens for any email and groups.
+    ExampleIdp {
+        /// The shared secret (jwt-shared-secret of the Latchkey server).
+        #[arg(long, env = "LATCHKEY_JWT_SHARED_SECRET")]
+        secret: String,
+        /// The Latchkey server to send people back to.
+        #[arg(long, default_value = "http://localhost:3000")]
+        site: String,
+        #[arg(long, default_value = "127.0.0.1:3535")]
+        listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an active administrator (reads the password from standard input).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        first_name: Option<String>,
+        #[arg(long)]
+        last_name: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set a user's password (reads it from standard input).
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List administrators.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// Print a setting's effective value as JSON (secrets masked unless --reveal).
+    Get {
+        key: String,
+        #[arg(long)]
+        reveal: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set a setting. VALUE is JSON, or a bare string; null unsets it.
+    Set {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List every setting with its effective value (secrets masked).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a token signed with HS256, iat = now and a random jti.
+    Sign {
+        #[arg(long)]
+        email: String,
+        /// Comma-separated group names.
+        #[arg(long)]
+        groups: Option<String>,
+        /// Extra claim as key=value (value is JSON, or a bare string); repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        /// Sign with this secret instead of the configured jwt-shared-secret.
+        #[arg(long, env = "LATCHKEY_JWT_SHARED_SECRET")]
+        secret: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let json_logs = matches!(
+        &cli.command,
+        Command::Serve {
+            log_format: LogFormat::Json,
+            ..
+        }
+    );
+    latchkey::telemetry::init(json_logs);
+    let result = match cli.command {
+        Command::Serve { listen, db, .. } => commands::serve(&listen, &db.database_url).await,
+        Command::Migrate { db } => commands::migrate(&db.database_url).await,
+        Command::Admin(AdminCommand::Create {
+            email,
+            first_name,
+            last_name,
+            db,
+            ..
+        }) => commands::admin_create(&db.database_url, &email, first_name, last_name).await,
+        Command::Admin(AdminCommand::SetPassword { email, db, .. }) => {
+            commands::admin_set_password(&db.database_url, &email).await
+        }
+        Command::Admin(AdminCommand::List { db }) => commands::admin_list(&db.database_url).await,
+        Command::Settings(SettingsCommand::Get { key, reveal, db }) => {
+            commands::settings_get(&db.database_url, &key, reveal).await
+        }
+        Command::Settings(SettingsCommand::Set { key, value, db }) => {
+            commands::settings_set(&db.database_url, &key, &value).await
+        }
+        Command::Settings(SettingsCommand::List { db }) => {
+            commands::settings_list(&db.database_url).await
+        }
+        Command::Token(TokenCommand::Sign {
+            email,
+            groups,
+            claims,
+            secret,
+            db,
+        }) => {
+            commands::token_sign(&db.database_url, &email, groups.as_deref(), &claims, secret).await
+        }
+        Command::ExampleIdp {
+            secret,
+            site,
+            listen,
+        } => latchkey::example_idp::run(&secret, &site, &listen).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

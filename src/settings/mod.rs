@@ -1,0 +1,425 @@
+//! The settings service: the registry's values as they are in effect (environment over
+//! stored over default), cached in memory, reloaded from the database every second so a
+//! change made on one instance is in effect on every instance within 2 seconds.
+
+pub mod registry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::domain::group_mappings::GroupMappings;
+use crate::error::{Error, Result};
+use crate::store::{AuditRecord, Store};
+pub use registry::{Def, SETTINGS};
+
+/// How often every instance re-reads the settings table.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An immutable view of every setting's effective value, with the parsed forms the hot
+/// paths need.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    values: HashMap<&'static str, Value>,
+    env_fixed: HashMap<&'static str, Value>,
+    stored: HashMap<String, String>,
+    pub site_url: Option<Url>,
+    pub group_mappings: GroupMappings,
+}
+
+impl Effective {
+    fn build(stored: HashMap<String, String>, env_fixed: &HashMap<&'static str, Value>) -> Self {
+        let mut values = HashMap::new();
+        for def in SETTINGS {
+            let value = if let Some(v) = env_fixed.get(def.key) {
+                v.clone()
+            } else if let Some(text) = stored.get(def.key) {
+                // A stored value that no longer validates (hand-edited database) falls back
+                // to the default rather than breaking every request.
+                serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|v| def.validate(v).ok())
+                    .filter(|v| !v.is_null())
+                    .unwrap_or_else(|| def.default_value())
+            } else {
+                def.default_value()
+            };
+            values.insert(def.key, value);
+        }
+        let site_url = values
+            .get("site-url")
+            .and_then(Value::as_str)
+            .and_then(|s| Url::parse(s).ok());
+        let group_mappings = values
+            .get("jwt-group-mappings")
+            .and_then(|v| GroupMappings::parse(v).ok())
+            .unwrap_or_default();
+        Effective {
+            values,
+            env_fixed: env_fixed.clone(),
+            stored,
+            site_url,
+            group_mappings,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> &Value {
+        self.values.get(key).unwrap_or(&Value::Null)
+    }
+
+    pub fn bool(&self, key: &str) -> bool {
+        self.get(key).as_bool().unwrap_or(false)
+    }
+
+    pub fn int(&self, key: &str) -> Option<i64> {
+        self.get(key).as_i64()
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.get(key).as_str()
+    }
+
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn is_env_fixed(&self, key: &str) -> bool {
+        self.env_fixed.contains_key(key)
+    }
+
+    /// SPEC §3: enabled, IdP URI set, and at least one usable key.
+    pub fn jwt_configured(&self) -> bool {
+        self.bool("jwt-enabled")
+            && self.str("jwt-identity-provider-uri").is_some()
+            && (self.str("jwt-shared-secret").is_some()
+                || !self.strings("jwt-public-keys").is_empty()
+                || self.str("jwt-jwks-uri").is_some())
+    }
+
+    /// Password login is off only while JWT SSO works (SPEC §5).
+    pub fn password_login_enabled(&self) -> bool {
+        !(self.jwt_configured() && !self.bool("enable-password-login"))
+    }
+}
+
+/// One row of `GET /api/setting`.
+#[derive(Debug, Serialize)]
+pub struct SettingView {
+    pub key: &'static str,
+    pub value: Value,
+    pub default: Value,
+    pub env_var: String,
+    pub is_env_setting: bool,
+    pub description: &'static str,
+    pub secret: bool,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    store: Store,
+    env_fixed: Arc<HashMap<&'static str, Value>>,
+    current: Arc<RwLock<Arc<Effective>>>,
+}
+
+/// Who is changing settings, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub user_id: Option<i64>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Settings {
+    /// Reads the `LATCHKEY_*` variables of every setting (refusing invalid ones) and the
+    /// stored values.
+    pub async fn load(store: Store) -> anyhow::Result<Settings> {
+        Self::load_with_env(store, |name| std::env::var(name).ok()).await
+    }
+
+    /// As `load`, with the environment given (tests pass their own).
+    pub async fn load_with_env(
+        store: Store,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Settings> {
+        let env_fixed = env_overlay(env)?;
+        let stored = load_stored(&store).await?;
+        let effective = Effective::build(stored, &env_fixed);
+        Ok(Settings {
+            store,
+            env_fixed: Arc::new(env_fixed),
+            current: Arc::new(RwLock::new(Arc::new(effective))),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Effective> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the settings table; swaps the snapshot only when something changed.
+    pub async fn reload(&self) -> Result<()> {
+        let stored = load_stored(&self.store).await?;
+        if stored != self.current().stored {
+            let next = Arc::new(Effective::build(stored, &self.env_fixed));
+            match self.current.write() {
+                Ok(mut g) => *g = next,
+                Err(poisoned) => *poisoned.into_inner() = next,
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps this instance in step with changes made elsewhere (another instance, the CLI).
+    pub fn spawn_reloader(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.reload().await {
+                    tracing::warn!(error = %e, "could not reload settings");
+                }
+            }
+        })
+    }
+
+    pub fn view(&self, key: &str) -> Option<SettingView> {
+        let def = registry::def(key)?;
+        let eff = self.current();
+        let value = eff.get(key).clone();
+        Some(SettingView {
+            key: def.key,
+            value: if def.secret {
+                registry::mask_secret(&value)
+            } else {
+                value
+            },
+            default: def.default_value(),
+            env_var: def.env_var(),
+            is_env_setting: eff.is_env_fixed(key),
+            description: def.description,
+            secret: def.secret,
+        })
+    }
+
+    pub fn list(&self) -> Vec<SettingView> {
+        SETTINGS.iter().filter_map(|d| self.view(d.key)).collect()
+    }
+
+    /// The effective value, unmasked (for the server's own use and `latchkey settings get`
+    /// on the server).
+    pub fn raw(&self, key: &str) -> Value {
+        self.current().get(key).clone()
+    }
+
+    /// Validates and writes several settings at once: all of them or none (SPEC §6).
+    pub async fn put(&self, changes: Vec<(String, Value)>, actor: &Actor) -> Result<()> {
+        let eff = self.current();
+        let now = crate::clock::now();
+        let mut writes = Vec::new();
+        let mut audits = Vec::new();
+        let mut next: HashMap<String, Value> = SETTINGS
+            .iter()
+            .map(|d| (d.key.to_owned(), eff.get(d.key).clone()))
+            .collect();
+        for (key, value) in changes {
+            let def = registry::def(&key)
+                .ok_or_else(|| Error::validation(&key, format!("{key} is not a setting.")))?;
+            if eff.is_env_fixed(def.key) {
+                return Err(Error::SettingLocked {
+                    key: key.clone(),
+                    env_var: def.env_var(),
+                });
+            }
+            if def.secret && registry::is_masked(&value) {
+                continue; // the masked form we handed out: unchanged
+            }
+            let normal = def
+                .validate(value)
+                .map_err(|m| Error::validation(def.key, format!("{}: {m}.", def.key)))?;
+            let old = eff.get(def.key).clone();
+            let new_effective = if normal.is_null() {
+                def.default_value()
+            } else {
+                normal.clone()
+            };
+            next.insert(def.key.to_owned(), new_effective.clone());
+            let stored_text = if normal.is_null() {
+                None
+            } else {
+                Some(normal.to_string())
+            };
+            if eff.stored.get(def.key) == stored_text.as_ref() {
+                continue;
+            }
+            let (old_shown, new_shown) = if def.secret {
+                (
+                    registry::mask_secret(&old),
+                    registry::mask_secret(&new_effective),
+                )
+            } else {
+                (old, new_effective)
+            };
+            audits.push(AuditRecord {
+                at: now,
+                kind: "setting_changed",
+                outcome: "success",
+                reason: None,
+                actor_id: actor.user_id,
+                user_id: None,
+                email: None,
+                ip: actor.ip.clone(),
+                request_id: actor.request_id.clone(),
+                details: serde_json::json!({"key": def.key, "old": old_shown, "new": new_shown}),
+            });
+            writes.push((def.key.to_owned(), stored_text));
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.check_cross_rules(&eff, &next, &writes, actor, now)
+            .await?;
+        self.store.write_settings(&writes, &audits).await?;
+        self.reload().await
+    }
+
+    /// Rules that look beyond one value: mapped groups must exist, and password login may
+    /// only be switched off once an admin can sign in through SSO (the lock-out guard).
+    async fn check_cross_rules(
+        &self,
+        eff: &Effective,
+        next: &HashMap<String, Value>,
+        writes: &[(String, Option<String>)],
+        actor: &Actor,
+        now: i64,
+    ) -> Result<()> {
+        let touches = |k: &str| writes.iter().any(|(w, _)| w == k);
+        if touches("jwt-group-mappings") {
+            let mappings = next
+                .get("jwt-group-mappings")
+                .map(GroupMappings::parse)
+                .transpose();
+            let mappings = mappings
+                .map_err(|m| Error::validation("jwt-group-mappings", m))?
+                .unwrap_or_default();
+            let ids: Vec<i64> = mappings.all_ids().into_iter().collect();
+            let found = self.store.existing_group_ids(&ids).await?;
+            if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
+                return Err(Error::validation(
+                    "jwt-group-mappings",
+                    format!("jwt-group-mappings: group {missing} does not exist."),
+                ));
+            }
+        }
+        let switching_off = touches("enable-password-login")
+            && eff.bool("enable-password-login")
+            && next.get("enable-password-login").and_then(Value::as_bool) == Some(false);
+        if switching_off && self.store.count_sso_admins().await? == 0 {
+            let record = AuditRecord {
+                at: now,
+                kind: "setting_changed",
+                outcome: "failure",
+                reason: Some("lockout_risk".into()),
+                actor_id: actor.user_id,
+                user_id: None,
+                email: None,
+                ip: actor.ip.clone(),
+                request_id: actor.request_id.clone(),
+                details: serde_json::json!({"key": "enable-password-login", "new": false}),
+            };
+            self.store.audit(&record).await?;
+            return Err(Error::LockoutRisk(
+                "Password login cannot be turned off yet: no active administrator has signed in through JWT SSO. \
+                 Sign in once through SSO with an administrator account, then try again."
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn load_stored(store: &Store) -> Result<HashMap<String, String>> {
+    Ok(store.load_settings().await?.into_iter().collect())
+}
+
+/// Reads every setting's environment variable. The value is JSON, or a bare string.
+pub fn env_overlay(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<HashMap<&'static str, Value>> {
+    let mut out = HashMap::new();
+    for def in SETTINGS {
+        let name = def.env_var();
+        let Some(raw) = lookup(&name) else { continue };
+        let value = parse_cli_value(&raw);
+        let normal = def
+            .validate(value)
+            .map_err(|m| anyhow::anyhow!("environment variable {name} is invalid: {m}"))?;
+        if !normal.is_null() {
+            out.insert(def.key, normal);
+        }
+    }
+    Ok(out)
+}
+
+/// A value from the command line or the environment: JSON when it parses, else the string.
+pub fn parse_cli_value(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_are_parsed_as_json_or_bare_strings_and_validated() {
+        let env = |name: &str| match name {
+            "LATCHKEY_JWT_ENABLED" => Some("true".to_owned()),
+            "LATCHKEY_JWT_IDENTITY_PROVIDER_URI" => Some("https://idp.example/login".to_owned()),
+            _ => None,
+        };
+        let out = env_overlay(env).unwrap();
+        assert_eq!(out.get("jwt-enabled"), Some(&Value::Bool(true)));
+        assert_eq!(
+            out.get("jwt-identity-provider-uri"),
+            Some(&Value::from("https://idp.example/login"))
+        );
+        let bad =
+            |name: &str| (name == "LATCHKEY_JWT_CLOCK_SKEW_SECONDS").then(|| "900".to_owned());
+        assert!(env_overlay(bad).is_err());
+    }
+
+    #[test]
+    fn jwt_is_configured_only_with_enabled_uri_and_key() {
+        let mut stored = HashMap::new();
+        stored.insert("jwt-enabled".to_owned(), "true".to_owned());
+        stored.insert(
+            "jwt-identity-provider-uri".to_owned(),
+            "\"https://idp.example\"".to_owned(),
+        );
+        let eff = Effective::build(stored.clone(), &HashMap::new());
+        assert!(!eff.jwt_configured());
+        assert!(eff.password_login_enabled());
+        stored.insert(
+            "jwt-shared-secret".to_owned(),
+            format!("\"{}\"", "k".repeat(40)),
+        );
+        stored.insert("enable-password-login".to_owned(), "false".to_owned());
+        let eff = Effective::build(stored, &HashMap::new());
+        assert!(eff.jwt_configured());
+        assert!(!eff.password_login_enabled());
+    }
+}

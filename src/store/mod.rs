@@ -1,0 +1,601 @@
+//! All SQL lives here. One `Store` handle over SQLite or PostgreSQL: the queries are written
+//! once in `queries.rs` and compiled twice, once per backend, with native types on each
+//! (the SQL is shared: `$1` placeholders work in SQLite too). Where the dialects differ,
+//! a query checks `IS_SQLITE`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::error::Result;
+
+mod sqlite {
+    pub type Db = sqlx::Sqlite;
+    pub const IS_SQLITE: bool = true;
+    /// A write transaction takes the write lock up front, so two writers never deadlock on
+    /// a lock upgrade (SQLite would answer SQLITE_BUSY without waiting).
+    pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+    include!("queries.rs");
+}
+
+mod postgres {
+    pub type Db = sqlx::Postgres;
+    pub const IS_SQLITE: bool = false;
+    pub const BEGIN_WRITE: &str = "BEGIN";
+    include!("queries.rs");
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Calls the same query function on whichever backend this store has.
+macro_rules! dispatch {
+    ($self:expr, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(p) => sqlite::$f(p, $($arg),*).await,
+            Store::Postgres(p) => postgres::$f(p, $($arg),*).await,
+        }
+    };
+}
+
+/// The default database: `./latchkey-data/latchkey.db`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://latchkey-data/latchkey.db";
+
+impl Store {
+    /// Connects (creating the SQLite file and its folder when needed) without migrating.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)?;
+                }
+            }
+            let synchronous = match std::env::var("LATCHKEY_SQLITE_SYNCHRONOUS").as_deref() {
+                Ok("full") | Ok("FULL") => SqliteSynchronous::Full,
+                _ => SqliteSynchronous::Normal,
+            };
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(synchronous)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else {
+            anyhow::bail!("unsupported database URL (use sqlite://path/to/file.db or postgres://…)")
+        }
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Store::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(p) => p.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, ping())
+    }
+
+    // --- users ---------------------------------------------------------------------------
+
+    pub async fn admin_exists(&self) -> Result<bool> {
+        dispatch!(self, admin_exists())
+    }
+
+    pub async fn create_user(&self, new: &NewUser, audit: &AuditRecord) -> Result<User> {
+        dispatch!(self, create_user(new, audit))
+    }
+
+    pub async fn get_user(&self, id: i64) -> Result<Option<User>> {
+        dispatch!(self, get_user(id))
+    }
+
+    pub async fn find_user_by_email(&self, email: &str) -> Result<Option<UserWithPassword>> {
+        dispatch!(self, find_user_by_email(email))
+    }
+
+    pub async fn list_users(&self, q: &UserQuery) -> Result<(Vec<User>, i64)> {
+        dispatch!(self, list_users(q))
+    }
+
+    pub async fn update_user(
+        &self,
+        id: i64,
+        patch: &UserPatch,
+        audit: &AuditRecord,
+    ) -> Result<User> {
+        dispatch!(self, update_user(id, patch, audit))
+    }
+
+    pub async fn set_password_hash(&self, id: i64, hash: &str, audit: &AuditRecord) -> Result<()> {
+        dispatch!(self, set_password_hash(id, hash, audit))
+    }
+
+    pub async fn user_groups(&self, user_id: i64) -> Result<Vec<Group>> {
+        dispatch!(self, user_groups(user_id))
+    }
+
+    pub async fn count_other_active_admins(&self, user_id: i64) -> Result<i64> {
+        dispatch!(self, count_other_active_admins(user_id))
+    }
+
+    pub async fn count_sso_admins(&self) -> Result<i64> {
+        dispatch!(self, count_sso_admins())
+    }
+
+    // --- groups --------------------------------------------------------------------------
+
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>> {
+        dispatch!(self, list_groups())
+    }
+
+    pub async fn get_group(&self, id: i64) -> Result<Option<Group>> {
+        dispatch!(self, get_group(id))
+    }
+
+    pub async fn existing_group_ids(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        dispatch!(self, existing_group_ids(ids))
+    }
+
+    pub async fn group_members(&self, id: i64) -> Result<Vec<GroupMember>> {
+        dispatch!(self, group_members(id))
+    }
+
+    pub async fn create_group(&self, name: &str, audit: &AuditRecord) -> Result<Group> {
+        dispatch!(self, create_group(name, audit))
+    }
+
+    pub async fn rename_group(&self, id: i64, name: &str, audit: &AuditRecord) -> Result<Group> {
+        dispatch!(self, rename_group(id, name, audit))
+    }
+
+    pub async fn delete_group(&self, id: i64, audit: &AuditRecord) -> Result<()> {
+        dispatch!(self, delete_group(id, audit))
+    }
+
+    pub async fn add_membership(
+        &self,
+        group_id: i64,
+        user_id: i64,
+        audit: &AuditRecord,
+    ) -> Result<i64> {
+        dispatch!(self, add_membership(group_id, user_id, audit))
+    }
+
+    pub async fn delete_membership(&self, id: i64, audit: &AuditRecord) -> Result<()> {
+        dispatch!(self, delete_membership(id, audit))
+    }
+
+    // --- sessions ------------------------------------------------------------------------
+
+    pub async fn create_session(&self, s: &NewSession, audit: &AuditRecord) -> Result<()> {
+        dispatch!(self, create_session(s, audit))
+    }
+
+    pub async fn session_user(&self, id_hash: &str) -> Result<Option<(SessionRow, User)>> {
+        dispatch!(self, session_user(id_hash))
+    }
+
+    pub async fn touch_session(&self, id_hash: &str, now: i64) -> Result<()> {
+        dispatch!(self, touch_session(id_hash, now))
+    }
+
+    pub async fn delete_session(&self, id_hash: &str, audit: Option<&AuditRecord>) -> Result<bool> {
+        dispatch!(self, delete_session(id_hash, audit))
+    }
+
+    pub async fn delete_user_sessions(&self, user_id: i64, audit: &AuditRecord) -> Result<u64> {
+        dispatch!(self, delete_user_sessions(user_id, audit))
+    }
+
+    pub async fn count_active_sessions(&self, now: i64) -> Result<i64> {
+        dispatch!(self, count_active_sessions(now))
+    }
+
+    // --- settings ------------------------------------------------------------------------
+
+    pub async fn load_settings(&self) -> Result<Vec<(String, String)>> {
+        dispatch!(self, load_settings())
+    }
+
+    /// Writes (or, for `None`, deletes) settings and their audit rows in one transaction.
+    pub async fn write_settings(
+        &self,
+        changes: &[(String, Option<String>)],
+        audits: &[AuditRecord],
+    ) -> Result<()> {
+        dispatch!(self, write_settings(changes, audits))
+    }
+
+    // --- audit ---------------------------------------------------------------------------
+
+    pub async fn audit(&self, record: &AuditRecord) -> Result<()> {
+        dispatch!(self, insert_audit_standalone(record))
+    }
+
+    pub async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        dispatch!(self, list_audit(q))
+    }
+
+    // --- throttling ----------------------------------------------------------------------
+
+    pub async fn record_login_failure(&self, buckets: &[String], now: i64) -> Result<()> {
+        dispatch!(self, record_login_failure(buckets, now))
+    }
+
+    /// The times of the newest `limit` failures in `bucket` since `since`, newest first.
+    pub async fn recent_login_failures(
+        &self,
+        bucket: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        dispatch!(self, recent_login_failures(bucket, since, limit))
+    }
+
+    pub async fn clear_login_failures(&self, bucket: &str) -> Result<()> {
+        dispatch!(self, clear_login_failures(bucket))
+    }
+
+    // --- first-run setup -----------------------------------------------------------------
+
+    pub async fn insert_setup_token(&self, token_hash: &str, now: i64) -> Result<()> {
+        dispatch!(self, insert_setup_token(token_hash, now))
+    }
+
+    /// Creates the first admin if `token_hash` is a live setup token and no admin exists;
+    /// `Ok(None)` when the token is unknown or an admin already exists.
+    pub async fn complete_setup(
+        &self,
+        token_hash: &str,
+        new: &NewUser,
+        audit: &AuditRecord,
+    ) -> Result<Option<User>> {
+        dispatch!(self, complete_setup(token_hash, new, audit))
+    }
+
+    // --- SSO -----------------------------------------------------------------------------
+
+    /// Everything an SSO login writes, in one transaction (SPEC §4.4): the replay record,
+    /// the user (created or updated), the group changes, the session and the audit rows.
+    pub async fn sso_login(&self, login: &SsoLogin<'_>) -> Result<SsoOutcome> {
+        dispatch!(self, sso_login(login))
+    }
+
+    /// Whether a token with this replay key was already used (the dry run reads, never writes).
+    pub async fn replay_exists(&self, key: &str) -> Result<bool> {
+        dispatch!(self, replay_exists(key))
+    }
+
+    /// Read-only preview of what `sso_login` would do with these fields (the dry run).
+    pub async fn sso_preview(&self, email: &str) -> Result<Option<(User, Vec<i64>)>> {
+        dispatch!(self, sso_preview(email))
+    }
+
+    /// A back-channel logout: consumes the replay record and ends every session of the user.
+    pub async fn sso_logout(
+        &self,
+        replay_key: &str,
+        replay_expires_at: i64,
+        email: Option<&str>,
+        subject: Option<&str>,
+        audit: &AuditRecord,
+    ) -> Result<std::result::Result<u64, SsoLogoutError>> {
+        dispatch!(
+            self,
+            sso_logout(replay_key, replay_expires_at, email, subject, audit)
+        )
+    }
+
+    // --- housekeeping --------------------------------------------------------------------
+
+    pub async fn sweep_expired(&self, now: i64) -> Result<()> {
+        dispatch!(self, sweep_expired(now))
+    }
+}
+
+/// Whether a database error means "the database is not reachable" (503), rather than a bug.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // PostgreSQL: class 08 (connection exception), 57P01-57P03 (shutdown,
+            // cannot connect now); SQLite: SQLITE_BUSY (5) after the busy timeout.
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "517"
+        }
+        _ => false,
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+pub const ALL_USERS_GROUP_ID: i64 = 1;
+pub const ADMINISTRATORS_GROUP_ID: i64 = 2;
+
+// --- domain types handed out by the store ----------------------------------------------
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub sso_source: Option<String>,
+    pub sso_subject: Option<String>,
+    pub is_active: bool,
+    pub is_superuser: bool,
+    pub login_attributes: Map<String, Value>,
+    pub has_password: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login: Option<i64>,
+}
+
+impl User {
+    /// "First Last", or the email when both names are empty.
+    pub fn display_name(&self) -> String {
+        let name = [self.first_name.as_deref(), self.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if name.is_empty() {
+            self.email.clone()
+        } else {
+            name
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UserWithPassword {
+    pub user: User,
+    pub password_hash: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    password_hash: Option<String>,
+    sso_source: Option<String>,
+    sso_subject: Option<String>,
+    is_active: bool,
+    is_superuser: bool,
+    login_attributes: String,
+    created_at: i64,
+    updated_at: i64,
+    last_login: Option<i64>,
+}
+
+impl UserRow {
+    fn into_user(self) -> UserWithPassword {
+        let login_attributes = match serde_json::from_str(&self.login_attributes) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        UserWithPassword {
+            user: User {
+                id: self.id,
+                email: self.email,
+                first_name: self.first_name,
+                last_name: self.last_name,
+                sso_source: self.sso_source,
+                sso_subject: self.sso_subject,
+                is_active: self.is_active,
+                is_superuser: self.is_superuser,
+                login_attributes,
+                has_password: self.password_hash.is_some(),
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+                last_login: self.last_login,
+            },
+            password_hash: self.password_hash,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub password_hash: Option<String>,
+    pub is_superuser: bool,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub email: Option<String>,
+    pub first_name: Option<Option<String>>,
+    pub last_name: Option<Option<String>>,
+    pub is_superuser: Option<bool>,
+    pub is_active: Option<bool>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    /// Matches email, first or last name (case-insensitive substring).
+    pub search: Option<String>,
+    pub include_inactive: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct Group {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct GroupSummary {
+    pub id: i64,
+    pub name: String,
+    pub member_count: i64,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct GroupMember {
+    pub membership_id: i64,
+    pub user_id: i64,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub is_active: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id_hash: String,
+    pub user_id: i64,
+    pub now: i64,
+    pub expires_at: i64,
+    pub auth_method: &'static str,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub id_hash: String,
+    pub user_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_seen_at: i64,
+    pub auth_method: String,
+}
+
+/// One audit event to write (SPEC §2). `details` never holds tokens or secrets.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub at: i64,
+    pub kind: &'static str,
+    pub outcome: &'static str,
+    pub reason: Option<String>,
+    pub actor_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub email: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub kind: Option<String>,
+    pub outcome: Option<String>,
+    pub user_id: Option<i64>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub actor_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub email: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    pub details: String,
+}
+
+/// The input of one SSO login transaction.
+#[derive(Debug)]
+pub struct SsoLogin<'a> {
+    pub replay_key: &'a str,
+    pub replay_expires_at: i64,
+    pub email: &'a str,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub login_attributes: &'a Map<String, Value>,
+    pub provisioning_enabled: bool,
+    /// `(wanted, managed)` group ids when group sync applies to this login.
+    pub group_sync: Option<(
+        std::collections::BTreeSet<i64>,
+        std::collections::BTreeSet<i64>,
+    )>,
+    pub session: NewSession,
+    /// Template for the audit rows (time, ip, request id).
+    pub audit: AuditRecord,
+}
+
+#[derive(Debug)]
+pub enum SsoOutcome {
+    LoggedIn {
+        user: User,
+        created: bool,
+        added: Vec<i64>,
+        removed: Vec<i64>,
+        kept: Vec<i64>,
+    },
+    Replayed,
+    NotProvisioned,
+    Deactivated,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SsoLogoutError {
+    Replayed,
+    /// `email` and `sub` name different users.
+    Ambiguous,
+}

@@ -1,0 +1,297 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::support::*;
+
+both_backends! {
+    async fn health_and_ready_answer(app) {
+        let res = app.client.get(app.url("/api/health")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().contains_key("x-request-id"));
+        let res = app.client.get(app.url("/api/ready")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn session_properties_report_setup_required_until_an_admin_exists(app) {
+        let body = body_json(app.client.get(app.url("/api/session/properties")).send().await.unwrap()).await;
+        assert_eq!(body["setup_required"], json!(true));
+        assert_eq!(body["password_login_enabled"], json!(true));
+        assert_eq!(body["jwt_enabled"], json!(false));
+        app.create_user("boss@example.com", Some("password123"), true).await;
+        let body = body_json(app.client.get(app.url("/api/session/properties")).send().await.unwrap()).await;
+        assert_eq!(body["setup_required"], json!(false));
+    }
+
+    async fn setup_token_creates_the_first_admin_once(app) {
+        // The server is started in-process; announce a token as `serve` does.
+        let token = "a".repeat(64);
+        app.store.insert_setup_token(&latchkey::auth::session::hash_token(&token), now()).await.unwrap();
+        let body = json!({"token": "wrong", "user": {"email": "first@example.com", "password": "password123"}});
+        let res = app.client.post(app.url("/api/setup")).json(&body).send().await.unwrap();
+        assert_error(res, 403, "forbidden").await;
+        assert_eq!(app.count("users").await, 0);
+
+        let body = json!({"token": token, "user": {"email": "First@Example.com", "first_name": "Ada", "password": "password123"}});
+        let res = app.client.post(app.url("/api/setup")).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        assert!(cookie.starts_with("latchkey.session=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+        let session = body_json(res).await["id"].as_str().unwrap().to_owned();
+        let me = body_json(app.as_user(&session, Method::GET, "/api/user/current").send().await.unwrap()).await;
+        assert_eq!(me["email"], json!("first@example.com"));
+        assert_eq!(me["is_superuser"], json!(true));
+        assert_eq!(me["group_ids"], json!([1, 2]));
+
+        let body = json!({"token": token, "user": {"email": "second@example.com", "password": "password123"}});
+        let res = app.client.post(app.url("/api/setup")).json(&body).send().await.unwrap();
+        assert_error(res, 403, "forbidden").await;
+        assert_eq!(app.count("users").await, 1);
+    }
+
+    async fn password_login_opens_a_session_and_logout_revokes_it(app) {
+        app.create_user("u@example.com", Some("password123"), false).await;
+        let res = app.client.post(app.url("/api/session")).json(&json!({"username": "U@example.com", "password": "nope-nope"})).send().await.unwrap();
+        assert_error(res, 401, "invalid_credentials").await;
+        let res = app.client.post(app.url("/api/session")).json(&json!({"username": "ghost@example.com", "password": "nope-nope"})).send().await.unwrap();
+        assert_error(res, 401, "invalid_credentials").await;
+        let token = app.login("U@Example.com", "password123").await;
+        let token2 = app.login("u@example.com", "password123").await;
+        assert_ne!(token, token2, "a new session at every login");
+        assert_eq!(app.count("sessions").await, 2);
+        let res = app.as_user(&token, Method::DELETE, "/api/session").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+        let res = app.as_user(&token2, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn login_is_throttled_per_email_in_the_database(app) {
+        app.create_user("t@example.com", Some("password123"), false).await;
+        for _ in 0..10 {
+            let res = app.client.post(app.url("/api/session")).json(&json!({"username": "t@example.com", "password": "wrong-password"})).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        }
+        let res = app.client.post(app.url("/api/session")).json(&json!({"username": "T@example.com", "password": "password123"})).send().await.unwrap();
+        let retry: u64 = res.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+        assert!(retry > 0 && retry <= 3600);
+        assert_error(res, 429, "too_many_attempts").await;
+        assert_eq!(app.count("sessions").await, 0);
+        // A second instance on the same database sees the same counters.
+        let other = spawn_instance(&app).await;
+        let res = other.client.post(other.url("/api/session")).json(&json!({"username": "t@example.com", "password": "password123"})).send().await.unwrap();
+        assert_error(res, 429, "too_many_attempts").await;
+    }
+
+    async fn cookie_authenticated_writes_need_same_origin(mut app) {
+        app.login_admin().await;
+        let token = app.admin_token.clone().unwrap();
+        let cookie = format!("latchkey.session={token}");
+        let res = app.client.put(app.url("/api/setting/jwt-group-sync")).header("cookie", &cookie).json(&json!({"value": true})).send().await.unwrap();
+        assert_error(res, 403, "csrf_failed").await;
+        let res = app.client.put(app.url("/api/setting/jwt-group-sync")).header("cookie", &cookie).header("origin", "http://evil.example").json(&json!({"value": true})).send().await.unwrap();
+        assert_error(res, 403, "csrf_failed").await;
+        let origin = app.base.clone();
+        let res = app.client.put(app.url("/api/setting/jwt-group-sync")).header("cookie", &cookie).header("origin", origin).json(&json!({"value": true})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let res = app.client.get(app.url("/api/user/current")).header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn non_admins_cannot_reach_admin_endpoints(mut app) {
+        app.login_admin().await;
+        app.create_user("plain@example.com", Some("password123"), false).await;
+        let token = app.login("plain@example.com", "password123").await;
+        for path in ["/api/user", "/api/setting", "/api/audit", "/api/permissions/group"] {
+            let res = app.as_user(&token, Method::GET, path).send().await.unwrap();
+            assert_error(res, 403, "forbidden").await;
+        }
+        let res = app.client.get(app.url("/api/user")).send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+    }
+
+    async fn users_are_created_listed_updated_and_deactivated(mut app) {
+        app.login_admin().await;
+        let res = app.admin(Method::POST, "/api/user").json(&json!({"email": "New@Example.com", "first_name": "Nia", "password": "password123"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let user = body_json(res).await;
+        let id = user["id"].as_i64().unwrap();
+        assert_eq!(user["email"], json!("new@example.com"));
+        assert_eq!(user["group_ids"], json!([1]));
+        let res = app.admin(Method::POST, "/api/user").json(&json!({"email": "new@example.com"})).send().await.unwrap();
+        assert_error(res, 409, "conflict").await;
+        let res = app.admin(Method::POST, "/api/user").json(&json!({"email": "not-an-email"})).send().await.unwrap();
+        let body = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("email"));
+        let res = app.admin(Method::POST, "/api/user").json(&json!({"first_name": "x"})).send().await.unwrap();
+        let body = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("email"));
+
+        let list = body_json(app.admin(Method::GET, "/api/user?query=NIA").send().await.unwrap()).await;
+        assert_eq!(list["total"], json!(1));
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"last_name": "Okafor", "is_superuser": true})).send().await.unwrap();
+        let updated = body_json(res).await;
+        assert_eq!(updated["last_name"], json!("Okafor"));
+        assert_eq!(updated["group_ids"], json!([1, 2]));
+
+        let token = app.login("new@example.com", "password123").await;
+        let res = app.admin(Method::DELETE, &format!("/api/user/{id}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+        let res = app.client.post(app.url("/api/session")).json(&json!({"username": "new@example.com", "password": "password123"})).send().await.unwrap();
+        assert_error(res, 401, "invalid_credentials").await;
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}/reactivate")).send().await.unwrap();
+        assert_eq!(body_json(res).await["is_active"], json!(true));
+        let res = app.admin(Method::GET, "/api/user/999999").send().await.unwrap();
+        assert_error(res, 404, "not_found").await;
+        let res = app.admin(Method::GET, "/api/user/abc").send().await.unwrap();
+        assert_error(res, 400, "validation_failed").await;
+    }
+
+    async fn the_last_active_admin_is_kept(mut app) {
+        let admin_id = app.login_admin().await;
+        let res = app.admin(Method::DELETE, &format!("/api/user/{admin_id}")).send().await.unwrap();
+        assert_error(res, 409, "last_admin").await;
+        let res = app.admin(Method::PUT, &format!("/api/user/{admin_id}")).json(&json!({"is_superuser": false})).send().await.unwrap();
+        assert_error(res, 409, "last_admin").await;
+        let group = body_json(app.admin(Method::GET, "/api/permissions/group/2").send().await.unwrap()).await;
+        let membership = group["members"][0]["membership_id"].as_i64().unwrap();
+        let res = app.admin(Method::DELETE, &format!("/api/permissions/membership/{membership}")).send().await.unwrap();
+        assert_error(res, 409, "last_admin").await;
+        let me = body_json(app.admin(Method::GET, "/api/user/current").send().await.unwrap()).await;
+        assert_eq!(me["is_superuser"], json!(true));
+        assert_eq!(me["group_ids"], json!([1, 2]));
+        // With a second admin, the first may step down; membership and flag stay in step.
+        let second = app.create_user("second@example.com", None, false).await;
+        let res = app.admin(Method::POST, "/api/permissions/membership").json(&json!({"group_id": 2, "user_id": second})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let s = body_json(app.admin(Method::GET, &format!("/api/user/{second}")).send().await.unwrap()).await;
+        assert_eq!(s["is_superuser"], json!(true));
+        let res = app.admin(Method::DELETE, &format!("/api/permissions/membership/{membership}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let me = app.store.get_user(admin_id).await.unwrap().unwrap();
+        assert!(!me.is_superuser, "stepping down from Administrators clears the flag");
+        let res = app.admin(Method::GET, "/api/user").send().await.unwrap();
+        assert_error(res, 403, "forbidden").await;
+    }
+
+    async fn groups_are_managed_and_built_ins_protected(mut app) {
+        app.login_admin().await;
+        let g = body_json(app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Engineering"})).send().await.unwrap()).await;
+        let gid = g["id"].as_i64().unwrap();
+        assert!(gid > 2);
+        let res = app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Engineering"})).send().await.unwrap();
+        assert_error(res, 409, "conflict").await;
+        for id in [1, 2] {
+            let res = app.admin(Method::PUT, &format!("/api/permissions/group/{id}")).json(&json!({"name": "x"})).send().await.unwrap();
+            assert_error(res, 403, "forbidden").await;
+            let res = app.admin(Method::DELETE, &format!("/api/permissions/group/{id}")).send().await.unwrap();
+            assert_error(res, 403, "forbidden").await;
+        }
+        let res = app.put_setting("jwt-group-mappings", json!({"eng": [gid]})).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let res = app.put_setting("jwt-group-mappings", json!({"eng": [gid, 999]})).await;
+        let body = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("jwt-group-mappings"));
+        let res = app.admin(Method::PUT, &format!("/api/permissions/group/{gid}")).json(&json!({"name": "Eng"})).send().await.unwrap();
+        assert_eq!(body_json(res).await["name"], json!("Eng"));
+        let res = app.admin(Method::DELETE, &format!("/api/permissions/group/{gid}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let mappings = body_json(app.admin(Method::GET, "/api/setting/jwt-group-mappings").send().await.unwrap()).await;
+        assert_eq!(mappings["value"], json!({"eng": []}), "a deleted group leaves the mappings");
+    }
+
+    async fn settings_are_validated_masked_and_all_or_nothing(mut app) {
+        app.login_admin().await;
+        let res = app.put_setting("jwt-shared-secret", json!("short")).await;
+        let body = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("jwt-shared-secret"));
+        let res = app.put_setting("no-such-setting", json!(1)).await;
+        assert_error(res, 400, "validation_failed").await;
+        let res = app.admin(Method::GET, "/api/setting/no-such-setting").send().await.unwrap();
+        assert_error(res, 404, "not_found").await;
+        let before = app.count("settings").await;
+        let res = app.put_settings(json!({"jwt-group-sync": true, "jwt-clock-skew-seconds": 9999})).await;
+        assert_error(res, 400, "validation_failed").await;
+        assert_eq!(app.count("settings").await, before, "nothing partially applied");
+        let res = app.put_setting("jwt-shared-secret", json!(SECRET)).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let all = app.admin(Method::GET, "/api/setting").send().await.unwrap().text().await.unwrap();
+        assert!(!all.contains(SECRET), "secret never returned");
+        let one = body_json(app.admin(Method::GET, "/api/setting/jwt-shared-secret").send().await.unwrap()).await;
+        assert_eq!(one["value"], json!("**********cdef"));
+        assert_eq!(one["env_var"], json!("LATCHKEY_JWT_SHARED_SECRET"));
+        let audit = app.audit_events("kind=setting_changed").await;
+        assert!(!serde_json::to_string(&audit).unwrap().contains(SECRET), "secret never audited");
+        let token = body_json(app.admin(Method::GET, "/api/util/random_token").send().await.unwrap()).await;
+        assert_eq!(token["token"].as_str().unwrap().len(), 64);
+    }
+
+    async fn a_setting_changed_on_one_instance_reaches_the_other_within_two_seconds(mut app) {
+        app.login_admin().await;
+        let mut other = spawn_instance(&app).await;
+        other.admin_token = app.admin_token.clone();
+        let res = app.put_setting("jwt-attribute-email", json!("mail")).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let seen = body_json(other.admin(Method::GET, "/api/setting/jwt-attribute-email").send().await.unwrap()).await;
+        assert_eq!(seen["value"], json!("mail"));
+    }
+
+    async fn bad_bodies_are_400_and_huge_bodies_413(mut app) {
+        app.login_admin().await;
+        let res = app.admin(Method::PUT, "/api/setting").header("content-type", "application/json").body("{not json").send().await.unwrap();
+        let body = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("body"));
+        let big = format!("{{\"x\": \"{}\"}}", "a".repeat(1_100_000));
+        let res = app.admin(Method::PUT, "/api/setting").header("content-type", "application/json").body(big).send().await.unwrap();
+        assert_error(res, 413, "body_too_large").await;
+        let res = app.client.get(app.url("/no/such/page")).send().await.unwrap();
+        assert_error(res, 404, "not_found").await;
+    }
+
+    async fn audit_log_pages_newest_first(mut app) {
+        app.login_admin().await;
+        for i in 0..5 {
+            app.create_user(&format!("p{i}@example.com"), Some("password123"), false).await;
+            app.login(&format!("p{i}@example.com"), "password123").await;
+        }
+        let page1 = body_json(app.admin(Method::GET, "/api/audit?kind=password_login&limit=3").send().await.unwrap()).await;
+        let events = page1["events"].as_array().unwrap();
+        assert_eq!(events.len(), 3);
+        assert!(events[0]["id"].as_i64() > events[1]["id"].as_i64());
+        let before = page1["next_before"].as_i64().unwrap();
+        let page2 = body_json(app.admin(Method::GET, &format!("/api/audit?kind=password_login&limit=3&before={before}")).send().await.unwrap()).await;
+        assert_eq!(page2["events"].as_array().unwrap().len(), 3, "5 users + the admin = 6 logins");
+        assert_eq!(page2["next_before"], json!(null));
+        let res = app.admin(Method::GET, "/api/audit?limit=abc").send().await.unwrap();
+        assert_error(res, 400, "validation_failed").await;
+    }
+}
+
+#[tokio::test]
+async fn env_fixed_settings_are_read_only() {
+    let mut env = std::collections::HashMap::new();
+    env.insert("LATCHKEY_JWT_ATTRIBUTE_EMAIL".to_owned(), "mail".to_owned());
+    let mut app = spawn_app_with_env(Backend::Sqlite, env).await.unwrap();
+    app.login_admin().await;
+    let view = body_json(
+        app.admin(Method::GET, "/api/setting/jwt-attribute-email")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(view["value"], json!("mail"));
+    assert_eq!(view["is_env_setting"], json!(true));
+    let res = app.put_setting("jwt-attribute-email", json!("email")).await;
+    let body = assert_error(res, 409, "setting_locked").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("LATCHKEY_JWT_ATTRIBUTE_EMAIL")
+    );
+}

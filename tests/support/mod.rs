@@ -1,0 +1,344 @@
+//! Shared test support: `spawn_app` starts the real server in-process on a fresh database
+//! (SQLite in a temp dir, or a fresh PostgreSQL database), with a client that does not
+//! follow redirects and typed helpers. `both_backends!` runs each test on both databases.
+
+#![allow(dead_code)]
+
+pub mod pg;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use latchkey::app::App;
+use latchkey::store::{NewUser, Store};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub database_url: String,
+    pub store: Store,
+    pub client: reqwest::Client,
+    /// The admin's session token (header auth), once `login_admin` ran.
+    pub admin_token: Option<String>,
+    pub backend: Backend,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn database_url(backend: Backend) -> Option<(String, Option<tempfile::TempDir>)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+            Some((url, Some(dir)))
+        }
+        Backend::Postgres => pg::fresh_database_url().map(|u| (u, None)),
+    }
+}
+
+/// Starts the server on a fresh database; `None` when PostgreSQL is not available (the
+/// PostgreSQL variant is then skipped, loudly; in CI it fails instead).
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with_env(backend, HashMap::new()).await
+}
+
+pub async fn spawn_app_with_env(backend: Backend, env: HashMap<String, String>) -> Option<TestApp> {
+    let (url, dir) = database_url(backend)?;
+    Some(spawn_on(backend, &url, dir, env).await)
+}
+
+/// Another server on the same database (multi-instance tests).
+pub async fn spawn_instance(of: &TestApp) -> TestApp {
+    spawn_on(of.backend, &of.database_url, None, HashMap::new()).await
+}
+
+async fn spawn_on(
+    backend: Backend,
+    url: &str,
+    dir: Option<tempfile::TempDir>,
+    env: HashMap<String, String>,
+) -> TestApp {
+    let app = App::build_with_env("127.0.0.1:0", url, move |k| env.get(k).cloned())
+        .await
+        .expect("app builds");
+    let addr = app.local_addr();
+    let store = app.state().store.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        database_url: url.to_owned(),
+        store,
+        client,
+        admin_token: None,
+        backend,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+}
+
+/// Runs each test on SQLite and on PostgreSQL: `mod <name> { fn sqlite(); fn postgres(); }`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:pat) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($app: $crate::support::TestApp) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::support::spawn_app($crate::support::Backend::Sqlite).await.expect("sqlite app")).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(app) = $crate::support::spawn_app($crate::support::Backend::Postgres).await {
+                        run(app).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pub async fn body_json(res: Response) -> Value {
+    let text = res.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Asserts status and error code of a failed request; returns the body.
+pub async fn assert_error(res: Response, status: u16, code: &str) -> Value {
+    let got = res.status().as_u16();
+    let body = body_json(res).await;
+    assert_eq!(got, status, "status for {body}");
+    assert_eq!(body["error"], json!(code), "code in {body}");
+    assert!(
+        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "request id in {body}"
+    );
+    body
+}
+
+pub fn now() -> i64 {
+    latchkey::clock::now()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request authenticated as the admin (header auth, so no CSRF rules).
+    pub fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let token = self.admin_token.as_deref().expect("login_admin first");
+        self.client
+            .request(method, self.url(path))
+            .header("X-Latchkey-Session", token)
+    }
+
+    pub fn as_user(&self, token: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("X-Latchkey-Session", token)
+    }
+
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: Option<&str>,
+        is_superuser: bool,
+    ) -> i64 {
+        let hash = password.map(|p| latchkey::auth::password::hash_blocking(p).expect("hash"));
+        let new = NewUser {
+            email: email.to_owned(),
+            first_name: None,
+            last_name: None,
+            password_hash: hash,
+            is_superuser,
+            now: now(),
+        };
+        let audit = audit_stub("user_created");
+        self.store
+            .create_user(&new, &audit)
+            .await
+            .expect("create user")
+            .id
+    }
+
+    /// Password login through the API; returns the session token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let res = self
+            .client
+            .post(self.url("/api/session"))
+            .json(&json!({"username": email, "password": password}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(res.status(), StatusCode::OK, "login of {email}");
+        body_json(res).await["id"]
+            .as_str()
+            .expect("session id")
+            .to_owned()
+    }
+
+    /// Creates the admin (if needed) and logs in.
+    pub async fn login_admin(&mut self) -> i64 {
+        let id = match self
+            .store
+            .find_user_by_email(ADMIN_EMAIL)
+            .await
+            .expect("lookup")
+        {
+            Some(u) => u.user.id,
+            None => {
+                self.create_user(ADMIN_EMAIL, Some(ADMIN_PASSWORD), true)
+                    .await
+            }
+        };
+        self.admin_token = Some(self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await);
+        id
+    }
+
+    pub async fn put_setting(&self, key: &str, value: Value) -> Response {
+        self.admin(Method::PUT, &format!("/api/setting/{key}"))
+            .json(&json!({"value": value}))
+            .send()
+            .await
+            .expect("put setting")
+    }
+
+    pub async fn put_settings(&self, values: Value) -> Response {
+        self.admin(Method::PUT, "/api/setting")
+            .json(&values)
+            .send()
+            .await
+            .expect("put settings")
+    }
+
+    /// Enables JWT SSO with the test secret and an IdP at idp.example.
+    pub async fn configure_jwt(&self) {
+        let res = self
+            .put_settings(json!({
+                "jwt-enabled": true,
+                "jwt-identity-provider-uri": "https://idp.example/login",
+                "jwt-shared-secret": SECRET,
+            }))
+            .await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    }
+
+    pub async fn sso_callback(&self, token: &str, return_to: Option<&str>) -> Response {
+        let mut q = vec![("jwt", token)];
+        if let Some(r) = return_to {
+            q.push(("return_to", r));
+        }
+        self.client
+            .get(self.url("/auth/sso"))
+            .query(&q)
+            .send()
+            .await
+            .expect("sso callback")
+    }
+
+    /// Rows in a table (tests assert what was or was not written).
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql: &'static str = match table {
+            "users" => "SELECT COUNT(*) FROM users",
+            "sessions" => "SELECT COUNT(*) FROM sessions",
+            "memberships" => "SELECT COUNT(*) FROM memberships",
+            "replay_records" => "SELECT COUNT(*) FROM replay_records",
+            "audit_events" => "SELECT COUNT(*) FROM audit_events",
+            "groups" => "SELECT COUNT(*) FROM groups",
+            "settings" => "SELECT COUNT(*) FROM settings",
+            other => panic!("unknown table {other}"),
+        };
+        match &self.store {
+            Store::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(p)
+                .await
+                .expect("count"),
+            Store::Postgres(p) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(p)
+                .await
+                .expect("count"),
+        }
+    }
+
+    /// The newest audit events (as the API shows them).
+    pub async fn audit_events(&self, query: &str) -> Vec<Value> {
+        let res = self
+            .admin(Method::GET, &format!("/api/audit?{query}"))
+            .send()
+            .await
+            .expect("audit");
+        assert_eq!(res.status(), StatusCode::OK);
+        body_json(res).await["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+pub fn audit_stub(kind: &'static str) -> latchkey::store::AuditRecord {
+    latchkey::store::AuditRecord {
+        at: now(),
+        kind,
+        outcome: "success",
+        reason: None,
+        actor_id: None,
+        user_id: None,
+        email: None,
+        ip: None,
+        request_id: None,
+        details: json!({}),
+    }
+}
+
+/// HS256-signs claims with the test secret.
+pub fn sign(claims: Value) -> String {
+    sign_with(claims, SECRET)
+}
+
+pub fn sign_with(claims: Value, secret: &str) -> String {
+    let map: Map<String, Value> = claims.as_object().cloned().expect("claims object");
+    latchkey::sso::verify::sign_hmac("HS256", &map, secret.as_bytes()).expect("sign")
+}
+
+/// Fresh login claims for an email: iat now and a unique jti.
+pub fn login_claims(email: &str) -> Value {
+    json!({"email": email, "iat": now(), "jti": uuid::Uuid::new_v4().to_string()})
+}
