@@ -10,8 +10,7 @@ use sqlx::Row;
 use super::{
     ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditEvent, AuditQuery, AuditRecord, Group,
     GroupMember, GroupSummary, NewSession, NewUser, SessionRow, SsoLogin, SsoLogoutError,
-    SsoOutcome, User, UserPatch, UserQuery, UserRow, UserWithPassword,
-    is_unique_violation,
+    SsoOutcome, User, UserPatch, UserQuery, UserRow, UserWithPassword, is_unique_violation,
 };
 use crate::error::{Error, Result};
 
@@ -27,7 +26,9 @@ async fn begin_write(pool: &Pool) -> Result<Tx> {
 /// (SQLite already serialises writers through BEGIN IMMEDIATE).
 async fn lock_admins(conn: &mut Conn) -> Result<()> {
     if !IS_SQLITE {
-        sqlx::query("SELECT pg_advisory_xact_lock(74201)").execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(74201)")
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -58,8 +59,18 @@ async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
 }
 
 /// A copy of `template` for another kind of event about `user_id`.
-fn audit_row(template: &AuditRecord, kind: &'static str, outcome: &'static str, details: Value) -> AuditRecord {
-    AuditRecord { kind, outcome, details, ..template.clone() }
+fn audit_row(
+    template: &AuditRecord,
+    kind: &'static str,
+    outcome: &'static str,
+    details: Value,
+) -> AuditRecord {
+    AuditRecord {
+        kind,
+        outcome,
+        details,
+        ..template.clone()
+    }
 }
 
 pub async fn insert_audit_standalone(pool: &Pool, r: &AuditRecord) -> Result<()> {
@@ -70,9 +81,10 @@ pub async fn insert_audit_standalone(pool: &Pool, r: &AuditRecord) -> Result<()>
 // --- users ---------------------------------------------------------------------------------
 
 pub async fn admin_exists(pool: &Pool) -> Result<bool> {
-    let row = sqlx::query("SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE")
-        .fetch_one(pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE")
+            .fetch_one(pool)
+            .await?;
     Ok(row.try_get::<i64, _>(0)? > 0)
 }
 
@@ -80,12 +92,18 @@ const SELECT_USER_BY_ID: &str = "SELECT id, email, first_name, last_name, passwo
 const SELECT_USER_BY_EMAIL: &str = "SELECT id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, login_attributes, created_at, updated_at, last_login FROM users WHERE email = $1";
 
 async fn user_in(conn: &mut Conn, id: i64) -> Result<Option<UserWithPassword>> {
-    let row: Option<UserRow> = sqlx::query_as(SELECT_USER_BY_ID).bind(id).fetch_optional(&mut *conn).await?;
+    let row: Option<UserRow> = sqlx::query_as(SELECT_USER_BY_ID)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(row.map(UserRow::into_user))
 }
 
 async fn user_by_email_in(conn: &mut Conn, email: &str) -> Result<Option<UserWithPassword>> {
-    let row: Option<UserRow> = sqlx::query_as(SELECT_USER_BY_EMAIL).bind(email).fetch_optional(&mut *conn).await?;
+    let row: Option<UserRow> = sqlx::query_as(SELECT_USER_BY_EMAIL)
+        .bind(email)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(row.map(UserRow::into_user))
 }
 
@@ -116,7 +134,10 @@ async fn insert_user(conn: &mut Conn, new: &NewUser, sso_source: Option<&str>) -
     let id: i64 = match res {
         Ok(row) => row.try_get(0)?,
         Err(e) if is_unique_violation(&e) => {
-            return Err(Error::Conflict(format!("A user with the email {} already exists.", new.email)));
+            return Err(Error::Conflict(format!(
+                "A user with the email {} already exists.",
+                new.email
+            )));
         }
         Err(e) => return Err(e.into()),
     };
@@ -172,15 +193,29 @@ async fn other_active_admins(conn: &mut Conn, user_id: i64) -> Result<i64> {
 pub async fn create_user(pool: &Pool, new: &NewUser, audit: &AuditRecord) -> Result<User> {
     let mut tx = begin_write(pool).await?;
     let id = insert_user(&mut tx, new, None).await?;
-    insert_audit(&mut tx, &AuditRecord { user_id: Some(id), email: Some(new.email.clone()), ..audit.clone() }).await?;
-    let user = user_in(&mut tx, id).await?.ok_or_else(|| Error::not_found("User"))?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            user_id: Some(id),
+            email: Some(new.email.clone()),
+            ..audit.clone()
+        },
+    )
+    .await?;
+    let user = user_in(&mut tx, id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?;
     tx.commit().await?;
     Ok(user.user)
 }
 
 pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> {
     let pattern = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
-        let escaped = s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = s
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         format!("%{escaped}%")
     });
     let rows: Vec<UserRow> = sqlx::query_as(
@@ -208,23 +243,41 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
     .fetch_one(pool)
     .await?
     .try_get::<i64, _>(0)?;
-    Ok((rows.into_iter().map(|r| r.into_user().user).collect(), total))
+    Ok((
+        rows.into_iter().map(|r| r.into_user().user).collect(),
+        total,
+    ))
 }
 
-pub async fn update_user(pool: &Pool, id: i64, patch: &UserPatch, audit: &AuditRecord) -> Result<User> {
+pub async fn update_user(
+    pool: &Pool,
+    id: i64,
+    patch: &UserPatch,
+    audit: &AuditRecord,
+) -> Result<User> {
     let mut tx = begin_write(pool).await?;
     lock_admins(&mut tx).await?;
-    let before = user_in(&mut tx, id).await?.ok_or_else(|| Error::not_found("User"))?.user;
+    let before = user_in(&mut tx, id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?
+        .user;
     let email = patch.email.clone().unwrap_or_else(|| before.email.clone());
-    let first_name = patch.first_name.clone().unwrap_or_else(|| before.first_name.clone());
-    let last_name = patch.last_name.clone().unwrap_or_else(|| before.last_name.clone());
+    let first_name = patch
+        .first_name
+        .clone()
+        .unwrap_or_else(|| before.first_name.clone());
+    let last_name = patch
+        .last_name
+        .clone()
+        .unwrap_or_else(|| before.last_name.clone());
     let is_superuser = patch.is_superuser.unwrap_or(before.is_superuser);
     let is_active = patch.is_active.unwrap_or(before.is_active);
 
     let loses_admin = before.is_superuser && before.is_active && (!is_superuser || !is_active);
     if loses_admin && other_active_admins(&mut tx, id).await? == 0 {
         return Err(Error::LastAdmin(
-            "This is the last active administrator: make another user an administrator first.".into(),
+            "This is the last active administrator: make another user an administrator first."
+                .into(),
         ));
     }
     let res = sqlx::query(
@@ -242,7 +295,9 @@ pub async fn update_user(pool: &Pool, id: i64, patch: &UserPatch, audit: &AuditR
     match res {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => {
-            return Err(Error::Conflict(format!("A user with the email {email} already exists.")));
+            return Err(Error::Conflict(format!(
+                "A user with the email {email} already exists."
+            )));
         }
         Err(e) => return Err(e.into()),
     }
@@ -254,34 +309,61 @@ pub async fn update_user(pool: &Pool, id: i64, patch: &UserPatch, audit: &AuditR
         }
     }
     if before.is_active && !is_active {
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     }
     let mut changes = serde_json::Map::new();
     if email != before.email {
         changes.insert("email".into(), serde_json::json!([before.email, email]));
     }
     if first_name != before.first_name {
-        changes.insert("first_name".into(), serde_json::json!([before.first_name, first_name]));
+        changes.insert(
+            "first_name".into(),
+            serde_json::json!([before.first_name, first_name]),
+        );
     }
     if last_name != before.last_name {
-        changes.insert("last_name".into(), serde_json::json!([before.last_name, last_name]));
+        changes.insert(
+            "last_name".into(),
+            serde_json::json!([before.last_name, last_name]),
+        );
     }
     if is_superuser != before.is_superuser {
-        changes.insert("is_superuser".into(), serde_json::json!([before.is_superuser, is_superuser]));
+        changes.insert(
+            "is_superuser".into(),
+            serde_json::json!([before.is_superuser, is_superuser]),
+        );
     }
     if is_active != before.is_active {
-        changes.insert("is_active".into(), serde_json::json!([before.is_active, is_active]));
+        changes.insert(
+            "is_active".into(),
+            serde_json::json!([before.is_active, is_active]),
+        );
     }
     if !changes.is_empty() {
-        let record = AuditRecord { user_id: Some(id), email: Some(email.clone()), details: Value::Object(changes), ..audit.clone() };
+        let record = AuditRecord {
+            user_id: Some(id),
+            email: Some(email.clone()),
+            details: Value::Object(changes),
+            ..audit.clone()
+        };
         insert_audit(&mut tx, &record).await?;
     }
-    let after = user_in(&mut tx, id).await?.ok_or_else(|| Error::not_found("User"))?;
+    let after = user_in(&mut tx, id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?;
     tx.commit().await?;
     Ok(after.user)
 }
 
-pub async fn set_password_hash(pool: &Pool, id: i64, hash: &str, audit: &AuditRecord) -> Result<()> {
+pub async fn set_password_hash(
+    pool: &Pool,
+    id: i64,
+    hash: &str,
+    audit: &AuditRecord,
+) -> Result<()> {
     let mut tx = begin_write(pool).await?;
     let res = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
@@ -292,7 +374,14 @@ pub async fn set_password_hash(pool: &Pool, id: i64, hash: &str, audit: &AuditRe
     if res.rows_affected() == 0 {
         return Err(Error::not_found("User"));
     }
-    insert_audit(&mut tx, &AuditRecord { user_id: Some(id), ..audit.clone() }).await?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            user_id: Some(id),
+            ..audit.clone()
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -302,7 +391,9 @@ async fn group_ids_of(conn: &mut Conn, user_id: i64) -> Result<BTreeSet<i64>> {
         .bind(user_id)
         .fetch_all(&mut *conn)
         .await?;
-    rows.iter().map(|r| r.try_get::<i64, _>(0).map_err(Error::from)).collect()
+    rows.iter()
+        .map(|r| r.try_get::<i64, _>(0).map_err(Error::from))
+        .collect()
 }
 
 pub async fn user_groups(pool: &Pool, user_id: i64) -> Result<Vec<Group>> {
@@ -340,13 +431,21 @@ pub async fn list_groups(pool: &Pool) -> Result<Vec<GroupSummary>> {
 }
 
 pub async fn get_group(pool: &Pool, id: i64) -> Result<Option<Group>> {
-    Ok(sqlx::query_as("SELECT id, name FROM groups WHERE id = $1").bind(id).fetch_optional(pool).await?)
+    Ok(sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
 }
 
 pub async fn existing_group_ids(pool: &Pool, ids: &[i64]) -> Result<Vec<i64>> {
     let mut found = Vec::new();
     for id in ids {
-        if sqlx::query("SELECT id FROM groups WHERE id = $1").bind(*id).fetch_optional(pool).await?.is_some() {
+        if sqlx::query("SELECT id FROM groups WHERE id = $1")
+            .bind(*id)
+            .fetch_optional(pool)
+            .await?
+            .is_some()
+        {
             found.push(*id);
         }
     }
@@ -369,20 +468,35 @@ fn group_conflict(name: &str) -> Error {
 
 pub async fn create_group(pool: &Pool, name: &str, audit: &AuditRecord) -> Result<Group> {
     let mut tx = begin_write(pool).await?;
-    let res = sqlx::query("INSERT INTO groups (name) VALUES ($1) RETURNING id").bind(name).fetch_one(&mut *tx).await;
+    let res = sqlx::query("INSERT INTO groups (name) VALUES ($1) RETURNING id")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await;
     let id: i64 = match res {
         Ok(row) => row.try_get(0)?,
         Err(e) if is_unique_violation(&e) => return Err(group_conflict(name)),
         Err(e) => return Err(e.into()),
     };
     let details = serde_json::json!({"group_id": id, "name": name});
-    insert_audit(&mut tx, &AuditRecord { details, ..audit.clone() }).await?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            details,
+            ..audit.clone()
+        },
+    )
+    .await?;
     tx.commit().await?;
-    Ok(Group { id, name: name.to_owned() })
+    Ok(Group {
+        id,
+        name: name.to_owned(),
+    })
 }
 
 fn builtin_group_error() -> Error {
-    Error::Forbidden("The built-in groups All Users and Administrators cannot be renamed or deleted.".into())
+    Error::Forbidden(
+        "The built-in groups All Users and Administrators cannot be renamed or deleted.".into(),
+    )
 }
 
 pub async fn rename_group(pool: &Pool, id: i64, name: &str, audit: &AuditRecord) -> Result<Group> {
@@ -390,17 +504,35 @@ pub async fn rename_group(pool: &Pool, id: i64, name: &str, audit: &AuditRecord)
         return Err(builtin_group_error());
     }
     let mut tx = begin_write(pool).await?;
-    let old: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+    let old: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let old = old.ok_or_else(|| Error::not_found("Group"))?;
-    match sqlx::query("UPDATE groups SET name = $2 WHERE id = $1").bind(id).bind(name).execute(&mut *tx).await {
+    match sqlx::query("UPDATE groups SET name = $2 WHERE id = $1")
+        .bind(id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+    {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => return Err(group_conflict(name)),
         Err(e) => return Err(e.into()),
     }
     let details = serde_json::json!({"group_id": id, "name": [old.name, name]});
-    insert_audit(&mut tx, &AuditRecord { details, ..audit.clone() }).await?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            details,
+            ..audit.clone()
+        },
+    )
+    .await?;
     tx.commit().await?;
-    Ok(Group { id, name: name.to_owned() })
+    Ok(Group {
+        id,
+        name: name.to_owned(),
+    })
 }
 
 /// Deletes a group, and removes its id from `jwt-group-mappings` in the same transaction so
@@ -410,11 +542,22 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
         return Err(builtin_group_error());
     }
     let mut tx = begin_write(pool).await?;
-    let old: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+    let old: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let old = old.ok_or_else(|| Error::not_found("Group"))?;
-    sqlx::query("DELETE FROM memberships WHERE group_id = $1").bind(id).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM groups WHERE id = $1").bind(id).execute(&mut *tx).await?;
-    let mappings = sqlx::query("SELECT value FROM settings WHERE key = 'jwt-group-mappings'").fetch_optional(&mut *tx).await?;
+    sqlx::query("DELETE FROM memberships WHERE group_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM groups WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let mappings = sqlx::query("SELECT value FROM settings WHERE key = 'jwt-group-mappings'")
+        .fetch_optional(&mut *tx)
+        .await?;
     if let Some(row) = mappings {
         let text: String = row.try_get(0)?;
         if let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&text) {
@@ -423,26 +566,49 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
                     list.retain(|v| v.as_i64() != Some(id));
                 }
             }
-            sqlx::query("UPDATE settings SET value = $1, updated_at = $2 WHERE key = 'jwt-group-mappings'")
-                .bind(Value::Object(map).to_string())
-                .bind(audit.at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE settings SET value = $1, updated_at = $2 WHERE key = 'jwt-group-mappings'",
+            )
+            .bind(Value::Object(map).to_string())
+            .bind(audit.at)
+            .execute(&mut *tx)
+            .await?;
         }
     }
     let details = serde_json::json!({"group_id": id, "name": old.name});
-    insert_audit(&mut tx, &AuditRecord { details, ..audit.clone() }).await?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            details,
+            ..audit.clone()
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub async fn add_membership(pool: &Pool, group_id: i64, user_id: i64, audit: &AuditRecord) -> Result<i64> {
+pub async fn add_membership(
+    pool: &Pool,
+    group_id: i64,
+    user_id: i64,
+    audit: &AuditRecord,
+) -> Result<i64> {
     let mut tx = begin_write(pool).await?;
-    let group: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1").bind(group_id).fetch_optional(&mut *tx).await?;
+    let group: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
+        .bind(group_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let group = group.ok_or_else(|| Error::not_found("Group"))?;
-    let user = user_in(&mut tx, user_id).await?.ok_or_else(|| Error::not_found("User"))?.user;
+    let user = user_in(&mut tx, user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?
+        .user;
     if !add_member(&mut tx, user_id, group_id).await? {
-        return Err(Error::Conflict(format!("{} is already a member of {}.", user.email, group.name)));
+        return Err(Error::Conflict(format!(
+            "{} is already a member of {}.",
+            user.email, group.name
+        )));
     }
     if group_id == ADMINISTRATORS_GROUP_ID {
         set_superuser(&mut tx, user_id, true, audit.at).await?;
@@ -454,7 +620,16 @@ pub async fn add_membership(pool: &Pool, group_id: i64, user_id: i64, audit: &Au
         .await?
         .try_get(0)?;
     let details = serde_json::json!({"group_id": group_id, "group": group.name, "source": "admin"});
-    insert_audit(&mut tx, &AuditRecord { user_id: Some(user_id), email: Some(user.email), details, ..audit.clone() }).await?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            user_id: Some(user_id),
+            email: Some(user.email),
+            details,
+            ..audit.clone()
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -462,24 +637,46 @@ pub async fn add_membership(pool: &Pool, group_id: i64, user_id: i64, audit: &Au
 pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<()> {
     let mut tx = begin_write(pool).await?;
     lock_admins(&mut tx).await?;
-    let row = sqlx::query("SELECT user_id, group_id FROM memberships WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+    let row = sqlx::query("SELECT user_id, group_id FROM memberships WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let row = row.ok_or_else(|| Error::not_found("Membership"))?;
     let (user_id, group_id): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     if group_id == ALL_USERS_GROUP_ID {
-        return Err(Error::Forbidden("Every user is a member of All Users; that membership cannot be removed.".into()));
+        return Err(Error::Forbidden(
+            "Every user is a member of All Users; that membership cannot be removed.".into(),
+        ));
     }
-    let user = user_in(&mut tx, user_id).await?.ok_or_else(|| Error::not_found("User"))?.user;
+    let user = user_in(&mut tx, user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?
+        .user;
     if group_id == ADMINISTRATORS_GROUP_ID {
-        if user.is_active && user.is_superuser && other_active_admins(&mut tx, user_id).await? == 0 {
+        if user.is_active && user.is_superuser && other_active_admins(&mut tx, user_id).await? == 0
+        {
             return Err(Error::LastAdmin(
-                "This is the last active administrator: make another user an administrator first.".into(),
+                "This is the last active administrator: make another user an administrator first."
+                    .into(),
             ));
         }
         set_superuser(&mut tx, user_id, false, audit.at).await?;
     }
-    sqlx::query("DELETE FROM memberships WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM memberships WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let details = serde_json::json!({"group_id": group_id, "source": "admin"});
-    insert_audit(&mut tx, &AuditRecord { user_id: Some(user_id), email: Some(user.email), details, ..audit.clone() }).await?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            user_id: Some(user_id),
+            email: Some(user.email),
+            details,
+            ..audit.clone()
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -524,19 +721,32 @@ pub async fn session_user(pool: &Pool, id_hash: &str) -> Result<Option<(SessionR
     .bind(id_hash)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(session) = session else { return Ok(None) };
+    let Some(session) = session else {
+        return Ok(None);
+    };
     let user = user_in(&mut conn, session.user_id).await?;
     Ok(user.map(|u| (session, u.user)))
 }
 
 pub async fn touch_session(pool: &Pool, id_hash: &str, now: i64) -> Result<()> {
-    sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1").bind(id_hash).bind(now).execute(pool).await?;
+    sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
+        .bind(id_hash)
+        .bind(now)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
-pub async fn delete_session(pool: &Pool, id_hash: &str, audit: Option<&AuditRecord>) -> Result<bool> {
+pub async fn delete_session(
+    pool: &Pool,
+    id_hash: &str,
+    audit: Option<&AuditRecord>,
+) -> Result<bool> {
     let mut tx = begin_write(pool).await?;
-    let res = sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash).execute(&mut *tx).await?;
+    let res = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(id_hash)
+        .execute(&mut *tx)
+        .await?;
     if let Some(a) = audit {
         insert_audit(&mut tx, a).await?;
     }
@@ -549,26 +759,47 @@ pub async fn delete_user_sessions(pool: &Pool, user_id: i64, audit: &AuditRecord
     if user_in(&mut tx, user_id).await?.is_none() {
         return Err(Error::not_found("User"));
     }
-    let res = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    let res = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
     let n = res.rows_affected();
-    let record = AuditRecord { user_id: Some(user_id), details: serde_json::json!({"revoked": n}), ..audit.clone() };
+    let record = AuditRecord {
+        user_id: Some(user_id),
+        details: serde_json::json!({"revoked": n}),
+        ..audit.clone()
+    };
     insert_audit(&mut tx, &record).await?;
     tx.commit().await?;
     Ok(n)
 }
 
 pub async fn count_active_sessions(pool: &Pool, now: i64) -> Result<i64> {
-    Ok(sqlx::query("SELECT COUNT(*) FROM sessions WHERE expires_at > $1").bind(now).fetch_one(pool).await?.try_get(0)?)
+    Ok(
+        sqlx::query("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?,
+    )
 }
 
 // --- settings ------------------------------------------------------------------------------
 
 pub async fn load_settings(pool: &Pool) -> Result<Vec<(String, String)>> {
-    let rows = sqlx::query("SELECT key, value FROM settings").fetch_all(pool).await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    let rows = sqlx::query("SELECT key, value FROM settings")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
-pub async fn write_settings(pool: &Pool, changes: &[(String, Option<String>)], audits: &[AuditRecord]) -> Result<()> {
+pub async fn write_settings(
+    pool: &Pool,
+    changes: &[(String, Option<String>)],
+    audits: &[AuditRecord],
+) -> Result<()> {
     let mut tx = begin_write(pool).await?;
     let now = audits.first().map(|a| a.at).unwrap_or_default();
     for (key, value) in changes {
@@ -585,7 +816,10 @@ pub async fn write_settings(pool: &Pool, changes: &[(String, Option<String>)], a
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM settings WHERE key = $1")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
     }
@@ -621,49 +855,94 @@ pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> 
 pub async fn record_login_failure(pool: &Pool, buckets: &[String], now: i64) -> Result<()> {
     let mut tx = begin_write(pool).await?;
     for b in buckets {
-        sqlx::query("INSERT INTO login_failures (bucket, at) VALUES ($1, $2)").bind(b).bind(now).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO login_failures (bucket, at) VALUES ($1, $2)")
+            .bind(b)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
-pub async fn recent_login_failures(pool: &Pool, bucket: &str, since: i64, limit: i64) -> Result<Vec<i64>> {
-    let rows = sqlx::query("SELECT at FROM login_failures WHERE bucket = $1 AND at > $2 ORDER BY at DESC LIMIT $3")
-        .bind(bucket)
-        .bind(since)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(|r| r.try_get::<i64, _>(0).map_err(Error::from)).collect()
+pub async fn recent_login_failures(
+    pool: &Pool,
+    bucket: &str,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    let rows = sqlx::query(
+        "SELECT at FROM login_failures WHERE bucket = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
+    )
+    .bind(bucket)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<i64, _>(0).map_err(Error::from))
+        .collect()
 }
 
 pub async fn clear_login_failures(pool: &Pool, bucket: &str) -> Result<()> {
-    sqlx::query("DELETE FROM login_failures WHERE bucket = $1").bind(bucket).execute(pool).await?;
+    sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
+        .bind(bucket)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
 // --- first-run setup -----------------------------------------------------------------------
 
 pub async fn insert_setup_token(pool: &Pool, token_hash: &str, now: i64) -> Result<()> {
-    sqlx::query("INSERT INTO setup_tokens (token_hash, created_at) VALUES ($1, $2)").bind(token_hash).bind(now).execute(pool).await?;
+    sqlx::query("INSERT INTO setup_tokens (token_hash, created_at) VALUES ($1, $2)")
+        .bind(token_hash)
+        .bind(now)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
-pub async fn complete_setup(pool: &Pool, token_hash: &str, new: &NewUser, audit: &AuditRecord) -> Result<Option<User>> {
+pub async fn complete_setup(
+    pool: &Pool,
+    token_hash: &str,
+    new: &NewUser,
+    audit: &AuditRecord,
+) -> Result<Option<User>> {
     let mut tx = begin_write(pool).await?;
     lock_admins(&mut tx).await?;
-    let known = sqlx::query("SELECT token_hash FROM setup_tokens WHERE token_hash = $1").bind(token_hash).fetch_optional(&mut *tx).await?;
+    let known = sqlx::query("SELECT token_hash FROM setup_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
     if known.is_none() {
         return Ok(None);
     }
-    let admins: i64 = sqlx::query("SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE").fetch_one(&mut *tx).await?.try_get(0)?;
+    let admins: i64 =
+        sqlx::query("SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
     if admins > 0 {
         return Ok(None);
     }
     let id = insert_user(&mut tx, new, None).await?;
-    sqlx::query("DELETE FROM setup_tokens").execute(&mut *tx).await?;
-    insert_audit(&mut tx, &AuditRecord { user_id: Some(id), actor_id: Some(id), email: Some(new.email.clone()), ..audit.clone() }).await?;
-    let user = user_in(&mut tx, id).await?.ok_or_else(|| Error::not_found("User"))?;
+    sqlx::query("DELETE FROM setup_tokens")
+        .execute(&mut *tx)
+        .await?;
+    insert_audit(
+        &mut tx,
+        &AuditRecord {
+            user_id: Some(id),
+            actor_id: Some(id),
+            email: Some(new.email.clone()),
+            ..audit.clone()
+        },
+    )
+    .await?;
+    let user = user_in(&mut tx, id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?;
     tx.commit().await?;
     Ok(Some(user.user))
 }
@@ -733,12 +1012,29 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
             .await?;
             (u.user.id, false)
         }
-        (None, None) => return Err(Error::Conflict("A concurrent sign-in for this account is in progress. Try again.".into())),
+        (None, None) => {
+            return Err(Error::Conflict(
+                "A concurrent sign-in for this account is in progress. Try again.".into(),
+            ));
+        }
     };
     let email = Some(l.email.to_owned());
-    let base = AuditRecord { user_id: Some(user_id), email: email.clone(), ..l.audit.clone() };
+    let base = AuditRecord {
+        user_id: Some(user_id),
+        email: email.clone(),
+        ..l.audit.clone()
+    };
     if created {
-        insert_audit(&mut tx, &audit_row(&base, "user_created", "success", serde_json::json!({"source": "jwt"}))).await?;
+        insert_audit(
+            &mut tx,
+            &audit_row(
+                &base,
+                "user_created",
+                "success",
+                serde_json::json!({"source": "jwt"}),
+            ),
+        )
+        .await?;
     }
     let (mut added, mut removed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     if let Some((wanted, managed)) = &l.group_sync {
@@ -749,7 +1045,16 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
                 if gid == ADMINISTRATORS_GROUP_ID {
                     set_superuser(&mut tx, user_id, true, now).await?;
                 }
-                insert_audit(&mut tx, &audit_row(&base, "group_added", "success", serde_json::json!({"group_id": gid, "source": "jwt"}))).await?;
+                insert_audit(
+                    &mut tx,
+                    &audit_row(
+                        &base,
+                        "group_added",
+                        "success",
+                        serde_json::json!({"group_id": gid, "source": "jwt"}),
+                    ),
+                )
+                .await?;
                 added.push(gid);
             }
         }
@@ -757,7 +1062,12 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
             if gid == ADMINISTRATORS_GROUP_ID {
                 lock_admins(&mut tx).await?;
                 if other_active_admins(&mut tx, user_id).await? == 0 {
-                    let mut row = audit_row(&base, "group_removed", "skipped", serde_json::json!({"group_id": gid, "source": "jwt"}));
+                    let mut row = audit_row(
+                        &base,
+                        "group_removed",
+                        "skipped",
+                        serde_json::json!({"group_id": gid, "source": "jwt"}),
+                    );
                     row.reason = Some("last_admin_kept".into());
                     insert_audit(&mut tx, &row).await?;
                     kept.push(gid);
@@ -766,26 +1076,64 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
                 set_superuser(&mut tx, user_id, false, now).await?;
             }
             if remove_member(&mut tx, user_id, gid).await? {
-                insert_audit(&mut tx, &audit_row(&base, "group_removed", "success", serde_json::json!({"group_id": gid, "source": "jwt"}))).await?;
+                insert_audit(
+                    &mut tx,
+                    &audit_row(
+                        &base,
+                        "group_removed",
+                        "success",
+                        serde_json::json!({"group_id": gid, "source": "jwt"}),
+                    ),
+                )
+                .await?;
                 removed.push(gid);
             }
         }
     }
-    let session = NewSession { user_id, ..l.session.clone() };
+    let session = NewSession {
+        user_id,
+        ..l.session.clone()
+    };
     insert_session(&mut tx, &session).await?;
-    insert_audit(&mut tx, &audit_row(&base, "sso_login", "success", serde_json::json!({"created": created}))).await?;
-    let user = user_in(&mut tx, user_id).await?.ok_or_else(|| Error::not_found("User"))?.user;
+    insert_audit(
+        &mut tx,
+        &audit_row(
+            &base,
+            "sso_login",
+            "success",
+            serde_json::json!({"created": created}),
+        ),
+    )
+    .await?;
+    let user = user_in(&mut tx, user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?
+        .user;
     tx.commit().await?;
-    Ok(SsoOutcome::LoggedIn { user, created, added, removed, kept })
+    Ok(SsoOutcome::LoggedIn {
+        user,
+        created,
+        added,
+        removed,
+        kept,
+    })
 }
 
 pub async fn replay_exists(pool: &Pool, key: &str) -> Result<bool> {
-    Ok(sqlx::query("SELECT token_key FROM replay_records WHERE token_key = $1").bind(key).fetch_optional(pool).await?.is_some())
+    Ok(
+        sqlx::query("SELECT token_key FROM replay_records WHERE token_key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+            .is_some(),
+    )
 }
 
 pub async fn sso_preview(pool: &Pool, email: &str) -> Result<Option<(User, Vec<i64>)>> {
     let mut conn = pool.acquire().await?;
-    let Some(user) = user_by_email_in(&mut conn, email).await? else { return Ok(None) };
+    let Some(user) = user_by_email_in(&mut conn, email).await? else {
+        return Ok(None);
+    };
     let groups = group_ids_of(&mut conn, user.user.id).await?;
     Ok(Some((user.user, groups.into_iter().collect())))
 }
@@ -822,9 +1170,17 @@ pub async fn sso_logout(
     };
     let mut n = 0;
     if let Some(uid) = user_id {
-        n = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(uid).execute(&mut *tx).await?.rows_affected();
+        n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(uid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     }
-    let record = AuditRecord { user_id, details: serde_json::json!({"revoked": n, "channel": "back-channel"}), ..audit.clone() };
+    let record = AuditRecord {
+        user_id,
+        details: serde_json::json!({"revoked": n, "channel": "back-channel"}),
+        ..audit.clone()
+    };
     insert_audit(&mut tx, &record).await?;
     tx.commit().await?;
     Ok(Ok(n))
@@ -833,8 +1189,17 @@ pub async fn sso_logout(
 // --- housekeeping --------------------------------------------------------------------------
 
 pub async fn sweep_expired(pool: &Pool, now: i64) -> Result<()> {
-    sqlx::query("DELETE FROM replay_records WHERE expires_at < $1").bind(now).execute(pool).await?;
-    sqlx::query("DELETE FROM sessions WHERE expires_at < $1").bind(now).execute(pool).await?;
-    sqlx::query("DELETE FROM login_failures WHERE at < $1").bind(now - 3600).execute(pool).await?;
+    sqlx::query("DELETE FROM replay_records WHERE expires_at < $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+        .bind(now)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM login_failures WHERE at < $1")
+        .bind(now - 3600)
+        .execute(pool)
+        .await?;
     Ok(())
 }
