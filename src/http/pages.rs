@@ -163,30 +163,65 @@ pub async fn setup_submit(
     Ok(res)
 }
 
-pub async fn login_page(State(state): State<AppState>, req: Request) -> Result<Response> {
-    let eff = state.settings.current();
-    let redirect = query_param(&req, "redirect").unwrap_or_default();
+fn login_body(eff: &crate::settings::Effective, redirect: &str, error: Option<&str>) -> String {
     let mut body = String::from("<h1>Sign in</h1>");
+    if let Some(e) = error {
+        body.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)));
+    }
     if eff.jwt_configured() {
         let href = if redirect.is_empty() {
             "/auth/sso".to_owned()
         } else {
-            format!(
-                "/auth/sso?redirect={}",
-                url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
-            )
+            format!("/auth/sso?redirect={}", url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>())
         };
-        body.push_str(&format!(
-            "<p><a class=\"button\" href=\"{}\">Sign in with SSO</a></p>",
-            escape(&href)
-        ));
+        body.push_str(&format!("<p><a class=\"button\" id=\"sso\" href=\"{}\">Sign in with SSO</a></p>", escape(&href)));
     }
     if eff.password_login_enabled() {
-        body.push_str(
-            "<p class=\"muted\">Password sign-in uses the API: <code>POST /api/session</code> with <code>{\"username\", \"password\"}</code>.</p>",
-        );
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/auth/login\"><input type=\"hidden\" name=\"redirect\" value=\"{}\">\
+             <label for=\"username\">Email</label><input id=\"username\" name=\"username\" type=\"email\" autocomplete=\"username\" required>\
+             <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+             <button type=\"submit\">Sign in</button></form>",
+            escape(redirect)
+        ));
     }
-    Ok(page("Sign in", &body))
+    body
+}
+
+pub async fn login_page(State(state): State<AppState>, req: Request) -> Result<Response> {
+    let eff = state.settings.current();
+    let redirect = query_param(&req, "redirect").unwrap_or_default();
+    Ok(page("Sign in", &login_body(&eff, &redirect, None)))
+}
+
+/// `POST /auth/login` from the form: on success a 303 to the (validated) redirect target,
+/// else the form again with the error in place.
+pub async fn login_submit(State(state): State<AppState>, ctx: RequestContext, req: Request) -> Result<Response> {
+    // Forms come from our own pages: refusing other origins stops login CSRF.
+    auth::check_csrf(req.method(), req.headers(), &ctx)?;
+    let body = read_body(req, &state).await?;
+    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let eff = state.settings.current();
+    let redirect = get("redirect");
+    let base = match &eff.site_url {
+        Some(u) => u.clone(),
+        None => url::Url::parse(&ctx.own_base).map_err(|_| Error::InvalidRedirect)?,
+    };
+    let target = crate::domain::return_to::parse_return_to(Some(redirect.as_str()).filter(|r| !r.is_empty()), &base, &eff.strings("redirect-allowed-origins"))
+        .map_err(|_| Error::InvalidRedirect)?;
+    match crate::http::api::session::password_login(&state, &ctx, &get("username"), get("password")).await {
+        Ok((token, _)) => {
+            let cookie = session::session_cookie(&token, &eff, ctx.https);
+            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, target.to_string()), (header::SET_COOKIE, cookie)]).into_response())
+        }
+        Err(e @ (Error::InvalidCredentials | Error::PasswordLoginDisabled | Error::TooManyAttempts { .. })) => {
+            let mut res = page("Sign in", &login_body(&eff, &redirect, Some(&e.to_string())));
+            *res.status_mut() = e.status();
+            Ok(res)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn home_page(State(state): State<AppState>, req: Request) -> Result<Response> {

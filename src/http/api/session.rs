@@ -40,6 +40,19 @@ pub async fn start_session(
     auth_method: &'static str,
     audit_row: crate::store::AuditRecord,
 ) -> Result<Response> {
+    let token = open_session(state, ctx, user_id, auth_method, audit_row).await?;
+    let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
+    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"id": token}))).into_response())
+}
+
+/// Stores a new session for `user_id` (with its audit row) and returns its token.
+pub async fn open_session(
+    state: &AppState,
+    ctx: &RequestContext,
+    user_id: i64,
+    auth_method: &'static str,
+    audit_row: crate::store::AuditRecord,
+) -> Result<String> {
     let eff = state.settings.current();
     let (token, hash) = session::new_token();
     let now = crate::clock::now();
@@ -53,18 +66,22 @@ pub async fn start_session(
         user_agent: ctx.user_agent.clone(),
     };
     state.store.create_session(&new, &audit_row).await?;
-    let cookie = session::session_cookie(&token, &eff, ctx.https);
+    Ok(token)
+}
+
+pub async fn login(State(state): State<AppState>, ctx: RequestContext, ApiJson(body): ApiJson<LoginBody>) -> Result<Response> {
+    let (token, _user) = password_login(&state, &ctx, &body.username, body.password).await?;
+    let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
     Ok(([(header::SET_COOKIE, cookie)], Json(json!({"id": token}))).into_response())
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    ctx: RequestContext,
-    ApiJson(body): ApiJson<LoginBody>,
-) -> Result<Response> {
-    let email = body.username.trim().to_lowercase();
+/// Email + password sign-in (SPEC §5), shared by the API and the login form: the switch,
+/// the throttle (checked first, so even the right password is refused while throttled),
+/// argon2 on a blocking thread, then a new session. Returns the session token.
+pub async fn password_login(state: &AppState, ctx: &RequestContext, username: &str, password: String) -> Result<(String, crate::store::User)> {
+    let email = username.trim().to_lowercase();
     let now = crate::clock::now();
-    let mut failure = audit(&ctx, "password_login", "failure");
+    let mut failure = audit(ctx, "password_login", "failure");
     failure.email = Some(email.chars().take(254).collect());
     let mut buckets = vec![(throttle::email_bucket(&email), throttle::PER_EMAIL)];
     if let Some(ip) = &ctx.ip {
@@ -80,13 +97,13 @@ pub async fn login(
         state.store.audit(&failure).await?;
         return Err(e);
     }
-    let found = if body.password.len() > password::MAX_PASSWORD_BYTES {
+    let found = if password.len() > password::MAX_PASSWORD_BYTES {
         None
     } else {
         state.store.find_user_by_email(&email).await?
     };
     let phc = found.as_ref().and_then(|f| f.password_hash.clone());
-    let ok = state.passwords.verify(body.password, phc).await?;
+    let ok = state.passwords.verify(password, phc).await?;
     let user = match found {
         Some(f) if ok && f.user.is_active => f.user,
         other => {
@@ -98,15 +115,13 @@ pub async fn login(
             return Err(Error::InvalidCredentials);
         }
     };
-    state
-        .store
-        .clear_login_failures(&throttle::email_bucket(&email))
-        .await?;
-    let mut success = audit(&ctx, "password_login", "success");
+    state.store.clear_login_failures(&throttle::email_bucket(&email)).await?;
+    let mut success = audit(ctx, "password_login", "success");
     success.user_id = Some(user.id);
     success.actor_id = Some(user.id);
     success.email = Some(user.email.clone());
-    start_session(&state, &ctx, user.id, "password", success).await
+    let token = open_session(state, ctx, user.id, "password", success).await?;
+    Ok((token, user))
 }
 
 pub async fn logout(
