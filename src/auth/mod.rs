@@ -32,10 +32,9 @@ pub fn request_token(headers: &HeaderMap) -> Option<(String, bool)> {
     if let Some(v) = headers
         .get(session::HEADER_NAME)
         .and_then(|v| v.to_str().ok())
+        && !v.is_empty()
     {
-        if !v.is_empty() {
-            return Some((v.to_owned(), false));
-        }
+        return Some((v.to_owned(), false));
     }
     headers
         .get_all(header::COOKIE)

@@ -24,10 +24,10 @@ pub async fn check(store: &Store, buckets: &[(String, i64)], now: i64) -> Result
         let times = store
             .recent_login_failures(bucket, now - WINDOW_SECS, *limit)
             .await?;
-        if times.len() as i64 >= *limit {
-            if let Some(oldest) = times.last() {
-                retry_after = retry_after.max(oldest + WINDOW_SECS - now);
-            }
+        if times.len() as i64 >= *limit
+            && let Some(oldest) = times.last()
+        {
+            retry_after = retry_after.max(oldest + WINDOW_SECS - now);
         }
     }
     if retry_after > 0 {

@@ -109,7 +109,7 @@ impl Effective {
 
     /// Password login is off only while JWT SSO works (SPEC §5).
     pub fn password_login_enabled(&self) -> bool {
-        !(self.jwt_configured() && !self.bool("enable-password-login"))
+        !self.jwt_configured() || self.bool("enable-password-login")
     }
 }
 

@@ -119,7 +119,7 @@ pub fn group_sync_sets(
 /// What one SSO login attempt ended in.
 pub enum LoginResult {
     LoggedIn {
-        user: User,
+        user: Box<User>,
     },
     /// The token was used before; the caller may still redirect a browser that already has
     /// a session for this email.

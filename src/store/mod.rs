@@ -64,10 +64,10 @@ impl Store {
             .or(url.strip_prefix("sqlite:"))
         {
             let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)?;
-                }
+            if let Some(dir) = std::path::Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
             }
             let synchronous = match std::env::var("LATCHKEY_SQLITE_SYNCHRONOUS").as_deref() {
                 Ok("full") | Ok("FULL") => SqliteSynchronous::Full,
@@ -582,7 +582,7 @@ pub struct SsoLogin<'a> {
 #[derive(Debug)]
 pub enum SsoOutcome {
     LoggedIn {
-        user: User,
+        user: Box<User>,
         created: bool,
         added: Vec<i64>,
         removed: Vec<i64>,

@@ -1111,7 +1111,7 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         .user;
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {
-        user,
+        user: Box::new(user),
         created,
         added,
         removed,
