@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::auth::password;
 use crate::domain::email::Email;
-use crate::settings::{Actor, Settings, parse_cli_value};
+use crate::settings::{Actor, Settings, parse_cli_value, setting_value};
 use crate::store::{AuditRecord, NewUser, Store, UserQuery};
 
 pub async fn serve(listen: &str, database_url: &str) -> anyhow::Result<()> {
@@ -139,7 +139,7 @@ pub async fn settings_set(database_url: &str, key: &str, value: &str) -> anyhow:
     let settings = Settings::load(open(database_url).await?).await?;
     settings
         .put(
-            vec![(key.to_owned(), parse_cli_value(value))],
+            vec![(key.to_owned(), setting_value(key, value))],
             &Actor::default(),
         )
         .await?;

@@ -364,7 +364,7 @@ pub fn env_overlay(
     for def in SETTINGS {
         let name = def.env_var();
         let Some(raw) = lookup(&name) else { continue };
-        let value = parse_cli_value(&raw);
+        let value = setting_value(def.key, &raw);
         let normal = def
             .validate(value)
             .map_err(|m| anyhow::anyhow!("environment variable {name} is invalid: {m}"))?;
@@ -378,6 +378,22 @@ pub fn env_overlay(
 /// A value from the command line or the environment: JSON when it parses, else the string.
 pub fn parse_cli_value(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+/// As `parse_cli_value`, for a known setting: when the JSON reading does not fit the
+/// setting but the bare string does (a secret that happens to look like a number), the
+/// string wins.
+pub fn setting_value(key: &str, raw: &str) -> Value {
+    let json = parse_cli_value(raw);
+    match registry::def(key) {
+        Some(def)
+            if def.validate(json.clone()).is_err()
+                && def.validate(Value::String(raw.to_owned())).is_ok() =>
+        {
+            Value::String(raw.to_owned())
+        }
+        _ => json,
+    }
 }
 
 #[cfg(test)]
