@@ -70,7 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sso/logout", post(sso::backchannel_logout))
         .route("/auth/logout", get(sso::logout))
         .route("/setup", get(pages::setup_page).post(pages::setup_submit))
-        .route("/auth/login", get(pages::login_page).post(pages::login_submit))
+        .route(
+            "/auth/login",
+            get(pages::login_page).post(pages::login_submit),
+        )
         .route("/", get(pages::home_page))
         .fallback(fallback);
     api.layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

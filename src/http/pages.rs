@@ -166,15 +166,24 @@ pub async fn setup_submit(
 fn login_body(eff: &crate::settings::Effective, redirect: &str, error: Option<&str>) -> String {
     let mut body = String::from("<h1>Sign in</h1>");
     if let Some(e) = error {
-        body.push_str(&format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)));
+        body.push_str(&format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            escape(e)
+        ));
     }
     if eff.jwt_configured() {
         let href = if redirect.is_empty() {
             "/auth/sso".to_owned()
         } else {
-            format!("/auth/sso?redirect={}", url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>())
+            format!(
+                "/auth/sso?redirect={}",
+                url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+            )
         };
-        body.push_str(&format!("<p><a class=\"button\" id=\"sso\" href=\"{}\">Sign in with SSO</a></p>", escape(&href)));
+        body.push_str(&format!(
+            "<p><a class=\"button\" id=\"sso\" href=\"{}\">Sign in with SSO</a></p>",
+            escape(&href)
+        ));
     }
     if eff.password_login_enabled() {
         body.push_str(&format!(
@@ -196,11 +205,16 @@ pub async fn login_page(State(state): State<AppState>, req: Request) -> Result<R
 
 /// `POST /auth/login` from the form: on success a 303 to the (validated) redirect target,
 /// else the form again with the error in place.
-pub async fn login_submit(State(state): State<AppState>, ctx: RequestContext, req: Request) -> Result<Response> {
+pub async fn login_submit(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    req: Request,
+) -> Result<Response> {
     // Forms come from our own pages: refusing other origins stops login CSRF.
     auth::check_csrf(req.method(), req.headers(), &ctx)?;
     let body = read_body(req, &state).await?;
-    let form: std::collections::HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let eff = state.settings.current();
     let redirect = get("redirect");
@@ -208,15 +222,35 @@ pub async fn login_submit(State(state): State<AppState>, ctx: RequestContext, re
         Some(u) => u.clone(),
         None => url::Url::parse(&ctx.own_base).map_err(|_| Error::InvalidRedirect)?,
     };
-    let target = crate::domain::return_to::parse_return_to(Some(redirect.as_str()).filter(|r| !r.is_empty()), &base, &eff.strings("redirect-allowed-origins"))
-        .map_err(|_| Error::InvalidRedirect)?;
-    match crate::http::api::session::password_login(&state, &ctx, &get("username"), get("password")).await {
+    let target = crate::domain::return_to::parse_return_to(
+        Some(redirect.as_str()).filter(|r| !r.is_empty()),
+        &base,
+        &eff.strings("redirect-allowed-origins"),
+    )
+    .map_err(|_| Error::InvalidRedirect)?;
+    match crate::http::api::session::password_login(&state, &ctx, &get("username"), get("password"))
+        .await
+    {
         Ok((token, _)) => {
             let cookie = session::session_cookie(&token, &eff, ctx.https);
-            Ok((StatusCode::SEE_OTHER, [(header::LOCATION, target.to_string()), (header::SET_COOKIE, cookie)]).into_response())
+            Ok((
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, target.to_string()),
+                    (header::SET_COOKIE, cookie),
+                ],
+            )
+                .into_response())
         }
-        Err(e @ (Error::InvalidCredentials | Error::PasswordLoginDisabled | Error::TooManyAttempts { .. })) => {
-            let mut res = page("Sign in", &login_body(&eff, &redirect, Some(&e.to_string())));
+        Err(
+            e @ (Error::InvalidCredentials
+            | Error::PasswordLoginDisabled
+            | Error::TooManyAttempts { .. }),
+        ) => {
+            let mut res = page(
+                "Sign in",
+                &login_body(&eff, &redirect, Some(&e.to_string())),
+            );
             *res.status_mut() = e.status();
             Ok(res)
         }

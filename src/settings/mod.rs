@@ -416,6 +416,11 @@ mod tests {
         let bad =
             |name: &str| (name == "LATCHKEY_JWT_CLOCK_SKEW_SECONDS").then(|| "900".to_owned());
         assert!(env_overlay(bad).is_err());
+        let digits = "1".repeat(40);
+        let numeric_secret =
+            |name: &str| (name == "LATCHKEY_JWT_SHARED_SECRET").then(|| digits.clone());
+        let out = env_overlay(numeric_secret).unwrap();
+        assert_eq!(out.get("jwt-shared-secret"), Some(&Value::String("1".repeat(40))));
     }
 
     #[test]

@@ -69,7 +69,11 @@ pub async fn open_session(
     Ok(token)
 }
 
-pub async fn login(State(state): State<AppState>, ctx: RequestContext, ApiJson(body): ApiJson<LoginBody>) -> Result<Response> {
+pub async fn login(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response> {
     let (token, _user) = password_login(&state, &ctx, &body.username, body.password).await?;
     let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
     Ok(([(header::SET_COOKIE, cookie)], Json(json!({"id": token}))).into_response())
@@ -78,7 +82,12 @@ pub async fn login(State(state): State<AppState>, ctx: RequestContext, ApiJson(b
 /// Email + password sign-in (SPEC §5), shared by the API and the login form: the switch,
 /// the throttle (checked first, so even the right password is refused while throttled),
 /// argon2 on a blocking thread, then a new session. Returns the session token.
-pub async fn password_login(state: &AppState, ctx: &RequestContext, username: &str, password: String) -> Result<(String, crate::store::User)> {
+pub async fn password_login(
+    state: &AppState,
+    ctx: &RequestContext,
+    username: &str,
+    password: String,
+) -> Result<(String, crate::store::User)> {
     let email = username.trim().to_lowercase();
     let now = crate::clock::now();
     let mut failure = audit(ctx, "password_login", "failure");
@@ -115,7 +124,10 @@ pub async fn password_login(state: &AppState, ctx: &RequestContext, username: &s
             return Err(Error::InvalidCredentials);
         }
     };
-    state.store.clear_login_failures(&throttle::email_bucket(&email)).await?;
+    state
+        .store
+        .clear_login_failures(&throttle::email_bucket(&email))
+        .await?;
     let mut success = audit(ctx, "password_login", "success");
     success.user_id = Some(user.id);
     success.actor_id = Some(user.id);
