@@ -174,7 +174,17 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     let method = req.method().clone();
     req.extensions_mut().insert(ctx);
 
+    let started = std::time::Instant::now();
     let mut res = next.run(req).await;
+    // The access log has the path only: query strings can carry tokens (`jwt=`).
+    tracing::info!(
+        request_id = %request_id,
+        %method,
+        %path,
+        status = res.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
 
     let payload = res
         .extensions()

@@ -295,3 +295,57 @@ async fn env_fixed_settings_are_read_only() {
             .contains("LATCHKEY_JWT_ATTRIBUTE_EMAIL")
     );
 }
+
+both_backends! {
+    async fn expired_and_idle_sessions_stop_working(app) {
+        app.create_user("s@example.com", Some("password123"), false).await;
+        let expired = app.login("s@example.com", "password123").await;
+        let idle = app.login("s@example.com", "password123").await;
+        let hash = latchkey::auth::session::hash_token(&expired);
+        let idle_hash = latchkey::auth::session::hash_token(&idle);
+        let past = now() - 10;
+        let old = now() - 3600;
+        match &app.store {
+            latchkey::store::Store::Sqlite(p) => {
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id_hash = $2").bind(past).bind(&hash).execute(p).await.unwrap();
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(old).bind(&idle_hash).execute(p).await.unwrap();
+            }
+            latchkey::store::Store::Postgres(p) => {
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id_hash = $2").bind(past).bind(&hash).execute(p).await.unwrap();
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(old).bind(&idle_hash).execute(p).await.unwrap();
+            }
+        }
+        let res = app.as_user(&expired, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+        // Without an idle timeout, an hour of inactivity is fine.
+        let res = app.as_user(&idle, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        app.store
+            .write_settings(&[("session-idle-timeout-minutes".to_owned(), Some("30".to_owned()))], &[])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let res = app.as_user(&idle, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+    }
+
+    async fn admins_revoke_every_session_of_a_user(mut app) {
+        app.login_admin().await;
+        let id = app.create_user("r@example.com", Some("password123"), false).await;
+        let a = app.login("r@example.com", "password123").await;
+        let b = app.login("r@example.com", "password123").await;
+        let res = app.admin(Method::DELETE, &format!("/api/user/{id}/sessions")).send().await.unwrap();
+        assert_eq!(body_json(res).await["revoked"], json!(2));
+        for t in [a, b] {
+            let res = app.as_user(&t, Method::GET, "/api/user/current").send().await.unwrap();
+            assert_error(res, 401, "unauthenticated").await;
+        }
+        let events = app.audit_events("kind=session_revoked").await;
+        assert_eq!(events[0]["user_id"], json!(id));
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}/password")).json(&json!({"password": "short"})).send().await.unwrap();
+        assert_error(res, 400, "validation_failed").await;
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}/password")).json(&json!({"password": "a-new-password"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        app.login("r@example.com", "a-new-password").await;
+    }
+}
