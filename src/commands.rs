@@ -207,6 +207,12 @@ pub async fn token_sign(
                 .ok_or_else(|| anyhow::anyhow!("jwt-shared-secret is not set: pass --secret"))?
         }
     };
+    if secret.chars().count() < crate::sso::verify::MIN_SECRET_BYTES {
+        bail!(
+            "the secret must have at least {} characters (the server's jwt-shared-secret)",
+            crate::sso::verify::MIN_SECRET_BYTES
+        );
+    }
     let claims = token_claims(email, groups, extra, crate::clock::now())?;
     let token = crate::sso::verify::sign_hmac("HS256", &claims, secret.as_bytes())
         .map_err(|r| anyhow::anyhow!("cannot sign: {}", r.code()))?;
