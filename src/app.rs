@@ -15,6 +15,7 @@ pub struct AppInner {
     pub store: Store,
     pub settings: Settings,
     pub passwords: Passwords,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub type AppState = Arc<AppInner>;
@@ -48,6 +49,7 @@ impl App {
             store,
             settings,
             passwords: Passwords::default(),
+            metrics: crate::metrics::Metrics::default(),
         });
         let background = vec![
             state.settings.spawn_reloader(),

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod example_idp;
 pub mod http;
+pub mod metrics;
 pub mod settings;
 pub mod sso;
 pub mod store;

@@ -5,6 +5,7 @@ pub mod api;
 pub mod context;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod pages;
 pub mod sso;
 
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sso", get(sso::sso_get).post(sso::sso_post))
         .route("/auth/sso/logout", post(sso::backchannel_logout))
         .route("/auth/logout", get(sso::logout))
+        .route("/metrics", get(metrics::metrics))
         .route("/setup", get(pages::setup_page).post(pages::setup_submit))
         .route(
             "/auth/login",
@@ -80,6 +82,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::finish,
+        ))
+        // Outermost, so the latency includes error rendering; `Router::layer` runs after
+        // routing, so the route template (MatchedPath) is known.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
         ))
         .with_state(state)
 }

@@ -175,7 +175,8 @@ async fn handle(
     };
     // Step 2: the callback. The redirect target is checked before the token is looked at.
     let target = parse_return_to(params.return_to.as_deref(), &base, &allowed)
-        .map_err(|_| Error::InvalidRedirect)?;
+        .map_err(|_| Error::InvalidRedirect)
+        .inspect_err(|e| state.metrics.login_failed("jwt", e.code()))?;
     let now = crate::clock::now();
     let (session_token, id_hash) = session::new_token();
     let new_session = NewSession {
@@ -188,8 +189,12 @@ async fn handle(
         user_agent: ctx.user_agent.clone(),
     };
     let template = audit(ctx, "sso_login", "success");
-    match sso::login(&state.store, &eff, &token, new_session, template).await? {
+    let outcome = sso::login(&state.store, &eff, &token, new_session, template)
+        .await
+        .inspect_err(|e| state.metrics.login_failed("jwt", e.code()))?;
+    match outcome {
         LoginResult::LoggedIn { user } => {
+            state.metrics.login_succeeded("jwt");
             let cookie = session::session_cookie(&session_token, &eff, ctx.https);
             if wants_json(headers) {
                 let groups = state.store.user_groups(user.id).await?;
@@ -211,6 +216,7 @@ async fn handle(
                     }
                 }
             }
+            state.metrics.login_failed("jwt", "token_replayed");
             Err(Error::Token(TokenFailure::Replayed))
         }
     }

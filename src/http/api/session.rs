@@ -88,6 +88,16 @@ pub async fn password_login(
     username: &str,
     password: String,
 ) -> Result<(String, crate::store::User)> {
+    let result = check_password_login(state, ctx, username, password).await;
+    state.metrics.record_login("password", result)
+}
+
+async fn check_password_login(
+    state: &AppState,
+    ctx: &RequestContext,
+    username: &str,
+    password: String,
+) -> Result<(String, crate::store::User)> {
     let email = username.trim().to_lowercase();
     let now = crate::clock::now();
     let mut failure = audit(ctx, "password_login", "failure");
