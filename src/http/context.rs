@@ -207,7 +207,10 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             out.headers_mut().insert(header::RETRY_AFTER, v);
         }
         for (k, v) in res.headers() {
-            if k == header::SET_COOKIE || k == header::CACHE_CONTROL || k == header::REFERRER_POLICY
+            if k == header::SET_COOKIE
+                || k == header::CACHE_CONTROL
+                || k == header::REFERRER_POLICY
+                || k == header::LOCATION
             {
                 out.headers_mut().append(k, v.clone());
             }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod context;
 pub mod extract;
+pub mod forward_auth;
 pub mod health;
 pub mod metrics;
 pub mod pages;
@@ -11,7 +12,7 @@ pub mod sso;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 
 use crate::app::AppState;
 use crate::http::context::RequestContext;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/sso", get(sso::sso_get).post(sso::sso_post))
         .route("/auth/sso/logout", post(sso::backchannel_logout))
         .route("/auth/logout", get(sso::logout))
+        .route("/auth/verify", any(forward_auth::verify))
         .route("/metrics", get(metrics::metrics))
         .route("/setup", get(pages::setup_page).post(pages::setup_submit))
         .route(
