@@ -209,12 +209,12 @@ async fn handle(
         }
         LoginResult::Replayed { email } => {
             // Refresh or back button: a browser already signed in as this user just goes on.
-            if let Some((existing, _)) = auth::request_token(headers) {
-                if let Some((_, user)) = auth::live_session(state, &existing).await? {
-                    if user.email == email && !wants_json(headers) {
-                        return Ok(redirect_to(&target));
-                    }
-                }
+            if let Some((existing, _)) = auth::request_token(headers)
+                && let Some((_, user)) = auth::live_session(state, &existing).await?
+                && user.email == email
+                && !wants_json(headers)
+            {
+                return Ok(redirect_to(&target));
             }
             state.metrics.login_failed("jwt", "token_replayed");
             Err(Error::Token(TokenFailure::Replayed))
@@ -230,21 +230,21 @@ pub async fn logout(
 ) -> Result<Response> {
     let eff = state.settings.current();
     let mut location = "/auth/login".to_owned();
-    if let Some((token, _)) = auth::request_token(&headers) {
-        if let Some((session_row, user)) = auth::live_session(&state, &token).await? {
-            let mut row = audit(&ctx, "logout", "success");
-            row.user_id = Some(user.id);
-            row.actor_id = Some(user.id);
-            row.email = Some(user.email.clone());
-            state
-                .store
-                .delete_session(&session::hash_token(&token), Some(&row))
-                .await?;
-            if session_row.auth_method == "jwt" {
-                if let Some(uri) = eff.str("jwt-logout-redirect-uri") {
-                    location = uri.to_owned();
-                }
-            }
+    if let Some((token, _)) = auth::request_token(&headers)
+        && let Some((session_row, user)) = auth::live_session(&state, &token).await?
+    {
+        let mut row = audit(&ctx, "logout", "success");
+        row.user_id = Some(user.id);
+        row.actor_id = Some(user.id);
+        row.email = Some(user.email.clone());
+        state
+            .store
+            .delete_session(&session::hash_token(&token), Some(&row))
+            .await?;
+        if session_row.auth_method == "jwt"
+            && let Some(uri) = eff.str("jwt-logout-redirect-uri")
+        {
+            location = uri.to_owned();
         }
     }
     let mut res = StatusCode::FOUND.into_response();
