@@ -7,4 +7,5 @@ mod support;
 mod helpers;
 mod metrics;
 mod nginx;
+mod nginx_harness;
 mod verify;
