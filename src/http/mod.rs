@@ -9,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod pages;
 pub mod sso;
+pub mod ui;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -79,11 +80,17 @@ pub fn router(state: AppState) -> Router {
             get(pages::login_page).post(pages::login_submit),
         )
         .route("/", get(pages::home_page))
+        .merge(ui::routes())
         .fallback(fallback);
     api.layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::finish,
+        ))
+        // Around `finish`, so HTML error pages get the page headers too (CSP, framing).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ui::security_headers,
         ))
         // Outermost, so the latency includes error rendering; `Router::layer` runs after
         // routing, so the route template (MatchedPath) is known.

@@ -1,9 +1,11 @@
-//! Server-rendered pages: first-run setup, sign-in, home, and the HTML error page.
-//! Forms post same-origin and work without JavaScript.
+//! Server-rendered public pages (askama templates in templates/): first-run setup,
+//! sign-in, home, and the HTML error page. Forms post same-origin and work without
+//! JavaScript.
 
+use askama::Template;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::auth::{self, password, session};
@@ -12,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::http::audit;
 use crate::http::context::{ErrorPayload, RequestContext};
 use crate::http::extract::read_body;
+use crate::http::ui::{Chrome, render};
 use crate::store::NewUser;
 
 pub fn escape(s: &str) -> String {
@@ -32,9 +35,10 @@ pub fn escape(s: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#1f2933;line-height:1.5}\
 h1{font-size:1.5rem}label{display:block;margin:.75rem 0 .25rem}input{width:100%;padding:.5rem;box-sizing:border-box;font-size:1rem}\
 button,.button{display:inline-block;margin-top:1rem;padding:.6rem 1rem;background:#2563eb;color:#fff;border:0;border-radius:4px;font-size:1rem;text-decoration:none;cursor:pointer}\
-.error{background:#fde8e8;border:1px solid #f5b5b5;padding:.75rem;border-radius:4px}.muted{color:#616e7c;font-size:.875rem}\
-dl{display:grid;grid-template-columns:auto 1fr;gap:.25rem 1rem}dt{font-weight:600}";
+.error{background:#fde8e8;border:1px solid #f5b5b5;padding:.75rem;border-radius:4px}.muted{color:#616e7c;font-size:.875rem}";
 
+/// A self-contained page with inline styles, for the example identity provider (a separate
+/// server that cannot use our /assets).
 pub fn layout(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -43,30 +47,98 @@ pub fn layout(title: &str, body: &str) -> String {
     )
 }
 
-fn page(title: &str, body: &str) -> Response {
-    let mut res = Html(layout(title, body)).into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    chrome: Chrome,
+    heading: &'static str,
+    message: &'a str,
+    next_step: &'static str,
+    code: &'a str,
+    request_id: &'a str,
 }
 
-/// The HTML error page for browsers: the sentence, what to do, a way back, the request id.
-pub fn error_page(status: StatusCode, p: &ErrorPayload, request_id: &str) -> String {
-    layout(
-        "Sign-in problem",
-        &format!(
-            "<h1>{}</h1><p class=\"error\" role=\"alert\">{}</p><p><a class=\"button\" href=\"/auth/login\">Try again</a></p>\
-             <p class=\"muted\">Error code <code>{}</code> · request id <code>{}</code>. Give both to your administrator if this keeps happening.</p>",
-            escape(status.canonical_reason().unwrap_or("Error")),
-            escape(&p.message),
-            escape(p.code),
-            escape(request_id)
+/// A short heading and what to do next, for each kind of failure a browser can meet.
+fn error_guidance(status: StatusCode, code: &str) -> (&'static str, &'static str) {
+    match code {
+        "sso_not_configured" => (
+            "Single sign-on is not set up",
+            "Sign in with your email and password instead, or ask an administrator to finish the JWT settings.",
         ),
-    )
+        "invalid_redirect" => (
+            "That link points somewhere we won't send you",
+            "Go back to the application you came from and start again from there, or sign in here and continue from the home page.",
+        ),
+        "token_replayed" | "token_expired" | "token_too_old" => (
+            "The sign-in link has already been used or has expired",
+            "Sign-in links work once and only for a short time. Press Try again to start a fresh sign-in.",
+        ),
+        "user_deactivated" => (
+            "Your account is deactivated",
+            "Ask an administrator to reactivate your account. Signing in again will not change this.",
+        ),
+        "user_not_provisioned" => (
+            "You don't have an account here yet",
+            "Ask an administrator to create your account, then try again.",
+        ),
+        "password_login_disabled" => (
+            "Password sign-in is turned off",
+            "Use “Sign in with SSO” on the sign-in page.",
+        ),
+        "forbidden" => (
+            "You don't have access to this page",
+            "Sign in with an administrator account, or go back to your home page.",
+        ),
+        "csrf_failed" => (
+            "The request was refused",
+            "Reload the page you came from and try again. If it keeps happening, your browser may be blocking the Origin header.",
+        ),
+        "not_found" => (
+            "Page not found",
+            "Check the address, or start again from the home page.",
+        ),
+        "too_many_attempts" => (
+            "Too many attempts",
+            "Wait a while before trying again; the limit resets within the hour.",
+        ),
+        "database_unavailable" | "internal_error" => (
+            "Something went wrong on our side",
+            "Wait a moment and try again. If it keeps happening, give the request id below to your administrator.",
+        ),
+        _ if status == StatusCode::UNAUTHORIZED => (
+            "Sign-in failed",
+            "Try signing in again. If it fails again, your identity provider and Latchkey may not agree on their settings: give the error code and request id below to your administrator.",
+        ),
+        _ => (
+            "That did not work",
+            "Try again. If it keeps happening, give the error code and request id below to your administrator.",
+        ),
+    }
+}
+
+/// The HTML error page for browsers: the sentence, what to do next, a way back, the
+/// request id. Never raw JSON.
+pub fn error_page(status: StatusCode, p: &ErrorPayload, request_id: &str) -> String {
+    let (heading, next_step) = error_guidance(status, p.code);
+    let page = ErrorPage {
+        chrome: Chrome::public(heading),
+        heading,
+        message: &p.message,
+        next_step,
+        code: p.code,
+        request_id,
+    };
+    page.render().unwrap_or_else(|_| {
+        layout(
+            "Error",
+            &format!(
+                "<h1>{}</h1><p>{}</p><p><a href=\"/auth/login\">Try again</a></p><p>Request id {}</p>",
+                escape(heading),
+                escape(&p.message),
+                escape(request_id)
+            ),
+        )
+    })
 }
 
 fn query_param(req: &Request, name: &str) -> Option<String> {
@@ -75,31 +147,36 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn setup_form(token: &str, error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    format!(
-        "<h1>Welcome to Latchkey</h1><p>Create the first administrator account. This page works once: after this, the setup link stops working.</p>{error}\
-         <form method=\"post\" action=\"/setup\"><input type=\"hidden\" name=\"token\" value=\"{}\">\
-         <label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
-         <label for=\"first_name\">First name</label><input id=\"first_name\" name=\"first_name\" autocomplete=\"given-name\">\
-         <label for=\"last_name\">Last name</label><input id=\"last_name\" name=\"last_name\" autocomplete=\"family-name\">\
-         <label for=\"password\">Password (at least 8 characters)</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" minlength=\"8\" required>\
-         <button type=\"submit\">Create administrator</button></form>",
-        escape(token)
-    )
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    chrome: Chrome,
+    done: bool,
+    token: String,
+    email: String,
+    first_name: String,
+    last_name: String,
+    error: Option<String>,
+}
+
+impl SetupPage {
+    fn new(token: String) -> SetupPage {
+        SetupPage {
+            chrome: Chrome::public("Set up Latchkey"),
+            done: false,
+            token,
+            email: String::new(),
+            first_name: String::new(),
+            last_name: String::new(),
+            error: None,
+        }
+    }
 }
 
 pub async fn setup_page(State(state): State<AppState>, req: Request) -> Result<Response> {
-    if state.store.admin_exists().await? {
-        return Ok(page(
-            "Setup",
-            "<h1>Setup is done</h1><p>An administrator exists already.</p><p><a class=\"button\" href=\"/auth/login\">Sign in</a></p>",
-        ));
-    }
-    let token = query_param(&req, "token").unwrap_or_default();
-    Ok(page("Setup", &setup_form(&token, None)))
+    let mut page = SetupPage::new(query_param(&req, "token").unwrap_or_default());
+    page.done = state.store.admin_exists().await?;
+    render(&page)
 }
 
 /// `POST /setup` from the setup form.
@@ -113,21 +190,22 @@ pub async fn setup_submit(
         url::form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let token = get("token");
+    let again = |error: &str| {
+        let mut page = SetupPage::new(token.clone());
+        page.email = get("email");
+        page.first_name = get("first_name");
+        page.last_name = get("last_name");
+        page.error = Some(error.to_owned());
+        let mut res = render(&page)?;
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+        Ok(res)
+    };
     let Ok(email) = Email::parse(get("email").trim()) else {
-        return Ok(page(
-            "Setup",
-            &setup_form(&token, Some("Enter a valid email address.")),
-        ));
+        return again("Enter a valid email address.");
     };
     let pw = get("password");
     if password::check_new_password(&pw).is_err() {
-        return Ok(page(
-            "Setup",
-            &setup_form(
-                &token,
-                Some("The password must have at least 8 characters."),
-            ),
-        ));
+        return again("The password must have at least 8 characters.");
     }
     let new = NewUser {
         email: email.as_str().to_owned(),
@@ -163,44 +241,55 @@ pub async fn setup_submit(
     Ok(res)
 }
 
-fn login_body(eff: &crate::settings::Effective, redirect: &str, error: Option<&str>) -> String {
-    let mut body = String::from("<h1>Sign in</h1>");
-    if let Some(e) = error {
-        body.push_str(&format!(
-            "<p class=\"error\" role=\"alert\">{}</p>",
-            escape(e)
-        ));
-    }
-    if eff.jwt_configured() {
-        let href = if redirect.is_empty() {
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    chrome: Chrome,
+    redirect: String,
+    email: String,
+    sso_href: Option<String>,
+    password_form: bool,
+    error: Option<String>,
+    signed_in_as: Option<String>,
+    setup_required: bool,
+}
+
+async fn login_page_for(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    redirect: &str,
+    email: &str,
+    error: Option<String>,
+) -> Result<LoginPage> {
+    let eff = state.settings.current();
+    let sso_href = eff.jwt_configured().then(|| {
+        if redirect.is_empty() {
             "/auth/sso".to_owned()
         } else {
             format!(
                 "/auth/sso?redirect={}",
                 url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
             )
-        };
-        body.push_str(&format!(
-            "<p><a class=\"button\" id=\"sso\" href=\"{}\">Sign in with SSO</a></p>",
-            escape(&href)
-        ));
-    }
-    if eff.password_login_enabled() {
-        body.push_str(&format!(
-            "<form method=\"post\" action=\"/auth/login\"><input type=\"hidden\" name=\"redirect\" value=\"{}\">\
-             <label for=\"username\">Email</label><input id=\"username\" name=\"username\" type=\"email\" autocomplete=\"username\" required>\
-             <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-             <button type=\"submit\">Sign in</button></form>",
-            escape(redirect)
-        ));
-    }
-    body
+        }
+    });
+    let signed_in_as = crate::http::ui::signed_in(headers, state)
+        .await?
+        .map(|c| c.user.display_name());
+    Ok(LoginPage {
+        chrome: Chrome::public("Sign in"),
+        redirect: redirect.to_owned(),
+        email: email.to_owned(),
+        sso_href,
+        password_form: eff.password_login_enabled(),
+        error,
+        signed_in_as,
+        setup_required: !state.store.admin_exists().await?,
+    })
 }
 
 pub async fn login_page(State(state): State<AppState>, req: Request) -> Result<Response> {
-    let eff = state.settings.current();
     let redirect = query_param(&req, "redirect").unwrap_or_default();
-    Ok(page("Sign in", &login_body(&eff, &redirect, None)))
+    render(&login_page_for(&state, req.headers(), &redirect, "", None).await?)
 }
 
 /// `POST /auth/login` from the form: on success a 303 to the (validated) redirect target,
@@ -212,6 +301,7 @@ pub async fn login_submit(
 ) -> Result<Response> {
     // Forms come from our own pages: refusing other origins stops login CSRF.
     auth::check_csrf(req.method(), req.headers(), &ctx)?;
+    let headers = req.headers().clone();
     let body = read_body(req, &state).await?;
     let form: std::collections::HashMap<String, String> =
         url::form_urlencoded::parse(&body).into_owned().collect();
@@ -228,8 +318,8 @@ pub async fn login_submit(
         &eff.strings("redirect-allowed-origins"),
     )
     .map_err(|_| Error::InvalidRedirect)?;
-    match crate::http::api::session::password_login(&state, &ctx, &get("username"), get("password"))
-        .await
+    let username = get("username");
+    match crate::http::api::session::password_login(&state, &ctx, &username, get("password")).await
     {
         Ok((token, _)) => {
             let cookie = session::session_cookie(&token, &eff, ctx.https);
@@ -247,45 +337,55 @@ pub async fn login_submit(
             | Error::PasswordLoginDisabled
             | Error::TooManyAttempts { .. }),
         ) => {
-            let mut res = page(
-                "Sign in",
-                &login_body(&eff, &redirect, Some(&e.to_string())),
-            );
+            let page =
+                login_page_for(&state, &headers, &redirect, &username, Some(e.to_string())).await?;
+            let mut res = render(&page)?;
             *res.status_mut() = e.status();
+            if let Error::TooManyAttempts { retry_after_secs } = e {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
             Ok(res)
         }
         Err(e) => Err(e),
     }
 }
 
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    chrome: Chrome,
+    name: String,
+    email: String,
+    groups: Vec<String>,
+    attributes: Vec<(String, String)>,
+    is_admin: bool,
+    via_sso: bool,
+}
+
 pub async fn home_page(State(state): State<AppState>, req: Request) -> Result<Response> {
-    let user = match auth::request_token(req.headers()) {
-        Some((token, _)) => auth::live_session(&state, &token).await?,
-        None => None,
-    };
-    let Some((_, user)) = user else {
+    let Some(current) = crate::http::ui::signed_in(req.headers(), &state).await? else {
         return Ok((StatusCode::FOUND, [(header::LOCATION, "/auth/login")]).into_response());
     };
+    let user = &current.user;
     let groups = state.store.user_groups(user.id).await?;
-    let groups = groups
-        .iter()
-        .map(|g| escape(&g.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let attrs = if user.login_attributes.is_empty() {
-        "none".to_owned()
-    } else {
-        escape(&serde_json::Value::Object(user.login_attributes.clone()).to_string())
-    };
-    Ok(page(
-        "Home",
-        &format!(
-            "<h1>Signed in as {}</h1><dl><dt>Email</dt><dd>{}</dd><dt>Groups</dt><dd>{}</dd><dt>Attributes</dt><dd><code>{}</code></dd></dl>\
-             <p><a class=\"button\" href=\"/auth/logout\">Sign out</a></p>",
-            escape(&user.display_name()),
-            escape(&user.email),
-            groups,
-            attrs
-        ),
-    ))
+    render(&HomePage {
+        chrome: Chrome::public("Home"),
+        name: user.display_name(),
+        email: user.email.clone(),
+        groups: groups.into_iter().map(|g| g.name).collect(),
+        attributes: user
+            .login_attributes
+            .iter()
+            .map(|(k, v)| {
+                let shown = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), shown)
+            })
+            .collect(),
+        is_admin: user.is_superuser,
+        via_sso: current.session.auth_method == "jwt",
+    })
 }
