@@ -1,0 +1,371 @@
+//! HTTP-level checks of the pages (no browser needed): headers, redirects, access rules,
+//! assets, the error page and the login form's round trip.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::app;
+use crate::support::*;
+
+const HTML: &str = "text/html,application/xhtml+xml";
+
+async fn get_html(app: &TestApp, path: &str, session: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.get(app.url(path)).header("accept", HTML);
+    if let Some(token) = session {
+        req = req.header("cookie", format!("latchkey.session={token}"));
+    }
+    req.send().await.expect("page")
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// The asset version the pages link to.
+fn asset_version(html: &str) -> String {
+    let start = html.find("/assets/").expect("an asset link") + "/assets/".len();
+    html[start..].split('/').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_page_carries_the_security_headers_and_no_inline_script() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let admin = app.admin_token.clone().unwrap();
+    for path in [
+        "/auth/login",
+        "/setup",
+        "/",
+        "/admin/settings/authentication",
+        "/admin/settings/authentication/jwt",
+        "/admin/people",
+        "/admin/people/groups",
+        "/admin/people/groups/1",
+        "/admin/audit",
+        "/auth/sso?jwt=garbage",
+        "/no/such/page",
+    ] {
+        let res = get_html(&app, path, Some(&admin)).await;
+        let csp = header(&res, "content-security-policy");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(header(&res, "x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header(&res, "x-frame-options"), "DENY", "{path}");
+        assert!(!header(&res, "referrer-policy").is_empty(), "{path}");
+        assert_eq!(header(&res, "cache-control"), "no-store", "{path}");
+        assert!(
+            header(&res, "content-type").starts_with("text/html"),
+            "{path}"
+        );
+        let html = res.text().await.unwrap();
+        // CSP forbids inline script and style attributes: the pages must not need them.
+        for (i, _) in html.match_indices("<script") {
+            let tag = &html[i..i + html[i..].find('>').unwrap()];
+            assert!(
+                tag.contains(" src=\"/assets/") || tag.contains("type=\"application/json\""),
+                "{path}: inline script {tag}"
+            );
+        }
+        assert!(!html.contains(" style="), "{path}: a style attribute");
+        assert!(!html.contains("<style"), "{path}: an inline stylesheet");
+        assert!(!html.contains(" onclick="), "{path}: an inline handler");
+    }
+}
+
+#[tokio::test]
+async fn samesite_none_lets_allowed_origins_frame_the_sign_in_pages_but_never_admin() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let res = app
+        .put_settings(json!({"session-cookie-samesite": "None",
+            "redirect-allowed-origins": ["https://app.example"]}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = get_html(&app, "/auth/login", None).await;
+    let csp = header(&res, "content-security-policy");
+    assert!(
+        csp.contains("frame-ancestors 'self' https://app.example"),
+        "{csp}"
+    );
+    assert!(res.headers().get("x-frame-options").is_none());
+    let admin = app.admin_token.clone().unwrap();
+    let res = get_html(&app, "/admin/people", Some(&admin)).await;
+    assert!(header(&res, "content-security-policy").contains("frame-ancestors 'none'"));
+    assert_eq!(header(&res, "x-frame-options"), "DENY");
+}
+
+#[tokio::test]
+async fn assets_are_served_with_their_types_and_cache_rules() {
+    let app = app().await;
+    let html = get_html(&app, "/auth/login", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let v = asset_version(&html);
+    for (file, ct) in [
+        ("app.css", "text/css"),
+        ("lib.js", "text/javascript"),
+        ("jwt.js", "text/javascript"),
+        ("people.js", "text/javascript"),
+        ("groups.js", "text/javascript"),
+        ("authentication.js", "text/javascript"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let res = app
+            .client
+            .get(app.url(&format!("/assets/{v}/{file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{file}");
+        assert!(header(&res, "content-type").starts_with(ct), "{file}");
+        assert_eq!(
+            header(&res, "cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(header(&res, "x-content-type-options"), "nosniff");
+        let etag = header(&res, "etag");
+        assert!(!res.bytes().await.unwrap().is_empty());
+        // An old or missing version revalidates; a matching ETag answers 304.
+        let res = app
+            .client
+            .get(app.url(&format!("/assets/{file}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&res, "cache-control"), "no-cache");
+        let res = app
+            .client
+            .get(app.url(&format!("/assets/0000/{file}")))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{file}");
+    }
+    let res = app
+        .client
+        .get(app.url(&format!("/assets/{v}/secret.txt")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found").await;
+    let res = app
+        .client
+        .get(app.url("/assets/..%2FCargo.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_pages_send_strangers_to_sign_in_and_members_to_a_403_page() {
+    let app = app().await;
+    for path in [
+        "/admin/people?q=ada",
+        "/admin/settings/authentication/jwt",
+        "/admin/audit",
+    ] {
+        let res = get_html(&app, path, None).await;
+        assert_eq!(res.status(), StatusCode::FOUND, "{path}");
+        let expected = format!(
+            "/auth/login?redirect={}",
+            url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()
+        );
+        assert_eq!(header(&res, "location"), expected);
+    }
+    let res = get_html(&app, "/admin", None).await;
+    assert_eq!(header(&res, "location"), "/admin/settings/authentication");
+    app.create_user("member@example.com", Some("member password"), false)
+        .await;
+    let member = app.login("member@example.com", "member password").await;
+    let res = get_html(&app, "/admin/people", Some(&member)).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("You don&#39;t have access")
+            || page.contains("You don't have access")
+            || page.contains("You don&#x27;t have access"),
+        "{page}"
+    );
+    assert!(page.contains("forbidden"));
+    // An API client asking for the same page gets JSON.
+    let res = app
+        .as_user(&member, Method::GET, "/admin/people")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn the_error_page_shows_the_sentence_next_step_and_request_id() {
+    let mut app = app().await;
+    app.login_admin().await;
+    app.configure_jwt().await;
+    let res = get_html(&app, "/auth/sso?jwt=garbage", None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let request_id = header(&res, "x-request-id");
+    let page = res.text().await.unwrap();
+    assert!(page.contains("not a well-formed signed JWT"), "{page}");
+    assert!(page.contains("What to do next"));
+    assert!(page.contains("href=\"/auth/login\""), "Try again link");
+    assert!(page.contains(&request_id), "the request id {request_id}");
+    assert!(!page.contains("\"error\":"), "never JSON");
+    // API clients still get JSON.
+    let res = app
+        .client
+        .get(app.url("/auth/sso?jwt=garbage"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "token_malformed").await;
+}
+
+#[tokio::test]
+async fn the_login_form_keeps_the_redirect_and_shows_errors_in_place() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let page = get_html(
+        &app,
+        "/auth/login?redirect=%2Fadmin%2Faudit%3Fkind%3Dlogout",
+        None,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        page.contains("name=\"redirect\" value=\"/admin/audit?kind=logout\""),
+        "{page}"
+    );
+    assert!(!page.contains("Sign in with SSO"), "SSO is not configured");
+    let form = [
+        ("redirect", "/admin/audit?kind=logout"),
+        ("username", ADMIN_EMAIL),
+        ("password", "wrong password"),
+    ];
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("origin", &app.base)
+        .header("accept", HTML)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("do not match"), "{page}");
+    assert!(
+        page.contains("value=\"/admin/audit?kind=logout\""),
+        "the redirect is kept"
+    );
+    assert!(
+        page.contains(&format!("value=\"{ADMIN_EMAIL}\"")),
+        "the email is kept"
+    );
+    let form = [
+        ("redirect", "/admin/audit?kind=logout"),
+        ("username", ADMIN_EMAIL),
+        ("password", ADMIN_PASSWORD),
+    ];
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("origin", &app.base)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(header(&res, "location").ends_with("/admin/audit?kind=logout"));
+    // With SSO on, the SSO button carries the redirect too.
+    app.configure_jwt().await;
+    let page = get_html(&app, "/auth/login?redirect=%2Fadmin%2Faudit", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("href=\"/auth/sso?redirect=%2Fadmin%2Faudit\""),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn admin_pages_render_what_is_stored() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let admin = app.admin_token.clone().unwrap();
+    let res = app
+        .admin(Method::POST, "/api/permissions/group")
+        .json(&json!({"name": "Data <Team>"}))
+        .send()
+        .await
+        .unwrap();
+    let group = body_json(res).await["id"].as_i64().unwrap();
+    let res = app
+        .put_settings(
+            json!({"jwt-group-mappings": {"data-eng": [group]}, "jwt-max-age-seconds": 60}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let page = get_html(&app, "/admin/settings/authentication/jwt", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Data \\u003cTeam\\u003e"),
+        "group names are escaped in page data"
+    );
+    assert!(page.contains("\"data-eng\""));
+    assert!(page.contains("value=\"60\""), "a customised value is shown");
+    assert!(
+        page.contains("placeholder=\"30\""),
+        "a default is a placeholder"
+    );
+    let page = get_html(&app, "/admin/people/groups", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Data &#60;Team&#62;") || page.contains("Data &lt;Team&gt;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<code>data-eng</code>"),
+        "mappings are shown per group"
+    );
+}
+
+#[tokio::test]
+async fn env_fixed_settings_are_read_only_in_the_form() {
+    let env = std::collections::HashMap::from([(
+        "LATCHKEY_JWT_ISSUER".to_owned(),
+        "https://idp.example".to_owned(),
+    )]);
+    let mut app = spawn_app_with_env(Backend::Sqlite, env).await.unwrap();
+    app.login_admin().await;
+    let admin = app.admin_token.clone().unwrap();
+    let page = get_html(&app, "/admin/settings/authentication/jwt", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let input = page
+        .split("<input")
+        .find(|i| i.contains("data-setting=\"jwt-issuer\""))
+        .expect("the issuer input");
+    assert!(input.contains(" disabled"), "{input}");
+    assert!(page.contains("<code>LATCHKEY_JWT_ISSUER</code>"));
+}
