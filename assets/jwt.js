@@ -89,6 +89,16 @@ function changes() {
   return out;
 }
 
+// Editing a field clears its error: the message described the old value.
+form.addEventListener('input', (event) => {
+  const input = event.target.closest('[data-setting]');
+  if (!input || !input.hasAttribute('aria-invalid')) return;
+  input.removeAttribute('aria-invalid');
+  const slot = document.getElementById(`err-${input.dataset.setting}`);
+  if (slot) slot.textContent = '';
+  if (!form.querySelector('[aria-invalid]')) clearNotice(formNotice);
+});
+
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
   clearFieldErrors(form);
@@ -182,14 +192,15 @@ function renderSummary() {
   }
   const items = names.map((name) => el('li', {},
     el('code', { text: name }), ' → ', mappings[name].map(groupName).join(', ') || '(no groups)'));
-  const changed = !sameMappings(mappings, savedMappings);
-  summary.replaceChildren(
-    el('ul', { id: 'mappings-list-summary' }, items),
-    changed ? el('p', { class: 'notice warn', text: 'Mappings changed: press Save to apply them.' }) : null,
-  );
+  const parts = [el('ul', { id: 'mappings-list-summary' }, items)];
+  if (!sameMappings(mappings, savedMappings)) {
+    parts.push(el('p', { class: 'notice warn', text: 'Mappings changed: press Save to apply them.' }));
+  }
+  summary.replaceChildren(...parts);
 }
 
 function renderDraft(focusName) {
+  dialogError.textContent = '';
   const names = Object.keys(draft);
   if (names.length === 0) {
     list.replaceChildren(el('p', { class: 'muted', text: 'No mappings. Add a JWT group name above.' }));

@@ -190,7 +190,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
         ops_chips.contains("Operations") && !ops_chips.contains("Administrators"),
         "{ops_chips}"
     );
-    b.screenshot("jwt-mappings", 1280).await;
+    b.screenshot("jwt-mappings", 1280, 960).await;
     b.click("#mappings-done").await;
     b.wait_gone("#mappings-dialog").await;
     assert_eq!(
@@ -230,6 +230,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     b.wait_text("#generate-key", "Regenerate key").await;
     b.wait_text("#mappings-summary", "ops → Engineering, Operations")
         .await;
+    b.screenshot("jwt-mobile", 375, 2400).await;
 
     // Regenerating asks first; cancelling keeps the saved key.
     b.click("#generate-key").await;
@@ -257,7 +258,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     b.wait_text("#test-attributes", "team").await;
     b.find("#test-checks li[data-check='signature'][data-ok='true']")
         .await;
-    b.screenshot("dry-run", 1280).await;
+    b.screenshot_element("dry-run", "#test-panel", 1100).await;
     let bad = sign_with(
         json!({"email": "ada@example.com", "iat": now()}),
         &"x".repeat(64),
@@ -277,8 +278,8 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
         .await;
     b.find("#sso-button").await;
     b.find("#password-form").await;
-    b.screenshot("login", 1280).await;
-    b.screenshot("login-mobile", 375).await;
+    b.screenshot("login", 1280, 700).await;
+    b.screenshot("login-mobile", 375, 700).await;
     b.click("#sso-button").await;
     let at_idp = b.wait_path("/login").await;
     assert!(at_idp.as_str().starts_with(&idp_base), "{at_idp}");
@@ -341,7 +342,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
         .audit_events("kind=setting_changed&outcome=failure")
         .await;
     assert_eq!(refused[0]["reason"], json!("lockout_risk"));
-    b.screenshot("lockout-guard", 1280).await;
+    b.screenshot("lockout-guard", 1280, 900).await;
 
     // --- the admin signs in once through SSO, then password sign-in can go ---
     sign_out(b).await;

@@ -150,8 +150,8 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     b.press(thirtyfour::Key::Escape).await;
     b.wait_gone("#user-dialog").await;
     b.goto(&app.url("/admin/people")).await;
-    b.screenshot("people", 1280).await;
-    b.screenshot("people-mobile", 375).await;
+    b.screenshot("people", 1280, 1000).await;
+    b.screenshot("people-mobile", 375, 1400).await;
 
     // --- groups: create, add and remove members, rename, delete ---
     b.goto(&app.url("/admin/people/groups")).await;
@@ -210,7 +210,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     // --- audit log: filters and paging ---
     b.goto(&app.url("/admin/audit")).await;
     b.wait_text("#audit-table", "SSO sign-in").await;
-    b.screenshot("audit", 1280).await;
+    b.screenshot("audit", 1280, 1100).await;
     b.select_by_text("#kind", "SSO sign-in").await;
     b.select_by_text("#outcome", "Failure").await;
     b.click("#audit-filters button[type=submit]").await;

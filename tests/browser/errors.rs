@@ -33,7 +33,7 @@ async fn browsers_get_html_error_pages_with_the_request_id() {
         let events = app.audit_events("kind=sso_login&outcome=failure").await;
         assert_eq!(events[0]["reason"], json!("token_malformed"));
         assert_eq!(events[0]["request_id"], json!(request_id));
-        b.screenshot("error-page", 1280).await;
+        b.screenshot("error-page", 1280, 800).await;
         b.click("#try-again").await;
         b.wait_path("/auth/login").await;
         b.find("#sso-button").await;

@@ -357,21 +357,20 @@ impl Browser {
             .expect("window size");
     }
 
-    /// With LATCHKEY_SCREENSHOTS=1: a PNG of the whole page at `width`, in docs/screenshots.
-    pub async fn screenshot(&self, name: &str, width: u32) {
+    /// With LATCHKEY_SCREENSHOTS=1: a PNG of the page from its top, `width` wide and as
+    /// tall as the page (at most `max_height`), in docs/screenshots.
+    pub async fn screenshot(&self, name: &str, width: u32, max_height: u32) {
         let Some(dir) = screenshots_dir() else { return };
         std::fs::create_dir_all(&dir).expect("screenshots dir");
         self.set_width(width, 900).await;
+        let dialog_open = self.exists("dialog[open]").await;
+        if !dialog_open {
+            let _ = self.driver.execute("window.scrollTo(0, 0);", vec![]).await;
+        }
         tokio::time::sleep(Duration::from_millis(150)).await;
-        // Tall enough for the whole page (or the open dialog), at most 2400 px.
-        let height = self
+        let page_height = self
             .driver
-            .execute(
-                "const d = document.querySelector('dialog[open]'); \
-                 const h = Math.max(document.documentElement.scrollHeight, d ? d.scrollHeight + 80 : 0); \
-                 return Math.min(2400, Math.max(640, h));",
-                vec![],
-            )
+            .execute("return document.documentElement.scrollHeight;", vec![])
             .await
             .expect("height")
             .convert::<i64>()
@@ -384,9 +383,33 @@ impl Browser {
             .expect("chrome height")
             .convert::<i64>()
             .unwrap_or(0);
+        let height = page_height.clamp(600, max_height as i64);
         self.set_width(width, (height + chrome) as u32).await;
+        if !dialog_open {
+            let _ = self.driver.execute("window.scrollTo(0, 0);", vec![]).await;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
         let png = self.driver.screenshot_as_png().await.expect("screenshot");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+        self.set_width(1280, 900).await;
+    }
+
+    /// With LATCHKEY_SCREENSHOTS=1: a PNG of one element (the window made tall enough).
+    pub async fn screenshot_element(&self, name: &str, css: &str, width: u32) {
+        let Some(dir) = screenshots_dir() else { return };
+        std::fs::create_dir_all(&dir).expect("screenshots dir");
+        self.set_width(width, 2400).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let e = self.find(css).await;
+        let _ = self
+            .driver
+            .execute(
+                "arguments[0].scrollIntoView({block: 'start'});",
+                vec![e.to_json().expect("element json")],
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let png = e.screenshot_as_png().await.expect("element screenshot");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
         self.set_width(1280, 900).await;
     }
