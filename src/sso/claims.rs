@@ -70,7 +70,7 @@ pub struct UserFields {
 }
 
 /// Claim problems, one per stable reason code (`missing_email`, `invalid_email`,
-/// `claims_too_large`).
+/// `claims_too_large`, `claim_invalid`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimsError {
     #[error("missing email")]
@@ -79,6 +79,9 @@ pub enum ClaimsError {
     InvalidEmail,
     #[error("claims too large")]
     ClaimsTooLarge,
+    /// A name claim holds a string that cannot be stored (a NUL character).
+    #[error("claim invalid")]
+    ClaimInvalid,
 }
 
 impl From<EmailError> for ClaimsError {
@@ -99,8 +102,8 @@ pub fn user_fields(
     names: &AttributeNames<'_>,
 ) -> Result<UserFields, ClaimsError> {
     let email = email_from_claim(claims.get(names.email))?;
-    let first_name = string_claim(claims, names.first_name);
-    let last_name = string_claim(claims, names.last_name);
+    let first_name = string_claim(claims, names.first_name)?;
+    let last_name = string_claim(claims, names.last_name)?;
     let groups = groups_from_claim(claims.get(names.groups));
     let login_attributes = login_attributes(claims, names)?;
     Ok(UserFields {
@@ -114,8 +117,13 @@ pub fn user_fields(
 
 /// A claim's value when it is a string; any other type counts as absent, because a name
 /// of `42` or `{}` is an IdP mapping mistake we should not store as someone's name.
-fn string_claim(claims: &Map<String, Value>, name: &str) -> Option<String> {
-    claims.get(name).and_then(Value::as_str).map(str::to_owned)
+/// A string with a NUL character is refused (`claim_invalid`): PostgreSQL text cannot
+/// hold it, and the same token must get the same answer on both backends.
+fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, ClaimsError> {
+    match claims.get(name).and_then(Value::as_str) {
+        Some(s) if s.contains('\0') => Err(ClaimsError::ClaimInvalid),
+        s => Ok(s.map(str::to_owned)),
+    }
 }
 
 /// The groups claim as a list of names (SPEC §4.5): an array keeps its string elements
@@ -358,6 +366,20 @@ mod tests {
                 "{bad} leaked into attributes"
             );
         }
+    }
+
+    #[test]
+    fn names_with_a_nul_character_are_claim_invalid() {
+        assert_eq!(
+            fields(json!({"email": "a@b.co", "first_name": "a\u{0}b"})),
+            Err(ClaimsError::ClaimInvalid)
+        );
+        assert_eq!(
+            fields(json!({"email": "a@b.co", "last_name": "\u{0}"})),
+            Err(ClaimsError::ClaimInvalid)
+        );
+        // Elsewhere a NUL is only data: attributes are stored as escaped JSON text.
+        assert!(fields(json!({"email": "a@b.co", "note": "a\u{0}b"})).is_ok());
     }
 
     // --- login attributes -------------------------------------------------------------

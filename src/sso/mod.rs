@@ -42,6 +42,7 @@ impl From<ClaimsError> for TokenFailure {
             ClaimsError::MissingEmail => TokenFailure::MissingEmail,
             ClaimsError::InvalidEmail => TokenFailure::InvalidEmail,
             ClaimsError::ClaimsTooLarge => TokenFailure::ClaimsTooLarge,
+            ClaimsError::ClaimInvalid => TokenFailure::ClaimInvalid,
         }
     }
 }
@@ -274,11 +275,6 @@ pub async fn dry_run(
         report["message"] = json!(f.to_string());
         return Ok(report);
     }
-    let names = |ids: &[i64]| -> Vec<Value> {
-        ids.iter()
-            .map(|id| json!({"id": id, "name": group_label(eff, *id)}))
-            .collect()
-    };
     match group_sync_sets(eff, &fields) {
         Some((wanted, managed)) => {
             let diff = claims::group_diff(&current_groups, &wanted, &managed);
@@ -293,8 +289,10 @@ pub async fn dry_run(
                     kept.push(ADMINISTRATORS_GROUP_ID);
                 }
             }
-            report["groups"] = json!({"sync": true, "claim": fields.groups, "add": names(&diff.add),
-                "remove": names(&remove), "kept_last_admin": names(&kept)});
+            report["groups"] = json!({"sync": true, "claim": fields.groups,
+                "add": group_entries(store, eff, &diff.add).await?,
+                "remove": group_entries(store, eff, &remove).await?,
+                "kept_last_admin": group_entries(store, eff, &kept).await?});
         }
         None => {
             report["groups"] = json!({"sync": false, "claim": fields.groups, "add": [], "remove": [], "kept_last_admin": []});
@@ -304,15 +302,22 @@ pub async fn dry_run(
     Ok(report)
 }
 
-fn group_label(eff: &Effective, id: i64) -> Value {
-    let names: Vec<&String> = eff
-        .group_mappings
-        .0
-        .iter()
-        .filter(|(_, ids)| ids.contains(&id))
-        .map(|(k, _)| k)
-        .collect();
-    json!({"group_id": id, "mapped_from": names})
+/// `{"id", "name", "mapped_from"}` for each group of a dry-run diff: the group's own name
+/// (null if it has just been deleted) and the JWT group names mapped to it.
+async fn group_entries(store: &Store, eff: &Effective, ids: &[i64]) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let name = store.get_group(id).await?.map(|g| g.name);
+        let mapped_from: Vec<&String> = eff
+            .group_mappings
+            .0
+            .iter()
+            .filter(|(_, ids)| ids.contains(&id))
+            .map(|(k, _)| k)
+            .collect();
+        out.push(json!({"id": id, "name": name, "mapped_from": mapped_from}));
+    }
+    Ok(out)
 }
 
 /// Claims of a verified token, for callers that need one directly (back-channel logout).

@@ -40,7 +40,10 @@
 //!    `audience_mismatch`).
 //! 8. **purpose**: a login token must not carry `events`; a logout token must carry the
 //!    back-channel-logout event and no `nonce` (`claim_invalid`).
-//! 9. **jti**: when present it must be a string (`claim_invalid`).
+//! 9. **jti**: when present it must be a string (`claim_invalid`). `jti` and `sub` strings
+//!    must not contain NUL (`claim_invalid`): they are stored (replay key, user subject)
+//!    and PostgreSQL text cannot hold NUL, so refusing here keeps the answer a 401 on both
+//!    backends instead of a database error.
 
 use std::fmt;
 
@@ -216,7 +219,7 @@ impl std::error::Error for Reason {}
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
     /// Step name: `size`, `structure`, `algorithm`, `header`, `signature`, `exp`, `nbf`,
-    /// `iat`, `lifetime`, `issuer`, `audience`, `purpose`, `jti`.
+    /// `iat`, `lifetime`, `issuer`, `audience`, `purpose`, `jti`, `sub` (only when it fails).
     pub name: &'static str,
     /// Whether the step passed.
     pub ok: bool,
@@ -413,6 +416,11 @@ fn run(
             });
             None
         }
+        Some(Value::String(jti)) if jti.contains('\0') => {
+            return Err(t.fail("jti", Reason::ClaimInvalid, || {
+                "jti contains a NUL character".to_owned()
+            }));
+        }
         Some(Value::String(jti)) => {
             t.pass("jti", || "jti is a string; it is the replay key".to_owned());
             Some(jti.as_str())
@@ -423,6 +431,16 @@ fn run(
             }));
         }
     };
+
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_some_and(|sub| sub.contains('\0'))
+    {
+        return Err(t.fail("sub", Reason::ClaimInvalid, || {
+            "sub contains a NUL character".to_owned()
+        }));
+    }
 
     let replay_key = match jti {
         Some(jti) => format!("jti:{jti}"),
@@ -2157,6 +2175,24 @@ mod tests {
                 "{jti}"
             );
         }
+    }
+
+    #[test]
+    fn nul_in_jti_or_sub_is_claim_invalid() {
+        let a = algs(&["HS256"]);
+        for p in [
+            format!(r#"{{"iat":{NOW},"jti":"a\u0000b"}}"#),
+            format!(r#"{{"iat":{NOW},"sub":"a\u0000b"}}"#),
+        ] {
+            assert_eq!(
+                reason(&with_claims(&p), &policy(&a)),
+                Reason::ClaimInvalid,
+                "{p}"
+            );
+        }
+        // A non-string sub is not the verifier's business (it is simply not used).
+        let p = format!(r#"{{"iat":{NOW},"sub":7}}"#);
+        assert!(check(&with_claims(&p), &policy(&a)).is_ok());
     }
 
     // --- dry-run trace ----------------------------------------------------------------------

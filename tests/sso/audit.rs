@@ -1,0 +1,110 @@
+//! The audit trail of SSO (SPEC §2, §6): one `sso_login` row per attempt with its outcome
+//! and reason code, tied to the response's request id, and never a token or the secret.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::support::*;
+
+both_backends! {
+    async fn sso_logins_are_audited_with_outcome_reason_and_request_id(mut app) {
+        sso_ready(&mut app).await;
+        let res = app.sso_callback(&sign(login_claims("Aud@Example.com")), None).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let rid = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        let ok = &app.audit_events("kind=sso_login&outcome=success&limit=1").await[0];
+        assert_eq!(ok["email"], json!("aud@example.com"));
+        assert_eq!(ok["request_id"], json!(rid));
+        assert_eq!(ok["ip"], json!("127.0.0.1"));
+        assert_eq!(ok["details"]["created"], json!(true));
+        let uid = ok["user_id"].as_i64().unwrap();
+        assert_eq!(user_by_email(&app, "aud@example.com").await.id, uid);
+
+        let failures = [
+            ("bad_signature", sign_with(login_claims("aud@example.com"), OTHER_SECRET)),
+            ("token_expired", sign(json!({"email": "aud@example.com", "exp": now() - 3600}))),
+            ("missing_email", sign(json!({"iat": now()}))),
+        ];
+        for (code, token) in &failures {
+            let res = app.sso_callback(token, None).await;
+            let rid = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+            assert_error(res, 401, code).await;
+            let row = &app.audit_events("kind=sso_login&outcome=failure&limit=1").await[0];
+            assert_eq!(row["reason"], json!(code));
+            assert_eq!(row["request_id"], json!(rid));
+        }
+        let all_failures = app.audit_events("kind=sso_login&outcome=failure&limit=50").await;
+        assert_eq!(all_failures.len(), failures.len(), "one row per failed attempt");
+        let second = app.sso_callback(&sign(login_claims("aud@example.com")), None).await;
+        assert_eq!(second.status(), StatusCode::FOUND);
+        let ok = &app.audit_events("kind=sso_login&outcome=success&limit=1").await[0];
+        assert_eq!(ok["details"]["created"], json!(false));
+        assert_eq!(app.audit_events("kind=sso_login&outcome=success&limit=50").await.len(), 2);
+    }
+
+    async fn no_token_or_secret_ever_reaches_the_audit_log(mut app) {
+        sso_ready(&mut app).await;
+        let eng = create_group(&app, "Engineering").await;
+        let res = app.put_settings(json!({"jwt-group-sync": true, "jwt-group-mappings": {"eng": [eng]}, "jwt-issuer": "https://idp.example"})).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let mut tokens = Vec::new();
+        let claims = |email: &str| {
+            let mut c = login_claims(email);
+            c["iss"] = json!("https://idp.example");
+            c["groups"] = json!(["eng"]);
+            c
+        };
+        // Success, replay, refresh with a cookie, failures of every stage, JSON and POST.
+        let t = sign(claims("leak@example.com"));
+        let res = app.sso_callback(&t, Some("/x")).await;
+        let cookie = format!("latchkey.session={}", cookie_token(&set_cookie(&res).unwrap()));
+        app.sso_callback(&t, None).await;
+        app.client.get(app.url("/auth/sso")).query(&[("jwt", t.as_str())]).header("cookie", &cookie).send().await.unwrap();
+        tokens.push(t);
+        let more = [
+            sign(claims("leak2@example.com")),
+            sign_with(claims("leak@example.com"), OTHER_SECRET),
+            sign(login_claims("leak@example.com")),
+            sign(json!({"email": "leak@example.com", "iss": "https://idp.example", "iat": now() - 9999})),
+            forge(r#"{"alg":"HS256","jku":"http://x"}"#, &claims("leak@example.com").to_string()),
+            forge(r#"{"alg":"none"}"#, &claims("leak@example.com").to_string()),
+            sign(logout_claims(Some("leak@example.com"), None)),
+        ];
+        for t in more {
+            app.sso_callback(&t, None).await;
+            app.client.post(app.url("/auth/sso")).form(&[("jwt", t.as_str())]).send().await.unwrap();
+            sso_json(&app, &t).await;
+            app.admin(Method::POST, "/api/sso/jwt/test").json(&json!({"token": t})).send().await.unwrap();
+            tokens.push(t);
+        }
+        let mut lo = logout_claims(Some("leak2@example.com"), None);
+        lo["iss"] = json!("https://idp.example");
+        let logout = sign(lo);
+        assert_eq!(backchannel_form(&app, &logout).await.status(), StatusCode::OK);
+        backchannel_json(&app, &logout).await;
+        tokens.push(logout);
+        app.client.get(app.url("/auth/logout")).header("cookie", &cookie).send().await.unwrap();
+        app.put_setting("jwt-shared-secret", json!(OTHER_SECRET)).await;
+
+        let events = app.audit_events("limit=500").await;
+        assert!(events.len() > 30, "{} events", events.len());
+        let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        for k in ["sso_login", "user_created", "group_added", "logout", "setting_changed"] {
+            assert!(kinds.contains(&k), "{k} in {kinds:?}");
+        }
+        let text = serde_json::to_string(&events).unwrap();
+        assert!(!text.contains(SECRET), "the shared secret");
+        assert!(!text.contains(OTHER_SECRET), "the new shared secret");
+        assert!(!text.contains(&cookie_token(&cookie)), "the session token");
+        for t in &tokens {
+            assert!(!text.contains(t.as_str()), "a whole token");
+            for (i, part) in t.split('.').enumerate() {
+                if part.len() >= 16 {
+                    assert!(!text.contains(part), "segment {i} of a token");
+                }
+            }
+        }
+    }
+}

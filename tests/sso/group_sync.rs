@@ -1,0 +1,233 @@
+//! Group sync (SPEC §4.5): mapped groups added, managed groups removed, unmanaged groups and
+//! All Users untouched, Administrators kept in step with is_superuser, the last active admin
+//! kept, and every change audited.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::support::*;
+
+struct Groups {
+    eng: i64,
+    ops: i64,
+    handmade: i64,
+}
+
+/// SSO configured, three groups, sync on, `eng`/`ops`/`both` mapped (Hand-made is not).
+async fn sync_ready(app: &mut TestApp, extra_mappings: Value) -> Groups {
+    sso_ready(app).await;
+    let eng = create_group(app, "Engineering").await;
+    let ops = create_group(app, "Operations").await;
+    let handmade = create_group(app, "Hand-made").await;
+    let mut mappings = json!({"eng": [eng], "ops": [ops], "both": [eng, ops]});
+    for (k, v) in extra_mappings.as_object().unwrap() {
+        mappings[k] = v.clone();
+    }
+    let res = app
+        .put_settings(json!({"jwt-group-sync": true, "jwt-group-mappings": mappings}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    Groups { eng, ops, handmade }
+}
+
+fn claims(email: &str, groups: Option<Value>) -> Value {
+    let mut c = login_claims(email);
+    if let Some(g) = groups {
+        c["groups"] = g;
+    }
+    c
+}
+
+/// Logs in with these groups and returns the user's group ids afterwards.
+async fn login_with(app: &TestApp, email: &str, groups: Option<Value>) -> (i64, Vec<i64>) {
+    let (_, u) = sso_login(app, claims(email, groups)).await;
+    let id = u["id"].as_i64().unwrap();
+    let ids = group_ids(app, id).await;
+    assert_eq!(
+        u["group_ids"],
+        json!(ids),
+        "the response shows the synced groups"
+    );
+    (id, ids)
+}
+
+async fn group_events(app: &TestApp, kind: &str, user_id: i64) -> Vec<Value> {
+    app.audit_events(&format!("kind={kind}&user_id={user_id}&limit=100"))
+        .await
+}
+
+both_backends! {
+    async fn mapped_groups_are_added_and_audited(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let (id, ids) = login_with(&app, "dev@example.com", Some(json!(["eng"]))).await;
+        assert_eq!(ids, vec![1, g.eng]);
+        let added = group_events(&app, "group_added", id).await;
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0]["outcome"], json!("success"));
+        assert_eq!(added[0]["details"]["group_id"], json!(g.eng));
+        let (_, ids) = login_with(&app, "dev@example.com", Some(json!(["both"]))).await;
+        assert_eq!(ids, vec![1, g.eng, g.ops]);
+        let added = group_events(&app, "group_added", id).await;
+        assert_eq!(added.len(), 2, "only the new membership is audited");
+        assert_eq!(added[0]["details"]["group_id"], json!(g.ops));
+        assert!(group_events(&app, "group_removed", id).await.is_empty());
+    }
+
+    async fn managed_groups_no_longer_wanted_are_removed_and_audited(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let (id, _) = login_with(&app, "mover@example.com", Some(json!(["eng", "ops"]))).await;
+        let (_, ids) = login_with(&app, "mover@example.com", Some(json!(["ops"]))).await;
+        assert_eq!(ids, vec![1, g.ops]);
+        let removed = group_events(&app, "group_removed", id).await;
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0]["outcome"], json!("success"));
+        assert_eq!(removed[0]["details"]["group_id"], json!(g.eng));
+    }
+
+    async fn unmanaged_groups_and_all_users_are_never_touched(mut app) {
+        let g = sync_ready(&mut app, json!({"everyone": [1]})).await;
+        let (id, _) = login_with(&app, "keeper@example.com", Some(json!(["eng"]))).await;
+        add_to_group(&app, id, g.handmade).await;
+        let (_, ids) = login_with(&app, "keeper@example.com", Some(json!([]))).await;
+        assert_eq!(ids, vec![1, g.handmade], "All Users (even when mapped) and Hand-made stay");
+        let removed = group_events(&app, "group_removed", id).await;
+        assert_eq!(removed.len(), 1, "only Engineering: {removed:?}");
+    }
+
+    async fn an_empty_array_removes_every_managed_group(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let (id, ids) = login_with(&app, "empty@example.com", Some(json!(["both"]))).await;
+        assert_eq!(ids, vec![1, g.eng, g.ops]);
+        let memberships = app.count("memberships").await;
+        let (_, ids) = login_with(&app, "empty@example.com", Some(json!([]))).await;
+        assert_eq!(ids, vec![1]);
+        assert_eq!(app.count("memberships").await, memberships - 2);
+        assert_eq!(group_events(&app, "group_removed", id).await.len(), 2);
+    }
+
+    async fn a_missing_groups_claim_changes_nothing(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let (id, _) = login_with(&app, "still@example.com", Some(json!(["eng"]))).await;
+        add_to_group(&app, id, g.ops).await;
+        let memberships = app.count("memberships").await;
+        let (_, ids) = login_with(&app, "still@example.com", None).await;
+        assert_eq!(ids, vec![1, g.eng, g.ops]);
+        assert_eq!(app.count("memberships").await, memberships);
+        assert!(group_events(&app, "group_removed", id).await.is_empty());
+    }
+
+    async fn a_single_string_counts_as_a_one_element_array(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        login_with(&app, "single@example.com", Some(json!(["eng"]))).await;
+        let (_, ids) = login_with(&app, "single@example.com", Some(json!("ops"))).await;
+        assert_eq!(ids, vec![1, g.ops]);
+        let (_, ids) = login_with(&app, "single@example.com", Some(json!("both"))).await;
+        assert_eq!(ids, vec![1, g.eng, g.ops]);
+    }
+
+    async fn names_match_exactly_and_non_strings_and_unknown_names_are_ignored(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        login_with(&app, "exact@example.com", Some(json!(["eng"]))).await;
+        let (_, ids) = login_with(&app, "exact@example.com", Some(json!(["ENG", "eng ", "Eng", 3, null, {"name": "eng"}, "ops", "nope"]))).await;
+        assert_eq!(ids, vec![1, g.ops], "eng is not wanted by any spelling but the exact one");
+    }
+
+    async fn sync_off_ignores_the_groups_claim(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let res = app.put_setting("jwt-group-sync", json!(false)).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let (id, ids) = login_with(&app, "nosync@example.com", Some(json!(["eng"]))).await;
+        assert_eq!(ids, vec![1]);
+        add_to_group(&app, id, g.ops).await;
+        let (_, ids) = login_with(&app, "nosync@example.com", Some(json!([]))).await;
+        assert_eq!(ids, vec![1, g.ops]);
+        assert!(group_events(&app, "group_removed", id).await.is_empty());
+    }
+
+    async fn mapped_administrators_makes_a_superuser_and_removal_takes_it_away(mut app) {
+        sync_ready(&mut app, json!({"admins": [2]})).await;
+        let (session, u) = sso_login(&app, claims("boss@example.com", Some(json!(["admins"])))).await;
+        let id = u["id"].as_i64().unwrap();
+        assert_eq!(u["is_superuser"], json!(true));
+        assert_eq!(group_ids(&app, id).await, vec![1, 2]);
+        let res = app.as_user(&session, Method::GET, "/api/user").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "the new admin can use admin endpoints");
+        let added = group_events(&app, "group_added", id).await;
+        assert_eq!(added[0]["details"]["group_id"], json!(2));
+        // Another admin exists (the password admin), so removal is allowed.
+        let (session, u) = sso_login(&app, claims("boss@example.com", Some(json!([])))).await;
+        assert_eq!(u["is_superuser"], json!(false));
+        assert_eq!(group_ids(&app, id).await, vec![1]);
+        let res = app.as_user(&session, Method::GET, "/api/user").send().await.unwrap();
+        assert_error(res, 403, "forbidden").await;
+        let removed = group_events(&app, "group_removed", id).await;
+        assert_eq!((removed[0]["outcome"].clone(), removed[0]["details"]["group_id"].clone()), (json!("success"), json!(2)));
+    }
+
+    async fn the_last_active_admin_is_never_removed_and_the_skip_is_audited(mut app) {
+        let g = sync_ready(&mut app, json!({"admins": [2]})).await;
+        // The only admin signs in through SSO with groups that do not map to Administrators.
+        let admin = user_by_email(&app, ADMIN_EMAIL).await;
+        let (_, u) = sso_login(&app, claims(ADMIN_EMAIL, Some(json!(["eng"])))).await;
+        assert_eq!(u["is_superuser"], json!(true), "still an admin");
+        assert_eq!(group_ids(&app, admin.id).await, vec![1, 2, g.eng], "Engineering added, Administrators kept");
+        let removed = group_events(&app, "group_removed", admin.id).await;
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0]["outcome"], json!("skipped"));
+        assert_eq!(removed[0]["reason"], json!("last_admin_kept"));
+        assert_eq!(removed[0]["details"]["group_id"], json!(2));
+        assert_eq!(group_events(&app, "group_added", admin.id).await.len(), 1);
+        // With a second active admin the same login removes the membership.
+        app.create_user("deputy@example.com", Some("deputy password"), true).await;
+        let (_, u) = sso_login(&app, claims(ADMIN_EMAIL, Some(json!(["eng"])))).await;
+        assert_eq!(u["is_superuser"], json!(false));
+        assert_eq!(group_ids(&app, admin.id).await, vec![1, g.eng]);
+        assert!(!user_by_email(&app, ADMIN_EMAIL).await.is_superuser);
+        app.admin_token = Some(app.login("deputy@example.com", "deputy password").await);
+        let removed = group_events(&app, "group_removed", admin.id).await;
+        assert_eq!((removed[0]["outcome"].clone(), removed[0]["reason"].clone()), (json!("success"), json!(null)));
+    }
+
+    async fn every_change_of_one_login_is_audited_with_its_request_id(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let (id, _) = login_with(&app, "trail@example.com", Some(json!(["both"]))).await;
+        let res = app.sso_callback(&sign(claims("trail@example.com", Some(json!(["ops", "x"])))), None).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let request_id = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        let events = app.audit_events(&format!("user_id={id}&limit=100")).await;
+        let of_request: Vec<&Value> = events.iter().filter(|e| e["request_id"] == json!(request_id)).collect();
+        let kinds: Vec<(String, String)> = of_request.iter().map(|e| (e["kind"].as_str().unwrap().to_owned(), e["outcome"].as_str().unwrap().to_owned())).collect();
+        assert!(kinds.contains(&("sso_login".to_owned(), "success".to_owned())), "{kinds:?}");
+        let removed: Vec<&&Value> = of_request.iter().filter(|e| e["kind"] == json!("group_removed")).collect();
+        assert_eq!(removed.len(), 1, "{kinds:?}");
+        assert_eq!(removed[0]["details"]["group_id"], json!(g.eng));
+        assert!(!kinds.iter().any(|(k, _)| k == "group_added"), "ops was already there");
+    }
+
+    async fn a_refused_login_syncs_nothing(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let (id, _) = login_with(&app, "fail@example.com", Some(json!(["both"]))).await;
+        let mut c = claims("fail@example.com", Some(json!([])));
+        c["big"] = json!("x".repeat(2000));
+        expect_refused(&app, &sign(c), 401, "claims_too_large", "too large with groups []").await;
+        assert_eq!(group_ids(&app, id).await, vec![1, g.eng, g.ops]);
+        assert!(group_events(&app, "group_removed", id).await.is_empty());
+    }
+
+    async fn two_admins_dropped_at_the_same_moment_leave_one_admin(mut app) {
+        sync_ready(&mut app, json!({"admins": [2]})).await;
+        app.create_user("second@example.com", None, true).await;
+        let (a, b) = (sign(claims(ADMIN_EMAIL, Some(json!(["eng"])))), sign(claims("second@example.com", Some(json!(["eng"])))));
+        let (ra, rb) = tokio::join!(sso_json(&app, &a), sso_json(&app, &b));
+        assert_eq!((ra.status().as_u16(), rb.status().as_u16()), (200, 200));
+        let first = user_by_email(&app, ADMIN_EMAIL).await;
+        let second = user_by_email(&app, "second@example.com").await;
+        assert!(first.is_superuser ^ second.is_superuser, "exactly one admin is left");
+        let kept = if first.is_superuser { &first } else { &second };
+        assert!(group_ids(&app, kept.id).await.contains(&2), "membership in step with the flag");
+        let gone = if first.is_superuser { &second } else { &first };
+        assert!(!group_ids(&app, gone.id).await.contains(&2));
+    }
+}

@@ -1,0 +1,222 @@
+//! `GET /auth/logout` and the back-channel `POST /auth/sso/logout` (SPEC §5).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::support::*;
+
+async fn front_logout(app: &TestApp, session: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.get(app.url("/auth/logout"));
+    if let Some(s) = session {
+        req = req.header("cookie", format!("latchkey.session={s}"));
+    }
+    req.send().await.unwrap()
+}
+
+fn assert_cleared(res: &reqwest::Response) {
+    let cookie = set_cookie(res).expect("Set-Cookie");
+    assert!(cookie.starts_with("latchkey.session=;"), "{cookie}");
+    assert!(
+        cookie.contains("Max-Age=0") && cookie.contains("Path=/") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+}
+
+/// Sends a logout token and asserts a 401 with `code`, the SSO headers, and that no
+/// session, user, membership or replay record changed.
+async fn expect_logout_refused(app: &TestApp, token: &str, code: &str, what: &str) {
+    let before = Counts::of(app).await;
+    let res = backchannel_form(app, token).await;
+    assert_sso_headers(res.headers(), what);
+    assert_error(res, 401, code).await;
+    assert_nothing_written(app, &before, what).await;
+    let events = app
+        .audit_events("kind=logout&outcome=failure&limit=1")
+        .await;
+    assert_eq!(events[0]["reason"], json!(code), "{what}");
+}
+
+both_backends! {
+    async fn logout_of_an_sso_session_goes_to_the_idp_logout(mut app) {
+        sso_ready(&mut app).await;
+        let res = app.put_setting("jwt-logout-redirect-uri", json!("https://idp.example/logout")).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let (session, u) = sso_login(&app, login_claims("out@example.com")).await;
+        let (other, _) = sso_login(&app, login_claims("out@example.com")).await;
+        let sessions = app.count("sessions").await;
+        let res = front_logout(&app, Some(&session)).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        assert_eq!(location(&res), "https://idp.example/logout");
+        assert_cleared(&res);
+        assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+        assert_eq!(app.count("sessions").await, sessions - 1, "only this session");
+        assert!(!session_works(&app, &session).await);
+        assert!(session_works(&app, &other).await, "the user's other session stays");
+        let events = app.audit_events("kind=logout&limit=1").await;
+        assert_eq!((events[0]["outcome"].clone(), events[0]["user_id"].clone()), (json!("success"), u["id"].clone()));
+    }
+
+    async fn logout_without_a_logout_redirect_or_of_a_password_session_goes_to_the_login_page(mut app) {
+        sso_ready(&mut app).await;
+        let (session, _) = sso_login(&app, login_claims("plain@example.com")).await;
+        let res = front_logout(&app, Some(&session)).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        assert_eq!(location(&res), "/auth/login");
+        assert_cleared(&res);
+        assert!(!session_works(&app, &session).await);
+
+        let res = app.put_setting("jwt-logout-redirect-uri", json!("https://idp.example/logout")).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        app.create_user("pw@example.com", Some("password123"), false).await;
+        let pw_session = app.login("pw@example.com", "password123").await;
+        let res = front_logout(&app, Some(&pw_session)).await;
+        assert_eq!(location(&res), "/auth/login", "password sessions do not go to the IdP");
+        assert!(!session_works(&app, &pw_session).await);
+
+        // Without any session: just the login page and a cleared cookie.
+        let sessions = app.count("sessions").await;
+        let res = front_logout(&app, None).await;
+        assert_eq!(location(&res), "/auth/login");
+        assert_cleared(&res);
+        let res = front_logout(&app, Some("not-a-session")).await;
+        assert_eq!(location(&res), "/auth/login");
+        assert_eq!(app.count("sessions").await, sessions);
+    }
+
+    async fn backchannel_logout_ends_every_session_of_the_user(mut app) {
+        sso_ready(&mut app).await;
+        let (s1, u) = sso_login(&app, login_claims("bc@example.com")).await;
+        let (s2, _) = sso_login(&app, login_claims("bc@example.com")).await;
+        let (bystander, _) = sso_login(&app, login_claims("bystander@example.com")).await;
+        let sessions = app.count("sessions").await;
+        let token = sign(logout_claims(Some("BC@example.com"), None));
+        let res = backchannel_form(&app, &token).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_sso_headers(res.headers(), "back-channel logout");
+        assert_eq!(body_json(res).await, json!({"revoked": 2}));
+        assert_eq!(app.count("sessions").await, sessions - 2);
+        assert!(!session_works(&app, &s1).await && !session_works(&app, &s2).await);
+        assert!(session_works(&app, &bystander).await);
+        let events = app.audit_events("kind=logout&limit=1").await;
+        assert_eq!(events[0]["outcome"], json!("success"));
+        assert_eq!(events[0]["user_id"], u["id"]);
+        assert_eq!(events[0]["details"]["revoked"], json!(2));
+        // The same over JSON, for a password session of an SSO-known user too.
+        let id = u["id"].as_i64().unwrap();
+        let res = app.admin(reqwest::Method::PUT, &format!("/api/user/{id}/password")).json(&json!({"password": "password123"})).send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+        let pw = app.login("bc@example.com", "password123").await;
+        let (s3, _) = sso_login(&app, login_claims("bc@example.com")).await;
+        let res = backchannel_json(&app, &sign(logout_claims(Some("bc@example.com"), None))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body_json(res).await, json!({"revoked": 2}));
+        assert!(!session_works(&app, &pw).await && !session_works(&app, &s3).await);
+    }
+
+    async fn backchannel_logout_by_sub_alone(mut app) {
+        sso_ready(&mut app).await;
+        let mut c = login_claims("subby@example.com");
+        c["sub"] = json!("idp-77");
+        let (session, _) = sso_login(&app, c).await;
+        let mut claims = logout_claims(None, Some("idp-77"));
+        // A logout-typed header is fine for a logout token.
+        let token = forge(r#"{"alg":"HS256","typ":"logout+jwt"}"#, &claims.to_string());
+        let res = backchannel_json(&app, &token).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body_json(res).await, json!({"revoked": 1}));
+        assert!(!session_works(&app, &session).await);
+        // Both email and sub naming the same user is fine too.
+        let (session, _) = sso_login(&app, login_claims("subby@example.com")).await;
+        claims = logout_claims(Some("subby@example.com"), Some("idp-77"));
+        let res = backchannel_form(&app, &sign(claims)).await;
+        assert_eq!(body_json(res).await, json!({"revoked": 1}));
+        assert!(!session_works(&app, &session).await);
+    }
+
+    async fn backchannel_logout_for_an_unknown_user_revokes_nothing(mut app) {
+        sso_ready(&mut app).await;
+        let before = Counts::of(&app).await;
+        let res = backchannel_form(&app, &sign(logout_claims(Some("nobody@example.com"), None))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body_json(res).await, json!({"revoked": 0}));
+        let res = backchannel_form(&app, &sign(logout_claims(None, Some("no-such-sub")))).await;
+        assert_eq!(body_json(res).await, json!({"revoked": 0}));
+        let after = Counts::of(&app).await;
+        assert_eq!((after.users, after.sessions, after.memberships), (before.users, before.sessions, before.memberships));
+        assert_eq!(after.replay_records, before.replay_records + 2, "the tokens are used up");
+    }
+
+    async fn backchannel_logout_tokens_are_single_use(mut app) {
+        sso_ready(&mut app).await;
+        sso_login(&app, login_claims("rp@example.com")).await;
+        let token = sign(logout_claims(Some("rp@example.com"), None));
+        assert_eq!(body_json(backchannel_form(&app, &token).await).await, json!({"revoked": 1}));
+        let (session, _) = sso_login(&app, login_claims("rp@example.com")).await;
+        expect_logout_refused(&app, &token, "token_replayed", "replayed logout token").await;
+        assert!(session_works(&app, &session).await, "the replay ended nothing");
+        let before = Counts::of(&app).await;
+        assert_error(backchannel_json(&app, &token).await, 401, "token_replayed").await;
+        assert_nothing_written(&app, &before, "replay over JSON").await;
+    }
+
+    async fn backchannel_logout_refuses_tokens_that_are_not_logout_tokens(mut app) {
+        sso_ready(&mut app).await;
+        let (session, _) = sso_login(&app, json!({"email": "keep@example.com", "sub": "k-1", "iat": now(), "jti": "k-login"})).await;
+        // A login token (no events claim).
+        expect_logout_refused(&app, &sign(login_claims("keep@example.com")), "claim_invalid", "login token").await;
+        // Neither email nor sub.
+        expect_logout_refused(&app, &sign(logout_claims(None, None)), "claim_invalid", "no email, no sub").await;
+        // Email and sub naming different users.
+        sso_login(&app, json!({"email": "else@example.com", "sub": "e-1", "iat": now(), "jti": "e-login"})).await;
+        expect_logout_refused(&app, &sign(logout_claims(Some("keep@example.com"), Some("e-1"))), "claim_invalid", "two users").await;
+        // An event of another kind, or a nonce (an ID token).
+        let mut c = logout_claims(Some("keep@example.com"), None);
+        c["events"] = json!({"http://schemas.openid.net/event/other": {}});
+        expect_logout_refused(&app, &sign(c), "claim_invalid", "other event").await;
+        let mut c = logout_claims(Some("keep@example.com"), None);
+        c["nonce"] = json!("n-1");
+        expect_logout_refused(&app, &sign(c), "claim_invalid", "nonce").await;
+        // The same verification as login tokens.
+        expect_logout_refused(&app, &sign_with(logout_claims(Some("keep@example.com"), None), OTHER_SECRET), "bad_signature", "other key").await;
+        let mut c = logout_claims(Some("keep@example.com"), None);
+        c["iat"] = json!(now() - 3600);
+        expect_logout_refused(&app, &sign(c), "token_too_old", "old").await;
+        let c = logout_claims(Some("keep@example.com"), None);
+        expect_logout_refused(&app, &forge(r#"{"alg":"none"}"#, &c.to_string()), "alg_not_allowed", "alg none").await;
+        let mut c = logout_claims(Some("keep@example.com"), None);
+        c.as_object_mut().unwrap().remove("iat");
+        expect_logout_refused(&app, &sign(c), "token_never_expires", "no iat").await;
+        expect_logout_refused(&app, &sign(logout_claims(None, Some("k\u{0}1"))), "claim_invalid", "NUL in sub").await;
+        let mut c = logout_claims(Some("keep@example.com"), None);
+        c["jti"] = json!("j\u{0}1");
+        expect_logout_refused(&app, &sign(c), "claim_invalid", "NUL in jti").await;
+        expect_logout_refused(&app, &forge(r#"{"alg":"HS256","jku":"http://x"}"#, &logout_claims(Some("keep@example.com"), None).to_string()), "header_not_allowed", "jku").await;
+        assert!(session_works(&app, &session).await, "nothing ended the session");
+    }
+
+    async fn a_logout_token_is_refused_at_the_login_callback(mut app) {
+        sso_ready(&mut app).await;
+        let token = sign(logout_claims(Some("mixup@example.com"), Some("m-1")));
+        expect_refused(&app, &token, 401, "claim_invalid", "logout token at /auth/sso").await;
+        assert!(app.store.find_user_by_email("mixup@example.com").await.unwrap().is_none());
+        let token = forge(r#"{"alg":"HS256","typ":"logout+jwt"}"#, &logout_claims(Some("mixup@example.com"), None).to_string());
+        expect_refused(&app, &token, 401, "header_not_allowed", "logout-typed token at /auth/sso").await;
+    }
+
+    async fn backchannel_logout_needs_a_token_and_configured_sso(mut app) {
+        app.login_admin().await;
+        let res = app.client.post(app.url("/auth/sso/logout")).form(&[("other", "x")]).send().await.unwrap();
+        assert_sso_headers(res.headers(), "missing token");
+        let body: Value = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("logout_token"));
+        let token = sign(logout_claims(Some("a@example.com"), None));
+        let res = backchannel_form(&app, &token).await;
+        assert_sso_headers(res.headers(), "not configured");
+        assert_error(res, 400, "sso_not_configured").await;
+        assert_eq!(app.count("replay_records").await, 0);
+        app.configure_jwt().await;
+        assert_eq!(backchannel_form(&app, &token).await.status(), StatusCode::OK, "not consumed before");
+    }
+}

@@ -1,0 +1,187 @@
+//! Single use (SPEC §4.3): a token is accepted once, across instances sharing the database;
+//! a browser already signed in as that user is just redirected; concurrent first logins of
+//! one email make one user.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::*;
+use crate::support::*;
+
+both_backends! {
+    async fn a_token_is_accepted_once_with_or_without_jti(mut app) {
+        sso_ready(&mut app).await;
+        // With a jti, the jti is the key.
+        let token = sign(login_claims("once@example.com"));
+        assert_eq!(app.sso_callback(&token, None).await.status(), StatusCode::FOUND);
+        assert_eq!(app.count("replay_records").await, 1);
+        expect_refused(&app, &token, 401, "token_replayed", "same token").await;
+        // Without a jti, the digest of header.payload is the key.
+        let token = sign(json!({"email": "once@example.com", "iat": now()}));
+        assert_eq!(app.sso_callback(&token, None).await.status(), StatusCode::FOUND);
+        assert_eq!(app.count("replay_records").await, 2);
+        expect_refused(&app, &token, 401, "token_replayed", "same token without jti").await;
+        // Over POST too.
+        let before = Counts::of(&app).await;
+        let res = app.client.post(app.url("/auth/sso")).form(&[("jwt", token.as_str())]).send().await.unwrap();
+        assert_error(res, 401, "token_replayed").await;
+        assert_nothing_written(&app, &before, "POST replay").await;
+        assert_eq!(app.count("sessions").await, 3, "the admin's and two SSO sessions");
+    }
+
+    async fn another_token_with_a_used_jti_is_a_replay(mut app) {
+        sso_ready(&mut app).await;
+        let first = sign(json!({"email": "jti@example.com", "iat": now(), "jti": "shared-jti"}));
+        assert_eq!(app.sso_callback(&first, None).await.status(), StatusCode::FOUND);
+        let second = sign(json!({"email": "jti@example.com", "first_name": "Different", "iat": now(), "jti": "shared-jti"}));
+        assert_ne!(first, second);
+        expect_refused(&app, &second, 401, "token_replayed", "reused jti").await;
+        assert_eq!(user_by_email(&app, "jti@example.com").await.first_name, None, "the second token changed nothing");
+    }
+
+    async fn a_token_used_on_one_instance_is_refused_on_another(mut app) {
+        sso_ready(&mut app).await;
+        let other = spawn_instance(&app).await;
+        let token = sign(login_claims("multi@example.com"));
+        assert_eq!(other.sso_callback(&token, None).await.status(), StatusCode::FOUND);
+        let before = Counts::of(&app).await;
+        let res = app.sso_callback(&token, None).await;
+        assert_error(res, 401, "token_replayed").await;
+        assert_nothing_written(&app, &before, "replay on the first instance").await;
+        // And the other way round.
+        let token = sign(login_claims("multi@example.com"));
+        assert_eq!(app.sso_callback(&token, None).await.status(), StatusCode::FOUND);
+        assert_error(other.sso_callback(&token, None).await, 401, "token_replayed").await;
+    }
+
+    async fn concurrent_uses_across_two_instances_accept_exactly_one(mut app) {
+        sso_ready(&mut app).await;
+        let other = spawn_instance(&app).await;
+        let token = sign(login_claims("race@example.com"));
+        let before = Counts::of(&app).await;
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let (client, base) = if i % 2 == 0 { (app.client.clone(), app.base.clone()) } else { (other.client.clone(), other.base.clone()) };
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                let res = client.get(format!("{base}/auth/sso")).query(&[("jwt", token)]).send().await.unwrap();
+                let status = res.status().as_u16();
+                let body = res.text().await.unwrap();
+                (status, body)
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let (status, body) = t.await.unwrap();
+            match status {
+                302 => ok += 1,
+                401 => assert!(body.contains("token_replayed"), "{body}"),
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        assert_eq!(ok, 1, "exactly one use is accepted");
+        let after = Counts::of(&app).await;
+        assert_eq!(after.sessions, before.sessions + 1);
+        assert_eq!(after.users, before.users + 1);
+        assert_eq!(after.replay_records, before.replay_records + 1);
+    }
+
+    async fn a_browser_already_signed_in_as_that_user_is_just_redirected(mut app) {
+        sso_ready(&mut app).await;
+        let token = sign(login_claims("refresh@example.com"));
+        let res = app.sso_callback(&token, Some("/report")).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let cookie = format!("latchkey.session={}", cookie_token(&set_cookie(&res).unwrap()));
+        let before = Counts::of(&app).await;
+        // Refresh / back button: the same URL again, with the session cookie.
+        let res = app.client.get(app.url("/auth/sso"))
+            .query(&[("jwt", token.as_str()), ("return_to", "/report")])
+            .header("cookie", &cookie)
+            .send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        assert_sso_headers(res.headers(), "refresh");
+        assert_eq!(location(&res), format!("{}/report", app.base));
+        assert!(res.headers().get("set-cookie").is_none(), "no new session");
+        assert_nothing_written(&app, &before, "refresh").await;
+        // The target is still validated first.
+        let res = app.client.get(app.url("/auth/sso"))
+            .query(&[("jwt", token.as_str()), ("return_to", "//evil.example")])
+            .header("cookie", &cookie)
+            .send().await.unwrap();
+        assert_error(res, 400, "invalid_redirect").await;
+    }
+
+    async fn a_replay_with_another_users_or_a_dead_session_is_refused(mut app) {
+        sso_ready(&mut app).await;
+        let token = sign(login_claims("victim@example.com"));
+        let res = app.sso_callback(&token, None).await;
+        let victim_cookie = format!("latchkey.session={}", cookie_token(&set_cookie(&res).unwrap()));
+        let (other_session, _) = sso_login(&app, login_claims("other@example.com")).await;
+        let before = Counts::of(&app).await;
+        let res = app.client.get(app.url("/auth/sso")).query(&[("jwt", token.as_str())])
+            .header("cookie", format!("latchkey.session={other_session}"))
+            .send().await.unwrap();
+        assert_error(res, 401, "token_replayed").await;
+        // The victim's session, once logged out, no longer excuses the replay.
+        let res = app.client.get(app.url("/auth/logout")).header("cookie", &victim_cookie).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let res = app.client.get(app.url("/auth/sso")).query(&[("jwt", token.as_str())])
+            .header("cookie", &victim_cookie)
+            .send().await.unwrap();
+        assert_error(res, 401, "token_replayed").await;
+        let after = Counts::of(&app).await;
+        assert_eq!(after.sessions, before.sessions - 1, "only the logout changed sessions");
+        assert_eq!((after.users, after.replay_records), (before.users, before.replay_records));
+    }
+
+    async fn concurrent_first_logins_of_one_email_create_one_user(mut app) {
+        sso_ready(&mut app).await;
+        let before = Counts::of(&app).await;
+        // Two, exactly as a double-click would send them.
+        let (ta, tb) = (sign(login_claims("Twin@Example.com")), sign(login_claims("twin@example.com")));
+        let (a, b) = tokio::join!(app.sso_callback(&ta, None), app.sso_callback(&tb, None));
+        let statuses = [a.status().as_u16(), b.status().as_u16()];
+        assert!(statuses.iter().all(|s| *s == 302 || (400..500).contains(s)), "{statuses:?}");
+        assert!(statuses.contains(&302), "{statuses:?}");
+        // And a burst of six.
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let client = app.client.clone();
+            let url = app.url("/auth/sso");
+            let token = sign(login_claims("burst@example.com"));
+            tasks.push(tokio::spawn(async move {
+                client.get(url).query(&[("jwt", token)]).send().await.unwrap().status().as_u16()
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let s = t.await.unwrap();
+            assert!(s == 302 || (400..500).contains(&s), "status {s}");
+            ok += usize::from(s == 302);
+        }
+        assert!(ok >= 1);
+        let after = Counts::of(&app).await;
+        assert_eq!(after.users, before.users + 2, "one user per email");
+        for email in ["twin@example.com", "burst@example.com"] {
+            let u = user_by_email(&app, email).await;
+            assert_eq!(group_ids(&app, u.id).await, vec![1], "{email}: one All Users membership");
+        }
+        let created = app.audit_events("kind=user_created&limit=50").await;
+        assert_eq!(created.iter().filter(|e| e["email"] == json!("twin@example.com")).count(), 1);
+        assert_eq!(created.iter().filter(|e| e["email"] == json!("burst@example.com")).count(), 1);
+    }
+
+    async fn a_token_refused_for_an_account_reason_is_not_consumed(mut app) {
+        sso_ready(&mut app).await;
+        let id = app.create_user("paused@example.com", None, false).await;
+        let res = app.admin(Method::DELETE, &format!("/api/user/{id}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let token = sign(login_claims("paused@example.com"));
+        expect_refused(&app, &token, 403, "user_deactivated", "deactivated").await;
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}/reactivate")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(app.sso_callback(&token, None).await.status(), StatusCode::FOUND);
+        expect_refused(&app, &token, 401, "token_replayed", "now it is used").await;
+    }
+}
