@@ -88,10 +88,20 @@ impl Email {
     }
 }
 
-/// Whitespace of any kind, C0/DEL/C1 controls (NUL included) and the structural
-/// characters of quoted or bracketed address syntax.
+/// Whitespace of any kind, C0/DEL/C1 controls (NUL included), invisible format characters
+/// and the structural characters of quoted or bracketed address syntax.
 fn is_bad_char(c: char) -> bool {
-    c.is_whitespace() || c.is_control() || FORBIDDEN.contains(&c)
+    c.is_whitespace() || c.is_control() || is_invisible_format(c) || FORBIDDEN.contains(&c)
+}
+
+/// Unicode format characters (category Cf) that render as nothing or reorder text: an
+/// address containing one looks like another account's address but is a different string
+/// (zero-width spaces, joiners, bidi overrides, the BOM, soft hyphen, tag characters).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 /// Reads the address out of a claim value (SPEC §4.4: "required, a string").
@@ -144,6 +154,22 @@ impl<'de> serde::Deserialize<'de> for Email {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn invisible_format_characters_are_refused() {
+        for bad in [
+            "ad\u{200B}min@example.com",
+            "admin\u{202E}@example.com",
+            "\u{FEFF}admin@example.com",
+            "ad\u{00AD}min@example.com",
+        ] {
+            assert_eq!(
+                super::Email::parse(bad),
+                Err(super::EmailError::Invalid),
+                "{bad:?}"
+            );
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
