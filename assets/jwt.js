@@ -339,7 +339,11 @@ function renderResult(report) {
   }
   if (report.groups) {
     const g = report.groups;
-    const label = (entry) => groupName(entry.id);
+    const label = (entry) => {
+      const name = typeof entry.name === 'string' ? entry.name : groupName(entry.id);
+      const from = entry.mapped_from && entry.mapped_from.length ? ` (from ${entry.mapped_from.join(', ')})` : '';
+      return name + from;
+    };
     parts.push(el('h3', { text: 'Groups' }));
     if (!g.sync) {
       parts.push(el('p', { class: 'muted', id: 'test-groups', text: 'Group synchronisation is off: no group would change.' }));

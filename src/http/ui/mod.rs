@@ -209,7 +209,7 @@ pub fn content_security_policy(eff: &Effective, ancestors: &str) -> String {
     )
 }
 
-/// "12 May 2026, 14:03" in UTC for tables; "never" for none.
+/// "2026-05-12 14:03" (UTC) for tables; "never" for none.
 pub fn when(at: Option<i64>) -> String {
     match at {
         None => "never".into(),
