@@ -269,6 +269,26 @@ fn hex_value(b: u8) -> Option<u8> {
         .and_then(|d| u8::try_from(d).ok())
 }
 
+/// The `Location` to send for a validated target: a relative input gets a relative answer
+/// (path, query and fragment re-serialised from the parsed URL, as Metabase answers), an
+/// absolute input the re-serialised absolute URL. Either way the raw input is never echoed.
+pub fn location(raw: Option<&str>, target: &url::Url) -> String {
+    let relative = raw.is_none_or(|r| r.is_empty() || r.starts_with('/'));
+    if !relative {
+        return target.to_string();
+    }
+    let mut out = target.path().to_owned();
+    if let Some(q) = target.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = target.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

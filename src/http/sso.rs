@@ -68,9 +68,9 @@ fn redirect_base(eff: &Effective, ctx: &RequestContext) -> Result<Url> {
     }
 }
 
-fn redirect_to(location: &Url) -> Response {
+fn redirect_to(location: &str) -> Response {
     let mut res = StatusCode::FOUND.into_response();
-    if let Ok(v) = HeaderValue::from_str(location.as_str()) {
+    if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
     res
@@ -171,12 +171,13 @@ async fn handle(
             };
             location.query_pairs_mut().append_pair("return_to", &value);
         }
-        return Ok(redirect_to(&location));
+        return Ok(redirect_to(location.as_str()));
     };
     // Step 2: the callback. The redirect target is checked before the token is looked at.
     let target = parse_return_to(params.return_to.as_deref(), &base, &allowed)
         .map_err(|_| Error::InvalidRedirect)
         .inspect_err(|e| state.metrics.login_failed("jwt", e.code()))?;
+    let target = crate::domain::return_to::location(params.return_to.as_deref(), &target);
     let now = crate::clock::now();
     let (session_token, id_hash) = session::new_token();
     let new_session = NewSession {
