@@ -31,6 +31,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
         .unwrap();
     b.goto(&app.url(&format!("/setup?token={token}"))).await;
     b.wait_text("h1", "Welcome to Latchkey").await;
+    b.screenshot("setup", 1280, 900).await;
     b.fill("#email", ADMIN_EMAIL).await;
     b.fill("#first_name", "Ada").await;
     b.fill("#last_name", "Admin").await;
@@ -293,6 +294,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
         assert!(groups.contains(g), "{g} in {groups}");
     }
     b.wait_text("main", "through single sign-on").await;
+    b.screenshot("home", 1280, 760).await;
     let users = body_json(
         app.admin(Method::GET, "/api/user?query=ada@example.com")
             .send()

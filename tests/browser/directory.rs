@@ -169,6 +169,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     b.wait_text("#flash", "grace@example.com was added to Compilers")
         .await;
     b.wait_text("#members-table", "grace@example.com").await;
+    b.screenshot("group", 1280, 900).await;
     let me = body_json(
         app.as_user(
             &app.login("grace@example.com", "a much longer password")
