@@ -8,15 +8,44 @@ use serde_json::{Map, Value, json};
 use crate::app::App;
 use crate::auth::password;
 use crate::domain::email::Email;
-use crate::settings::{Actor, Settings, parse_cli_value, setting_value};
+use crate::settings::encryption::{self, EncryptionKey, KEY_ENV, KEY_FORMAT, NEW_KEY_ENV};
+use crate::settings::{Actor, Settings, parse_cli_value, registry, setting_value};
 use crate::store::{AuditRecord, NewUser, Store, UserQuery};
 
 pub async fn serve(listen: &str, database_url: &str) -> anyhow::Result<()> {
     let app = App::build(listen, database_url).await?;
+    warn_plain_secrets(&app).await?;
     if let Some(url) = app.announce_setup().await? {
         tracing::info!("no administrator yet: create the first one at {url}");
     }
     app.run_until_stopped().await
+}
+
+/// Logs a warning at start when secret settings are stored in plain text.
+async fn warn_plain_secrets(app: &App) -> anyhow::Result<()> {
+    let state = app.state();
+    let plain: Vec<&str> = crate::settings::secrets_at_rest(&state.store)
+        .await?
+        .into_iter()
+        .filter(|(_, sealed)| !sealed)
+        .map(|(k, _)| k)
+        .collect();
+    if plain.is_empty() {
+        return Ok(());
+    }
+    let names = plain.join(", ");
+    if state.settings.encrypts_secrets() {
+        tracing::warn!(
+            "{names} stored in plain text although {KEY_ENV} is set: encrypt it with \
+             `{NEW_KEY_ENV}=\"${KEY_ENV}\" latchkey settings rotate-encryption-key`"
+        );
+    } else {
+        tracing::warn!(
+            "{names} stored in plain text: set {KEY_ENV} to encrypt secrets at rest \
+             (README, \"Secrets at rest\")"
+        );
+    }
+    Ok(())
 }
 
 async fn open(database_url: &str) -> anyhow::Result<Store> {
@@ -136,7 +165,14 @@ pub async fn settings_get(database_url: &str, key: &str, reveal: bool) -> anyhow
 }
 
 pub async fn settings_set(database_url: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    let settings = Settings::load(open(database_url).await?).await?;
+    let store = open(database_url).await?;
+    // Overwriting a secret works even when its stored value cannot be decrypted (the
+    // encryption key was lost): that is the way out the start-up error points to.
+    let settings = if registry::def(key).is_some_and(|d| d.secret) {
+        Settings::load_replacing(store, key).await?
+    } else {
+        Settings::load(store).await?
+    };
     settings
         .put(
             vec![(key.to_owned(), setting_value(key, value))],
@@ -158,6 +194,94 @@ pub async fn settings_list(database_url: &str) -> anyhow::Result<()> {
         };
         println!("{} = {}{fixed}", v.key, v.value);
     }
+    Ok(())
+}
+
+/// `latchkey settings rotate-encryption-key`: re-encrypts every stored secret setting with
+/// the new key in one transaction. The old key comes from `LATCHKEY_ENCRYPTION_KEY` (needed
+/// only for values that are encrypted already: plain values are simply encrypted, which is
+/// how encryption is switched on), the new one from standard input or
+/// `LATCHKEY_NEW_ENCRYPTION_KEY`.
+pub async fn settings_rotate_encryption_key(
+    database_url: &str,
+    new_key_stdin: bool,
+) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
+    let old = EncryptionKey::from_lookup(KEY_ENV, env)?;
+    let new = if new_key_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        EncryptionKey::parse(&line)
+            .map_err(|m| anyhow::anyhow!("the new key on standard input is not valid: {m}"))?
+    } else {
+        EncryptionKey::from_lookup(NEW_KEY_ENV, env)?.ok_or_else(|| {
+            anyhow::anyhow!("no new key: pass --new-key-stdin or set {NEW_KEY_ENV} ({KEY_FORMAT})")
+        })?
+    };
+    let store = open(database_url).await?;
+    let is_secret = |k: &str| registry::def(k).is_some_and(|d| d.secret);
+    let mut swaps = Vec::new();
+    let mut audits = Vec::new();
+    let mut report = Vec::new();
+    for (setting, stored) in store.load_settings().await? {
+        if !is_secret(&setting) {
+            continue;
+        }
+        let was_sealed = encryption::is_sealed(&stored);
+        // Opens sealed values with the old key (fails closed, naming the setting); plain
+        // values pass through.
+        let plain = encryption::open_stored(
+            vec![(setting.clone(), stored.clone())],
+            is_secret,
+            old.as_ref(),
+            None,
+        )?
+        .remove(&setting)
+        .unwrap_or_default();
+        let sealed = encryption::seal(&new, &setting, &plain);
+        let what = if was_sealed {
+            "re-encrypted"
+        } else {
+            "encrypted"
+        };
+        report.push(if was_sealed {
+            format!(
+                "{setting}: re-encrypted with the new key (key id {})",
+                new.id()
+            )
+        } else {
+            format!(
+                "{setting}: encrypted with the new key (key id {}); it was stored in plain text",
+                new.id()
+            )
+        });
+        let mut audit = cli_audit("setting_changed");
+        audit.details =
+            json!({"source": "cli", "key": setting, "encryption": what, "key_id": new.id()});
+        audits.push(audit);
+        swaps.push((setting, stored, sealed));
+    }
+    if swaps.is_empty() {
+        println!(
+            "no secret setting is stored in the database: nothing to encrypt. Secrets set from now on are \
+             encrypted by instances started with {KEY_ENV} = the new key (key id {})",
+            new.id()
+        );
+        return Ok(());
+    }
+    if !store.swap_settings(&swaps, &audits).await? {
+        bail!(
+            "a secret setting changed while it was being re-encrypted; nothing was written: run the command again"
+        );
+    }
+    for line in report {
+        println!("{line}");
+    }
+    println!(
+        "done in one transaction. Now set {KEY_ENV} to the new key (key id {}) on every instance and restart them: \
+         instances still running with the old key keep the values they loaded and cannot read the new ones",
+        new.id()
+    );
     Ok(())
 }
 

@@ -123,6 +123,17 @@ enum SettingsCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Re-encrypt every stored secret setting with a new key, in one transaction. The old key
+    /// comes from LATCHKEY_ENCRYPTION_KEY (not needed while secrets are stored in plain text:
+    /// this is also how encryption is switched on), the new one from standard input or
+    /// LATCHKEY_NEW_ENCRYPTION_KEY. Keys are 32 random bytes as 64 hex characters or base64.
+    RotateEncryptionKey {
+        /// Read the new key from the first line of standard input.
+        #[arg(long)]
+        new_key_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +189,9 @@ async fn main() {
         }
         Command::Settings(SettingsCommand::List { db }) => {
             commands::settings_list(&db.database_url).await
+        }
+        Command::Settings(SettingsCommand::RotateEncryptionKey { new_key_stdin, db }) => {
+            commands::settings_rotate_encryption_key(&db.database_url, new_key_stdin).await
         }
         Command::Token(TokenCommand::Sign {
             email,

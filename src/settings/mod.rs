@@ -2,9 +2,11 @@
 //! stored over default), cached in memory, reloaded from the database every second so a
 //! change made on one instance is in effect on every instance within 2 seconds.
 
+pub mod encryption;
 pub mod registry;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use url::Url;
 use crate::domain::group_mappings::GroupMappings;
 use crate::error::{Error, Result};
 use crate::store::{AuditRecord, Store};
+use encryption::EncryptionKey;
 pub use registry::{Def, SETTINGS};
 
 /// How often every instance re-reads the settings table.
@@ -130,6 +133,12 @@ pub struct Settings {
     store: Store,
     env_fixed: Arc<HashMap<&'static str, Value>>,
     current: Arc<RwLock<Arc<Effective>>>,
+    /// `LATCHKEY_ENCRYPTION_KEY`: secret settings are written sealed with it (SPEC §3's
+    /// secrets at rest; see `encryption`).
+    key: Option<Arc<EncryptionKey>>,
+    /// Whether the reloader already logged that a stored secret cannot be read (it logs
+    /// once until the secret reads again, not every second).
+    unreadable_reported: Arc<AtomicBool>,
 }
 
 /// Who is changing settings, for the audit log.
@@ -148,18 +157,46 @@ impl Settings {
     }
 
     /// As `load`, with the environment given (tests pass their own).
+    ///
+    /// Refuses to load when a stored secret is encrypted and `LATCHKEY_ENCRYPTION_KEY` is
+    /// missing or does not open it (the message names the setting and what to do), and
+    /// when the variable is set to anything but a valid key.
     pub async fn load_with_env(
         store: Store,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Settings> {
+        Self::load_inner(store, env, None).await
+    }
+
+    /// As `load`, for overwriting `key`: a stored value of that one setting that cannot be
+    /// decrypted reads as unset instead of stopping the load, so `latchkey settings set KEY
+    /// …` can replace (or, with `null`, remove) it after the encryption key was lost.
+    pub async fn load_replacing(store: Store, key: &str) -> anyhow::Result<Settings> {
+        Self::load_inner(store, |name| std::env::var(name).ok(), Some(key)).await
+    }
+
+    async fn load_inner(
+        store: Store,
+        env: impl Fn(&str) -> Option<String>,
+        discard: Option<&str>,
+    ) -> anyhow::Result<Settings> {
+        let key = EncryptionKey::from_lookup(encryption::KEY_ENV, &env)?.map(Arc::new);
         let env_fixed = env_overlay(env)?;
-        let stored = load_stored(&store).await?;
+        let rows = store.load_settings().await?;
+        let stored = encryption::open_stored(rows, is_secret, key.as_deref(), discard)?;
         let effective = Effective::build(stored, &env_fixed);
         Ok(Settings {
             store,
             env_fixed: Arc::new(env_fixed),
             current: Arc::new(RwLock::new(Arc::new(effective))),
+            key,
+            unreadable_reported: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Whether secret settings are written encrypted (`LATCHKEY_ENCRYPTION_KEY` is set).
+    pub fn encrypts_secrets(&self) -> bool {
+        self.key.is_some()
     }
 
     pub fn current(&self) -> Arc<Effective> {
@@ -169,9 +206,26 @@ impl Settings {
         }
     }
 
-    /// Re-reads the settings table; swaps the snapshot only when something changed.
+    /// Re-reads the settings table; swaps the snapshot only when something changed. A
+    /// stored secret that no longer decrypts (re-encrypted under a new key by
+    /// `settings rotate-encryption-key` while this instance runs with the old one) keeps
+    /// the snapshot in effect and is logged once.
     pub async fn reload(&self) -> Result<()> {
-        let stored = load_stored(&self.store).await?;
+        let rows = self.store.load_settings().await?;
+        let stored = match encryption::open_stored(rows, is_secret, self.key.as_deref(), None) {
+            Ok(stored) => {
+                self.unreadable_reported.store(false, Ordering::Relaxed);
+                stored
+            }
+            Err(e) => {
+                if !self.unreadable_reported.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        "keeping the settings in effect: {e}; restart this instance with the right key"
+                    );
+                }
+                return Ok(());
+            }
+        };
         if stored != self.current().stored {
             let next = Arc::new(Effective::build(stored, &self.env_fixed));
             match self.current.write() {
@@ -293,8 +347,28 @@ impl Settings {
         }
         self.check_cross_rules(&eff, &next, &writes, actor, now)
             .await?;
+        let writes = self.seal_secrets(writes);
         self.store.write_settings(&writes, &audits).await?;
         self.reload().await
+    }
+
+    /// With an encryption key, secret settings are written sealed (a fresh nonce each
+    /// time, the setting's key as associated data); other settings, and every setting
+    /// without a key, are written as they are.
+    fn seal_secrets(&self, writes: Vec<(String, Option<String>)>) -> Vec<(String, Option<String>)> {
+        let Some(key) = &self.key else {
+            return writes;
+        };
+        writes
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Some(text) if is_secret(&k) => Some(encryption::seal(key, &k, &text)),
+                    other => other,
+                };
+                (k, v)
+            })
+            .collect()
     }
 
     /// Rules that look beyond one value: mapped groups must exist, and password login may
@@ -352,8 +426,19 @@ impl Settings {
     }
 }
 
-async fn load_stored(store: &Store) -> Result<HashMap<String, String>> {
-    Ok(store.load_settings().await?.into_iter().collect())
+fn is_secret(key: &str) -> bool {
+    registry::def(key).is_some_and(|d| d.secret)
+}
+
+/// How each stored secret setting is kept: `(key, encrypted?)`, for the start-up warning
+/// and `latchkey doctor`. Settings fixed by the environment are never stored.
+pub async fn secrets_at_rest(store: &Store) -> Result<Vec<(&'static str, bool)>> {
+    let rows: HashMap<String, String> = store.load_settings().await?.into_iter().collect();
+    Ok(SETTINGS
+        .iter()
+        .filter(|d| d.secret)
+        .filter_map(|d| rows.get(d.key).map(|t| (d.key, encryption::is_sealed(t))))
+        .collect())
 }
 
 /// Reads every setting's environment variable. The value is JSON, or a bare string.
@@ -420,7 +505,10 @@ mod tests {
         let numeric_secret =
             |name: &str| (name == "LATCHKEY_JWT_SHARED_SECRET").then(|| digits.clone());
         let out = env_overlay(numeric_secret).unwrap();
-        assert_eq!(out.get("jwt-shared-secret"), Some(&Value::String("1".repeat(40))));
+        assert_eq!(
+            out.get("jwt-shared-secret"),
+            Some(&Value::String("1".repeat(40)))
+        );
     }
 
     #[test]

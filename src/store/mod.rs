@@ -248,6 +248,17 @@ impl Store {
         dispatch!(self, write_settings(changes, audits))
     }
 
+    /// Replaces stored values in one transaction, each `(key, old, new)` only while the row
+    /// still holds `old`; `Ok(false)` and nothing written when one changed meanwhile
+    /// (`settings rotate-encryption-key`).
+    pub async fn swap_settings(
+        &self,
+        swaps: &[(String, String, String)],
+        audits: &[AuditRecord],
+    ) -> Result<bool> {
+        dispatch!(self, swap_settings(swaps, audits))
+    }
+
     // --- audit ---------------------------------------------------------------------------
 
     pub async fn audit(&self, record: &AuditRecord) -> Result<()> {

@@ -830,6 +830,41 @@ pub async fn write_settings(
     Ok(())
 }
 
+// --- settings: re-encryption ---------------------------------------------------------------
+
+/// Replaces stored setting values in one write transaction, each `(key, old, new)` only
+/// while the row still holds `old`. `Ok(false)`, with nothing written, when any of them
+/// changed (or vanished) in the meantime.
+pub async fn swap_settings(
+    pool: &Pool,
+    swaps: &[(String, String, String)],
+    audits: &[AuditRecord],
+) -> Result<bool> {
+    let mut tx = begin_write(pool).await?;
+    let now = audits.first().map(|a| a.at).unwrap_or_default();
+    for (key, old, new) in swaps {
+        let done = sqlx::query(
+            "UPDATE settings SET value = $1, updated_at = $2 WHERE key = $3 AND value = $4",
+        )
+        .bind(new)
+        .bind(now)
+        .bind(key)
+        .bind(old)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+    }
+    for a in audits {
+        insert_audit(&mut tx, a).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 // --- audit ---------------------------------------------------------------------------------
 
 pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
