@@ -285,6 +285,29 @@ pub async fn settings_rotate_encryption_key(
     Ok(())
 }
 
+/// `latchkey doctor`: prints one line per check; an error when any check found an error.
+pub async fn doctor(database_url: &str) -> anyhow::Result<()> {
+    let findings = crate::doctor::run(database_url, |name| std::env::var(name).ok()).await;
+    for f in &findings {
+        println!("{f}");
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.level == crate::doctor::Level::Error)
+        .count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.level == crate::doctor::Level::Warning)
+        .count();
+    if errors > 0 {
+        bail!("doctor found {errors} error(s) and {warnings} warning(s)");
+    }
+    if warnings > 0 {
+        eprintln!("doctor found {warnings} warning(s) and no errors");
+    }
+    Ok(())
+}
+
 /// Claims for a test token: email, groups, extra `k=v` claims, `iat` = now, a random `jti`.
 pub fn token_claims(
     email: &str,

@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod commands;
+pub mod doctor;
 pub mod domain;
 pub mod error;
 pub mod example_idp;

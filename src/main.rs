@@ -56,6 +56,12 @@ enum Command {
     /// Mint test JWTs.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Check a deployment (site URL, signing key, sign-in methods, clocks, JWKS, secrets at
+    /// rest) and print each finding with its fix; exits non-zero when any finding is an error.
+    Doctor {
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Run a small example identity provider that signs tokens for any email and groups.
     ExampleIdp {
         /// The shared secret (jwt-shared-secret of the Latchkey server).
@@ -193,6 +199,7 @@ async fn main() {
         Command::Settings(SettingsCommand::RotateEncryptionKey { new_key_stdin, db }) => {
             commands::settings_rotate_encryption_key(&db.database_url, new_key_stdin).await
         }
+        Command::Doctor { db } => commands::doctor(&db.database_url).await,
         Command::Token(TokenCommand::Sign {
             email,
             groups,

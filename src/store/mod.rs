@@ -259,6 +259,11 @@ impl Store {
         dispatch!(self, swap_settings(swaps, audits))
     }
 
+    /// The database server's clock, Unix seconds (`latchkey doctor` compares it with ours).
+    pub async fn database_time(&self) -> Result<f64> {
+        dispatch!(self, database_time())
+    }
+
     // --- audit ---------------------------------------------------------------------------
 
     pub async fn audit(&self, record: &AuditRecord) -> Result<()> {

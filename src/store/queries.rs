@@ -830,7 +830,7 @@ pub async fn write_settings(
     Ok(())
 }
 
-// --- settings: re-encryption ---------------------------------------------------------------
+// --- settings: re-encryption and the database clock ----------------------------------------
 
 /// Replaces stored setting values in one write transaction, each `(key, old, new)` only
 /// while the row still holds `old`. `Ok(false)`, with nothing written, when any of them
@@ -863,6 +863,16 @@ pub async fn swap_settings(
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// The database server's clock as Unix seconds (with fractions).
+pub async fn database_time(pool: &Pool) -> Result<f64> {
+    let sql = if IS_SQLITE {
+        "SELECT (julianday('now') - 2440587.5) * 86400.0"
+    } else {
+        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    };
+    Ok(sqlx::query(sql).fetch_one(pool).await?.try_get(0)?)
 }
 
 // --- audit ---------------------------------------------------------------------------------
