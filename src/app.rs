@@ -16,6 +16,8 @@ pub struct AppInner {
     pub settings: Settings,
     pub passwords: Passwords,
     pub metrics: crate::metrics::Metrics,
+    /// Verification keys: parsed `jwt-public-keys` and the JWKS cache.
+    pub keys: crate::sso::jwks::KeyStore,
 }
 
 pub type AppState = Arc<AppInner>;
@@ -50,6 +52,7 @@ impl App {
             settings,
             passwords: Passwords::default(),
             metrics: crate::metrics::Metrics::default(),
+            keys: crate::sso::jwks::KeyStore::default(),
         });
         let background = vec![
             state.settings.spawn_reloader(),

@@ -190,7 +190,9 @@ async fn handle(
         user_agent: ctx.user_agent.clone(),
     };
     let template = audit(ctx, "sso_login", "success");
-    let outcome = sso::login(&state.store, &eff, &token, new_session, template)
+    // Keys before verification: this may fetch the JWKS (bounded); the verifier never does.
+    let keys = state.keys.key_set(&eff, &token, &state.metrics).await;
+    let outcome = sso::login(&state.store, &eff, &keys, &token, new_session, template)
         .await
         .inspect_err(|e| state.metrics.login_failed("jwt", e.code()))?;
     match outcome {
@@ -293,9 +295,10 @@ pub async fn backchannel_logout(
             r
         };
         let ps = sso::PolicySettings::from_settings(&eff);
+        let keys = state.keys.key_set(&eff, &token, &state.metrics).await;
         let verified = match sso::verify::verify(
             &token,
-            &ps.policy(sso::verify::TokenPurpose::Logout),
+            &ps.policy(&keys, sso::verify::TokenPurpose::Logout),
             crate::clock::now(),
         ) {
             Ok(v) => v,
@@ -360,7 +363,9 @@ pub async fn dry_run(
     ApiJson(body): ApiJson<DryRunBody>,
 ) -> Result<Json<Value>> {
     let eff = state.settings.current();
+    let token = body.token.trim();
+    let keys = state.keys.key_set(&eff, token, &state.metrics).await;
     Ok(Json(
-        sso::dry_run(&state.store, &eff, body.token.trim(), crate::clock::now()).await?,
+        sso::dry_run(&state.store, &eff, &keys, token, crate::clock::now()).await?,
     ))
 }

@@ -84,9 +84,9 @@ settings! {
     "jwt-algorithms": Kind::Algorithms, default "[\"HS256\"]",
         "Allowed signing algorithms.";
     "jwt-public-keys": Kind::PemList, default "[]",
-        "PEM public keys for the asymmetric algorithms.";
+        "PEM public keys (RSA, EC P-256/P-384, Ed25519) for the RS*, PS*, ES256/ES384 and EdDSA algorithms; each key verifies only its own family.";
     "jwt-jwks-uri": Kind::JwksUrl, default "null",
-        "JWKS endpoint (https, or http on loopback only).";
+        "JWKS endpoint (https, or http on loopback only); keys chosen by kid, cached per Cache-Control (60 s to 24 h).";
     "jwt-issuer": Kind::Text, default "null",
         "When set, the token's iss claim must equal it.";
     "jwt-audience": Kind::Text, default "null",
@@ -199,12 +199,11 @@ impl Def {
                 Ok(Value::from(out))
             }
             Kind::PemList => {
+                // Each entry is parsed exactly as the verifier will use it: one PEM public
+                // key (RSA 2048–8192 bits, EC P-256/P-384, Ed25519); private keys,
+                // certificates and other curves are refused with the reason.
                 let list = string_list(&value)?;
-                for (i, pem) in list.iter().enumerate() {
-                    if !pem.contains("-----BEGIN") || pem.contains("PRIVATE KEY") {
-                        return Err(format!("key {} must be a PEM public key", i + 1));
-                    }
-                }
+                crate::sso::keys::parse_pem_list(&list)?;
                 Ok(Value::from(list))
             }
             Kind::OriginList => {
@@ -388,6 +387,46 @@ mod tests {
                 .is_err()
         );
         assert_eq!(d("jwt-enabled").validate(json!("true")), Ok(json!(true)));
+    }
+
+    #[test]
+    fn public_keys_must_parse_as_public_keys() {
+        macro_rules! fixture {
+            ($name:literal) => {
+                include_str!(concat!("../../tests/fixtures/keys/", $name))
+            };
+        }
+        let d = def("jwt-public-keys").unwrap();
+        let good = [
+            fixture!("rsa-a.pub.pem"),
+            fixture!("rsa-a.rsapub.pem"),
+            fixture!("ec-p256-a.pub.pem"),
+            fixture!("ec-p384.pub.pem"),
+            fixture!("ed25519.pub.pem"),
+        ];
+        assert_eq!(d.validate(json!(good)), Ok(json!(good)));
+        assert_eq!(d.validate(json!([])), Ok(json!([])));
+        for (bad, why) in [
+            (fixture!("rsa-a.key.pem"), "private key"),
+            (fixture!("ec-p256-a.key.pem"), "private key"),
+            (fixture!("ed25519.key.pem"), "private key"),
+            (fixture!("ec-p256-a.cert.pem"), "certificate"),
+            (fixture!("rsa-1024.pub.pem"), "2048"),
+            (fixture!("ec-p521.pub.pem"), "curve"),
+            (fixture!("ec-secp256k1.pub.pem"), "curve"),
+            (fixture!("ed448.pub.pem"), "not a supported"),
+            (
+                "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----",
+                "PEM",
+            ),
+            ("ssh-rsa AAAAB3NzaC1yc2E", "PEM"),
+        ] {
+            let err = d.validate(json!([good[0], bad])).unwrap_err();
+            assert!(err.starts_with("key 2 "), "{err}");
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        assert!(d.validate(json!(good[0])).is_err(), "a list is required");
+        assert!(d.validate(json!([1])).is_err());
     }
 
     #[test]

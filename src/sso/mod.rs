@@ -1,7 +1,10 @@
-//! JWT SSO: the verification policy (pure, `verify`), claim extraction and group-sync diff
-//! (pure, `claims`), and the login service that ties them to the store.
+//! JWT SSO: the verification policy (pure, `verify`), verification keys (pure, `keys`),
+//! the JWKS cache that feeds them (`jwks`), claim extraction and group-sync diff (pure,
+//! `claims`), and the login service that ties them to the store.
 
 pub mod claims;
+pub mod jwks;
+pub mod keys;
 pub mod verify;
 
 use std::collections::BTreeSet;
@@ -14,6 +17,7 @@ use crate::store::{
     ADMINISTRATORS_GROUP_ID, AuditRecord, NewSession, SsoLogin, SsoOutcome, Store, User,
 };
 use claims::{AttributeNames, ClaimsError, UserFields};
+use keys::KeySet;
 use verify::{Reason, TokenPurpose, VerifiedToken, VerifyPolicy};
 
 impl From<Reason> for TokenFailure {
@@ -69,11 +73,14 @@ impl PolicySettings {
         }
     }
 
-    pub fn policy(&self, purpose: TokenPurpose) -> VerifyPolicy<'_> {
+    /// The policy for one verification, with the asymmetric keys in effect (see
+    /// [`jwks::KeyStore::key_set`]).
+    pub fn policy<'a>(&'a self, keys: &'a KeySet, purpose: TokenPurpose) -> VerifyPolicy<'a> {
         VerifyPolicy {
             algorithms: &self.algorithms,
             // Metabase's key encoding: the UTF-8 bytes of the string, never hex-decoded.
             shared_secret: self.secret.as_deref().map(str::as_bytes),
+            keys,
             issuer: self.issuer.as_deref(),
             audience: self.audience.as_deref(),
             max_age_seconds: self.max_age,
@@ -95,11 +102,12 @@ pub fn attribute_names(eff: &Effective) -> AttributeNames<'_> {
 /// Verifies a login token and extracts the user fields: everything short of the database.
 pub fn check_login_token(
     eff: &Effective,
+    keys: &KeySet,
     token: &str,
     now: i64,
 ) -> Result<(VerifiedToken, UserFields), TokenFailure> {
     let ps = PolicySettings::from_settings(eff);
-    let verified = verify::verify(token, &ps.policy(TokenPurpose::Login), now)?;
+    let verified = verify::verify(token, &ps.policy(keys, TokenPurpose::Login), now)?;
     let fields = claims::user_fields(&verified.claims, &attribute_names(eff))?;
     Ok((verified, fields))
 }
@@ -130,10 +138,12 @@ pub enum LoginResult {
 }
 
 /// The whole callback after the redirect check: verify, provision, sync, open a session.
-/// Every failure is audited with its reason code; nothing else is written for it.
+/// Every failure is audited with its reason code; nothing else is written for it. `keys`
+/// are the asymmetric keys in effect, fetched beforehand: nothing here touches the network.
 pub async fn login(
     store: &Store,
     eff: &Effective,
+    keys: &KeySet,
     token: &str,
     session: NewSession,
     audit: AuditRecord,
@@ -145,7 +155,7 @@ pub async fn login(
         email,
         ..audit.clone()
     };
-    let (verified, fields) = match check_login_token(eff, token, now) {
+    let (verified, fields) = match check_login_token(eff, keys, token, now) {
         Ok(v) => v,
         Err(f) => {
             store.audit(&fail(f.code(), None)).await?;
@@ -196,12 +206,18 @@ pub async fn login(
 pub async fn dry_run(
     store: &Store,
     eff: &Effective,
+    keys: &KeySet,
     token: &str,
     now: i64,
 ) -> Result<Value, Error> {
     let ps = PolicySettings::from_settings(eff);
     let mut checks = Vec::new();
-    let verified = verify::verify_traced(token, &ps.policy(TokenPurpose::Login), now, &mut checks);
+    let verified = verify::verify_traced(
+        token,
+        &ps.policy(keys, TokenPurpose::Login),
+        now,
+        &mut checks,
+    );
     let mut report = json!({"ok": false, "reason": null, "message": null, "checks": checks, "user": null,
         "login_attributes": null, "groups": null, "sso_enabled": eff.jwt_configured()});
     let fail = |report: &mut Value, f: TokenFailure| {

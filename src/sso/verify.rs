@@ -8,7 +8,8 @@
 //!
 //! # Why not simply `jsonwebtoken::decode`?
 //!
-//! The library is used for the MAC only (constant-time HMAC through its aws-lc backend).
+//! The library is used for the signature step only (`jsonwebtoken::crypto::verify`: the
+//! constant-time HMAC and the RSA/ECDSA/EdDSA checks of its aws-lc backend).
 //! Everything around it is done here, because the library accepts things the spec refuses
 //! (SPEC §4.3, research/security.md §1): `crit`, `cty`, any `typ`, duplicate JSON keys in
 //! claims (kept last-wins by `serde_json::Value`), tokens of any size, and it does not look
@@ -23,15 +24,23 @@
 //! 2. **structure**: exactly three non-empty `.`-separated segments (five = JWE), each strict
 //!    canonical unpadded base64url; header and payload are UTF-8 JSON objects without
 //!    duplicate keys at any depth → else `token_malformed`. Nothing is trimmed.
-//! 3. **algorithm**: `alg` missing → `token_malformed`; not a string, not one of the exact
-//!    (case-sensitive) supported names, not in `jwt-algorithms`, or no usable key of its
-//!    family (only the HMAC shared secret exists in this version; a secret shorter than
-//!    [`MIN_SECRET_BYTES`] is no key) → `alg_not_allowed`.
+//! 3. **algorithm and key**: `alg` missing → `token_malformed`; not a string, not one of the
+//!    exact (case-sensitive) supported names, not in `jwt-algorithms`, or no usable key of
+//!    its family → `alg_not_allowed`. The families: HS* use only the shared secret (a secret
+//!    shorter than [`MIN_SECRET_BYTES`] is no key; `kid` is ignored); RS*/PS* only RSA keys,
+//!    ES256 only P-256 keys, ES384 only P-384 keys, EdDSA only Ed25519 keys, from the
+//!    [`KeySet`] (PEM keys of `jwt-public-keys` and JWKS keys). A string `kid` selects the
+//!    JWKS keys with that `kid`; if those keys cannot verify `alg` (an RS256 token naming an
+//!    EC key) → `alg_not_allowed`; if no JWKS key has that `kid`, the PEM keys of the family
+//!    are tried in order (PEM keys have no `kid`). Without a `kid`, every key of the family
+//!    is tried, PEM keys first.
 //! 4. **header**: `jku jwk x5u x5c x5t x5t#S256 crit b64 zip enc cty` → `header_not_allowed`;
 //!    `typ` absent or `JWT` / `application/jwt` (any case; logout tokens also `logout+jwt` /
-//!    `application/logout+jwt`) → else `header_not_allowed`. `kid` is ignored.
-//! 5. **signature**: HMAC compared in constant time → else `bad_signature`. No claim is
-//!    interpreted before this step (ASVS 9.1.1).
+//!    `application/logout+jwt`) → else `header_not_allowed`.
+//! 5. **signature**: HMAC compared in constant time, or the signature checked with each
+//!    candidate key until one matches → else `bad_signature` (also when a `kid` matched no
+//!    key and no PEM key of the family exists). No claim is interpreted before this step
+//!    (ASVS 9.1.1).
 //! 6. **time**: `exp`/`nbf`/`iat` must be JSON numbers (`claim_invalid`); then `exp`
 //!    (`token_expired`), `nbf` (`token_not_yet_valid`), `iat` in the future
 //!    (`token_issued_in_future`), `iat` too old (`token_too_old`), neither `iat` nor `exp`
@@ -54,6 +63,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use super::keys::{KeySet, VerifyingKey, shown_kid};
 
 /// Largest accepted token, in bytes (SPEC §4.3: "at most 8 KiB").
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -109,6 +120,8 @@ pub struct VerifyPolicy<'a> {
     pub algorithms: &'a [String],
     /// UTF-8 bytes of `jwt-shared-secret` (never hex-decoded); `None` when unset.
     pub shared_secret: Option<&'a [u8]>,
+    /// The asymmetric keys (PEM and JWKS), built by the caller: this module never fetches.
+    pub keys: &'a KeySet,
     /// `jwt-issuer`: when set, `iss` must be a string equal to it.
     pub issuer: Option<&'a str>,
     /// `jwt-audience`: when set, `aud` must be it or an array of strings containing it.
@@ -147,7 +160,7 @@ pub enum Reason {
     AlgNotAllowed,
     /// A key-carrying or processing header, or an unexpected `typ`.
     HeaderNotAllowed,
-    /// The MAC does not match the configured secret.
+    /// The signature matches neither the shared secret nor any candidate key.
     BadSignature,
     /// `exp` is at or before now − skew.
     TokenExpired,
@@ -286,6 +299,51 @@ pub fn is_known_algorithm(name: &str) -> bool {
     KNOWN_ALGORITHMS.contains(&name)
 }
 
+/// What the key source needs to know about a token before it is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHint {
+    /// The token's asymmetric `alg` (allowed by the policy).
+    pub alg: Algorithm,
+    /// The token's `kid`, when it is a string.
+    pub kid: Option<String>,
+}
+
+/// Reads just enough of a token's header to decide whether JWKS keys are needed: `Some`
+/// only for a token that could reach the key lookup at all — within the size limit, three
+/// segments, a strict header without duplicate keys, an asymmetric `alg` listed in
+/// `algorithms`, and none of the key-carrying or processing headers. So a token with
+/// `jku`, `x5u` or `jwk`, an HMAC token or a malformed one never causes a JWKS fetch.
+/// Pure, like [`verify`], which checks everything again.
+pub fn key_hint(token: &str, algorithms: &[String]) -> Option<KeyHint> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let mut segments = token.split('.');
+    let (Some(header_b64), Some(_), Some(_), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return None;
+    };
+    let header = parse_object(&B64.decode(header_b64).ok()?).ok()?;
+    let name = header.get("alg")?.as_str()?;
+    let alg = algorithm_from_name(name)?;
+    if is_hmac(alg) || !algorithms.iter().any(|a| a == name) {
+        return None;
+    }
+    if FORBIDDEN_HEADERS.iter().any(|n| header.contains_key(*n)) {
+        return None;
+    }
+    let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+    Some(KeyHint { alg, kid })
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
 // ---------------------------------------------------------------------------------------
 // The pipeline
 // ---------------------------------------------------------------------------------------
@@ -365,30 +423,14 @@ fn run(
     });
 
     // 3. Algorithm and key.
-    let (algorithm, secret) = check_algorithm(&parsed.header, policy, t)?;
+    let (algorithm, key) = check_algorithm(&parsed.header, policy, t)?;
 
     // 4. Header parameters.
     check_header(&parsed.header, policy.purpose, t)?;
 
-    // 5. Signature. `crypto::verify` recomputes the MAC and compares it with aws-lc's
-    // constant-time `hmac::verify`; the key family and algorithm are pinned from the
-    // checks above, never taken from the token.
-    let key = DecodingKey::from_secret(secret);
-    match jsonwebtoken::crypto::verify(
-        parsed.signature_b64,
-        parsed.signing_input.as_bytes(),
-        &key,
-        algorithm,
-    ) {
-        Ok(true) => t.pass("signature", || {
-            format!("{algorithm:?} signature matches the shared secret")
-        }),
-        _ => {
-            return Err(t.fail("signature", Reason::BadSignature, || {
-                format!("{algorithm:?} signature does not match the shared secret")
-            }));
-        }
-    }
+    // 5. Signature. The key family and algorithm are pinned by the checks above, never
+    // taken from the token alone.
+    check_signature(&parsed, algorithm, &key, t)?;
 
     // 6. Time claims.
     let claims = &parsed.claims;
@@ -505,12 +547,24 @@ fn parse_compact(token: &str) -> Result<Parsed<'_>, &'static str> {
     })
 }
 
+/// The key (or keys) step 3 chose for the signature step.
+enum KeyChoice<'p> {
+    /// The HMAC shared secret.
+    Secret(&'p [u8]),
+    /// Asymmetric keys of the alg's family, tried in order. Empty when a `kid` matched no
+    /// key and no PEM key of the family exists (then the signature step fails).
+    Public {
+        candidates: Vec<&'p VerifyingKey>,
+        unknown_kid: Option<&'p str>,
+    },
+}
+
 /// Step 3: `alg` is exactly a known name, allowed by the policy, and has a usable key.
 fn check_algorithm<'p>(
-    header: &Map<String, Value>,
+    header: &'p Map<String, Value>,
     policy: &VerifyPolicy<'p>,
     t: &mut Tracer<'_>,
-) -> Result<(Algorithm, &'p [u8]), Reason> {
+) -> Result<(Algorithm, KeyChoice<'p>), Reason> {
     const STEP: &str = "algorithm";
     let name = match header.get("alg") {
         None => {
@@ -539,22 +593,19 @@ fn check_algorithm<'p>(
             format!("alg {name} is not in jwt-algorithms")
         }));
     }
-    // Keys are typed per family: the shared secret is only ever an HMAC key, so an
-    // asymmetric alg can never be "verified" with it (HS/RS confusion, CVE-2016-10555).
-    if !matches!(
-        algorithm,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    ) {
-        return Err(t.fail(STEP, Reason::AlgNotAllowed, || {
-            format!("alg {name} is allowed but no key of its family is configured")
-        }));
+    // Keys are typed per family: the shared secret is only ever an HMAC key and public keys
+    // are never HMAC keys, so an asymmetric alg can never be "verified" with the secret and
+    // a public key can never serve as an HMAC secret (HS/RS confusion, CVE-2016-10555).
+    if !is_hmac(algorithm) {
+        return choose_public_keys(header, policy.keys, algorithm, name, t)
+            .map(|choice| (algorithm, choice));
     }
     match policy.shared_secret {
         Some(secret) if secret.len() >= MIN_SECRET_BYTES => {
             t.pass(STEP, || {
                 format!("alg {name} is allowed and the shared secret is configured")
             });
-            Ok((algorithm, secret))
+            Ok((algorithm, KeyChoice::Secret(secret)))
         }
         Some(_) => Err(t.fail(STEP, Reason::AlgNotAllowed, || {
             format!("the shared secret is shorter than {MIN_SECRET_BYTES} bytes and is never used")
@@ -565,7 +616,144 @@ fn check_algorithm<'p>(
     }
 }
 
-fn algorithm_from_name(name: &str) -> Option<Algorithm> {
+/// Step 3 for an asymmetric alg: the family rule, then `kid` selection (module docs).
+fn choose_public_keys<'p>(
+    header: &'p Map<String, Value>,
+    keys: &'p KeySet,
+    algorithm: Algorithm,
+    name: &str,
+    t: &mut Tracer<'_>,
+) -> Result<KeyChoice<'p>, Reason> {
+    const STEP: &str = "algorithm";
+    let family: Vec<&VerifyingKey> = keys.iter().filter(|k| k.can_verify(algorithm)).collect();
+    if family.is_empty() {
+        return Err(t.fail(STEP, Reason::AlgNotAllowed, || {
+            format!("alg {name} is allowed but no key of its family is configured")
+        }));
+    }
+    // A kid that is not a string selects nothing: the token is treated as having none.
+    let Some(kid) = header.get("kid").and_then(Value::as_str) else {
+        let n = family.len();
+        t.pass(STEP, || {
+            format!(
+                "alg {name} is allowed; no kid, so each of the {n} key(s) of its family is tried"
+            )
+        });
+        return Ok(KeyChoice::Public {
+            candidates: family,
+            unknown_kid: None,
+        });
+    };
+    let named: Vec<&VerifyingKey> = keys
+        .jwks()
+        .iter()
+        .filter(|k| k.kid() == Some(kid))
+        .collect();
+    if !named.is_empty() {
+        let usable: Vec<&VerifyingKey> = named
+            .iter()
+            .copied()
+            .filter(|k| k.can_verify(algorithm))
+            .collect();
+        if usable.is_empty() {
+            return Err(t.fail(STEP, Reason::AlgNotAllowed, || {
+                format!(
+                    "kid {} names a {} key, which cannot verify alg {name}",
+                    shown_kid(kid),
+                    named[0].kind().name()
+                )
+            }));
+        }
+        t.pass(STEP, || {
+            format!(
+                "alg {name} is allowed; kid {} selects {}",
+                shown_kid(kid),
+                usable[0].describe()
+            )
+        });
+        return Ok(KeyChoice::Public {
+            candidates: usable,
+            unknown_kid: None,
+        });
+    }
+    let pem: Vec<&VerifyingKey> = keys
+        .pem()
+        .iter()
+        .filter(|k| k.can_verify(algorithm))
+        .collect();
+    let n = pem.len();
+    t.pass(STEP, || {
+        format!(
+            "alg {name} is allowed; kid {} matches no JWKS key, so the {n} PEM key(s) of its family are tried",
+            shown_kid(kid)
+        )
+    });
+    Ok(KeyChoice::Public {
+        candidates: pem,
+        unknown_kid: Some(kid),
+    })
+}
+
+/// Step 5. For HMAC, `crypto::verify` recomputes the MAC and compares it with aws-lc's
+/// constant-time `hmac::verify`. For the others, each candidate key is tried in order.
+fn check_signature(
+    parsed: &Parsed<'_>,
+    algorithm: Algorithm,
+    key: &KeyChoice<'_>,
+    t: &mut Tracer<'_>,
+) -> Result<(), Reason> {
+    const STEP: &str = "signature";
+    let input = parsed.signing_input.as_bytes();
+    match key {
+        KeyChoice::Secret(secret) => {
+            let key = DecodingKey::from_secret(secret);
+            match jsonwebtoken::crypto::verify(parsed.signature_b64, input, &key, algorithm) {
+                Ok(true) => {
+                    t.pass(STEP, || {
+                        format!("{algorithm:?} signature matches the shared secret")
+                    });
+                    Ok(())
+                }
+                _ => Err(t.fail(STEP, Reason::BadSignature, || {
+                    format!("{algorithm:?} signature does not match the shared secret")
+                })),
+            }
+        }
+        KeyChoice::Public {
+            candidates,
+            unknown_kid,
+        } => {
+            if candidates.is_empty() {
+                return Err(t.fail(STEP, Reason::BadSignature, || {
+                    format!(
+                        "no configured key has kid {} and there is no PEM key of its family",
+                        shown_kid(unknown_kid.unwrap_or_default())
+                    )
+                }));
+            }
+            match candidates
+                .iter()
+                .find(|k| k.verify_signature(algorithm, input, parsed.signature_b64))
+            {
+                Some(k) => {
+                    t.pass(STEP, || {
+                        format!("{algorithm:?} signature matches {}", k.describe())
+                    });
+                    Ok(())
+                }
+                None => Err(t.fail(STEP, Reason::BadSignature, || {
+                    format!(
+                        "{algorithm:?} signature matches none of the {} candidate key(s)",
+                        candidates.len()
+                    )
+                })),
+            }
+        }
+    }
+}
+
+/// The algorithm of an exact, case-sensitive name in [`KNOWN_ALGORITHMS`].
+pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
     Some(match name {
         "HS256" => Algorithm::HS256,
         "HS384" => Algorithm::HS384,
@@ -1010,10 +1198,13 @@ mod tests {
         names.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    static NO_KEYS: std::sync::LazyLock<KeySet> = std::sync::LazyLock::new(KeySet::default);
+
     fn policy(algorithms: &[String]) -> VerifyPolicy<'_> {
         VerifyPolicy {
             algorithms,
             shared_secret: Some(SECRET.as_bytes()),
+            keys: &NO_KEYS,
             issuer: None,
             audience: None,
             max_age_seconds: 180,
@@ -2266,6 +2457,501 @@ mod tests {
         let mut trace = Vec::new();
         let _ = verify_traced(&hs256(&h, &valid_claims()), &policy(&a), NOW, &mut trace);
         assert!(trace.last().unwrap().detail.len() < 200);
+    }
+
+    // --- asymmetric keys ---------------------------------------------------------------------
+
+    mod asymmetric {
+        use super::*;
+        use crate::sso::keys::{KeySet, parse_jwk, parse_pem};
+
+        macro_rules! fixture {
+            ($name:literal) => {
+                include_str!(concat!("../../tests/fixtures/keys/", $name))
+            };
+        }
+
+        const RSA_A: (&str, &str) = (fixture!("rsa-a.pub.pem"), fixture!("rsa-a.key.pem"));
+        const RSA_B: (&str, &str) = (fixture!("rsa-b.pub.pem"), fixture!("rsa-b.key.pem"));
+        const EC_A: (&str, &str) = (fixture!("ec-p256-a.pub.pem"), fixture!("ec-p256-a.key.pem"));
+        const EC_B: (&str, &str) = (fixture!("ec-p256-b.pub.pem"), fixture!("ec-p256-b.key.pem"));
+        const EC384: (&str, &str) = (fixture!("ec-p384.pub.pem"), fixture!("ec-p384.key.pem"));
+        const ED: (&str, &str) = (fixture!("ed25519.pub.pem"), fixture!("ed25519.key.pem"));
+
+        fn encoding_key(private_pem: &str, alg: Algorithm) -> EncodingKey {
+            match alg {
+                Algorithm::ES256 | Algorithm::ES384 => {
+                    EncodingKey::from_ec_pem(private_pem.as_bytes())
+                }
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(private_pem.as_bytes()),
+                _ => EncodingKey::from_rsa_pem(private_pem.as_bytes()),
+            }
+            .unwrap()
+        }
+
+        /// A token with this header text, signed with a private key.
+        fn signed(header: &str, private_pem: &str, alg: Algorithm) -> String {
+            let input = format!(
+                "{}.{}",
+                b64(header.as_bytes()),
+                b64(valid_claims().as_bytes())
+            );
+            let sig =
+                jsonwebtoken::crypto::sign(input.as_bytes(), &encoding_key(private_pem, alg), alg)
+                    .unwrap();
+            format!("{input}.{sig}")
+        }
+
+        fn pem_set(pems: &[&str]) -> KeySet {
+            KeySet::from_pem(
+                pems.iter()
+                    .enumerate()
+                    .map(|(i, p)| parse_pem(p, i + 1).unwrap())
+                    .collect(),
+            )
+        }
+
+        fn jwk(private_pem: &str, alg: Algorithm, kid: &str) -> Value {
+            let key = encoding_key(private_pem, alg);
+            let mut v =
+                serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap())
+                    .unwrap();
+            v.as_object_mut().unwrap().remove("alg");
+            v["kid"] = json!(kid);
+            v
+        }
+
+        fn jwks_set(pems: &[&str], jwks: &[Value]) -> KeySet {
+            let pem: Vec<_> = pems
+                .iter()
+                .enumerate()
+                .map(|(i, p)| parse_pem(p, i + 1).unwrap())
+                .collect();
+            let jwks: Vec<_> = jwks.iter().map(|j| parse_jwk(j).unwrap()).collect();
+            KeySet::new(pem.into(), jwks.into())
+        }
+
+        fn policy_with<'a>(
+            a: &'a [String],
+            keys: &'a KeySet,
+            secret: Option<&'a [u8]>,
+        ) -> VerifyPolicy<'a> {
+            VerifyPolicy {
+                keys,
+                shared_secret: secret,
+                ..policy(a)
+            }
+        }
+
+        #[test]
+        fn every_asymmetric_alg_verifies_with_its_pem_key() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            let keys = pem_set(&[RSA_A.0, EC_A.0, EC384.0, ED.0]);
+            let p = policy_with(&all, &keys, None);
+            for (alg, private) in [
+                (Algorithm::RS256, RSA_A.1),
+                (Algorithm::RS384, RSA_A.1),
+                (Algorithm::RS512, RSA_A.1),
+                (Algorithm::PS256, RSA_A.1),
+                (Algorithm::PS384, RSA_A.1),
+                (Algorithm::PS512, RSA_A.1),
+                (Algorithm::ES256, EC_A.1),
+                (Algorithm::ES384, EC384.1),
+                (Algorithm::EdDSA, ED.1),
+            ] {
+                let h = json!({"alg": format!("{alg:?}"), "typ": "JWT"}).to_string();
+                let token = signed(&h, private, alg);
+                assert!(check(&token, &p).is_ok(), "{alg:?}");
+                // The same header signed by another key of the family is a bad signature.
+                let other = match alg {
+                    Algorithm::ES256 => Some(EC_B.1),
+                    Algorithm::ES384 | Algorithm::EdDSA => None,
+                    _ => Some(RSA_B.1),
+                };
+                if let Some(other) = other {
+                    assert_eq!(
+                        reason(&signed(&h, other, alg), &p),
+                        Reason::BadSignature,
+                        "{alg:?}"
+                    );
+                }
+            }
+            // HMAC still works next to public keys when a secret is configured.
+            let both = policy_with(&all, &keys, Some(SECRET.as_bytes()));
+            assert!(check(&valid_token(), &both).is_ok());
+            assert_eq!(reason(&valid_token(), &p), Reason::AlgNotAllowed);
+        }
+
+        #[test]
+        fn an_alg_without_a_key_of_its_family_is_not_allowed() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            let keys = pem_set(&[EC_A.0]);
+            let p = policy_with(&all, &keys, Some(SECRET.as_bytes()));
+            for (alg, private) in [
+                (Algorithm::ES384, EC384.1),
+                (Algorithm::RS256, RSA_A.1),
+                (Algorithm::EdDSA, ED.1),
+            ] {
+                let h = json!({"alg": format!("{alg:?}")}).to_string();
+                assert_eq!(
+                    reason(&signed(&h, private, alg), &p),
+                    Reason::AlgNotAllowed,
+                    "{alg:?}"
+                );
+            }
+            // Listed keys do not make an unlisted alg acceptable.
+            let only_rs = algs(&["RS256"]);
+            let keys = pem_set(&[RSA_A.0]);
+            let p = policy_with(&only_rs, &keys, None);
+            let token = signed(r#"{"alg":"PS256"}"#, RSA_A.1, Algorithm::PS256);
+            assert_eq!(reason(&token, &p), Reason::AlgNotAllowed);
+            assert!(check(&signed(r#"{"alg":"RS256"}"#, RSA_A.1, Algorithm::RS256), &p).is_ok());
+        }
+
+        /// J-05: the public key's encodings used as an HMAC secret.
+        #[test]
+        fn public_keys_are_never_hmac_secrets() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            for (public, private, alg) in [
+                (RSA_A.0, RSA_A.1, Algorithm::RS256),
+                (EC_A.0, EC_A.1, Algorithm::ES256),
+            ] {
+                let keys = pem_set(&[public]);
+                let der = pem::parse(public).unwrap().into_contents();
+                let jwk_text = jwk(private, alg, "k").to_string();
+                let encodings: [&[u8]; 4] = [
+                    public.as_bytes(),
+                    public.trim_end().as_bytes(),
+                    &der,
+                    jwk_text.as_bytes(),
+                ];
+                for (i, bytes) in encodings.iter().enumerate() {
+                    for mac in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+                        let h = json!({"alg": format!("{mac:?}")}).to_string();
+                        let token = raw(&h, &valid_claims(), bytes, mac);
+                        let only_key = policy_with(&all, &keys, None);
+                        assert_eq!(
+                            reason(&token, &only_key),
+                            Reason::AlgNotAllowed,
+                            "{alg:?} encoding {i}"
+                        );
+                        let with_secret = policy_with(&all, &keys, Some(SECRET.as_bytes()));
+                        assert_eq!(
+                            reason(&token, &with_secret),
+                            Reason::BadSignature,
+                            "{alg:?} encoding {i}"
+                        );
+                        // The asymmetric alg over an HMAC made with the key bytes.
+                        let h = json!({"alg": format!("{alg:?}")}).to_string();
+                        let token = raw(&h, &valid_claims(), bytes, mac);
+                        assert_eq!(
+                            reason(&token, &with_secret),
+                            Reason::BadSignature,
+                            "{alg:?} encoding {i}"
+                        );
+                    }
+                }
+            }
+        }
+
+        /// J-06: "psychic signatures" (CVE-2022-21449) with a P-256 key configured.
+        #[test]
+        fn an_all_zero_ecdsa_signature_is_refused() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            for (keys, alg, len) in [
+                (pem_set(&[EC_A.0]), "ES256", 64),
+                (pem_set(&[EC384.0]), "ES384", 96),
+                (pem_set(&[ED.0]), "EdDSA", 64),
+            ] {
+                let p = policy_with(&all, &keys, None);
+                let h = json!({"alg": alg}).to_string();
+                for sig in [vec![0u8; len], vec![0u8; 1], vec![0xffu8; len]] {
+                    let token = format!(
+                        "{}.{}.{}",
+                        b64(h.as_bytes()),
+                        b64(valid_claims().as_bytes()),
+                        b64(&sig)
+                    );
+                    assert_eq!(
+                        reason(&token, &p),
+                        Reason::BadSignature,
+                        "{alg} {}",
+                        sig.len()
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn kid_selects_jwks_keys_and_falls_back_to_pem_keys() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            let keys = jwks_set(
+                &[RSA_B.0],
+                &[
+                    jwk(RSA_A.1, Algorithm::RS256, "rsa-a"),
+                    jwk(EC_A.1, Algorithm::ES256, "ec-a"),
+                ],
+            );
+            let p = policy_with(&all, &keys, None);
+            // The kid of the right key.
+            assert!(
+                check(
+                    &signed(
+                        r#"{"alg":"RS256","kid":"rsa-a"}"#,
+                        RSA_A.1,
+                        Algorithm::RS256
+                    ),
+                    &p
+                )
+                .is_ok()
+            );
+            assert!(
+                check(
+                    &signed(r#"{"alg":"ES256","kid":"ec-a"}"#, EC_A.1, Algorithm::ES256),
+                    &p
+                )
+                .is_ok()
+            );
+            // A kid naming a JWKS key selects only that key: the PEM key is not tried.
+            assert_eq!(
+                reason(
+                    &signed(
+                        r#"{"alg":"RS256","kid":"rsa-a"}"#,
+                        RSA_B.1,
+                        Algorithm::RS256
+                    ),
+                    &p
+                ),
+                Reason::BadSignature
+            );
+            // RS256 with the kid of an EC key.
+            assert_eq!(
+                reason(
+                    &signed(r#"{"alg":"RS256","kid":"ec-a"}"#, RSA_A.1, Algorithm::RS256),
+                    &p
+                ),
+                Reason::AlgNotAllowed
+            );
+            // An unknown kid: the PEM keys of the family are tried.
+            assert!(
+                check(
+                    &signed(r#"{"alg":"RS256","kid":"nope"}"#, RSA_B.1, Algorithm::RS256),
+                    &p
+                )
+                .is_ok()
+            );
+            assert_eq!(
+                reason(
+                    &signed(r#"{"alg":"RS256","kid":"nope"}"#, RSA_A.1, Algorithm::RS256),
+                    &p
+                ),
+                Reason::BadSignature
+            );
+            // An unknown kid with no PEM key of the family.
+            assert_eq!(
+                reason(
+                    &signed(r#"{"alg":"ES256","kid":"nope"}"#, EC_A.1, Algorithm::ES256),
+                    &p
+                ),
+                Reason::BadSignature
+            );
+            // No kid: every key of the family, PEM and JWKS.
+            assert!(check(&signed(r#"{"alg":"RS256"}"#, RSA_A.1, Algorithm::RS256), &p).is_ok());
+            assert!(check(&signed(r#"{"alg":"RS256"}"#, RSA_B.1, Algorithm::RS256), &p).is_ok());
+            assert!(check(&signed(r#"{"alg":"ES256"}"#, EC_A.1, Algorithm::ES256), &p).is_ok());
+            // A non-string kid counts as none.
+            assert!(
+                check(
+                    &signed(r#"{"alg":"RS256","kid":7}"#, RSA_A.1, Algorithm::RS256),
+                    &p
+                )
+                .is_ok()
+            );
+            // kid injection strings select nothing and are never a path or a query.
+            for kid in [
+                "../../../../../../dev/null",
+                "x' UNION SELECT '1';--",
+                "|sleep 10",
+                "",
+            ] {
+                let h = json!({"alg": "ES256", "kid": kid}).to_string();
+                assert_eq!(
+                    reason(&signed(&h, EC_A.1, Algorithm::ES256), &p),
+                    Reason::BadSignature,
+                    "{kid}"
+                );
+            }
+            // A forbidden header wins over an unknown kid.
+            let token = signed(
+                r#"{"alg":"ES256","kid":"nope","jku":"http://127.0.0.1:9/"}"#,
+                EC_A.1,
+                Algorithm::ES256,
+            );
+            assert_eq!(reason(&token, &p), Reason::HeaderNotAllowed);
+        }
+
+        #[test]
+        fn a_jwk_with_its_own_alg_verifies_only_that_alg() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            let mut k = jwk(RSA_A.1, Algorithm::RS256, "pinned");
+            k["alg"] = json!("RS256");
+            let keys = jwks_set(&[], &[k]);
+            let p = policy_with(&all, &keys, None);
+            assert!(
+                check(
+                    &signed(
+                        r#"{"alg":"RS256","kid":"pinned"}"#,
+                        RSA_A.1,
+                        Algorithm::RS256
+                    ),
+                    &p
+                )
+                .is_ok()
+            );
+            assert_eq!(
+                reason(
+                    &signed(
+                        r#"{"alg":"PS256","kid":"pinned"}"#,
+                        RSA_A.1,
+                        Algorithm::PS256
+                    ),
+                    &p
+                ),
+                Reason::AlgNotAllowed
+            );
+            assert_eq!(
+                reason(&signed(r#"{"alg":"RS512"}"#, RSA_A.1, Algorithm::RS512), &p),
+                Reason::AlgNotAllowed
+            );
+        }
+
+        #[test]
+        fn time_issuer_and_audience_rules_apply_to_asymmetric_tokens() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            let keys = pem_set(&[EC_A.0]);
+            let p = VerifyPolicy {
+                issuer: Some("https://idp.example"),
+                audience: Some("latchkey"),
+                ..policy_with(&all, &keys, None)
+            };
+            let token = |claims: Value| {
+                let input = format!(
+                    "{}.{}",
+                    b64(br#"{"alg":"ES256"}"#),
+                    b64(claims.to_string().as_bytes())
+                );
+                let sig = jsonwebtoken::crypto::sign(
+                    input.as_bytes(),
+                    &encoding_key(EC_A.1, Algorithm::ES256),
+                    Algorithm::ES256,
+                )
+                .unwrap();
+                format!("{input}.{sig}")
+            };
+            let base = json!({"email": "u@example.com", "iat": NOW, "iss": "https://idp.example", "aud": ["x", "latchkey"]});
+            assert!(check(&token(base.clone()), &p).is_ok());
+            let with = |k: &str, v: Value| {
+                let mut c = base.clone();
+                c[k] = v;
+                token(c)
+            };
+            assert_eq!(
+                reason(&with("iss", json!("https://evil.example")), &p),
+                Reason::IssuerMismatch
+            );
+            assert_eq!(
+                reason(&with("aud", json!("other")), &p),
+                Reason::AudienceMismatch
+            );
+            assert_eq!(
+                reason(&with("iat", json!(NOW - 211)), &p),
+                Reason::TokenTooOld
+            );
+            assert_eq!(
+                reason(&with("iat", json!(NOW + 31)), &p),
+                Reason::TokenIssuedInFuture
+            );
+            assert_eq!(
+                reason(&with("exp", json!(NOW - 31)), &p),
+                Reason::TokenExpired
+            );
+        }
+
+        #[test]
+        fn the_trace_names_the_key_that_matched() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            let keys = jwks_set(&[EC_B.0], &[jwk(EC_A.1, Algorithm::ES256, "ec-a")]);
+            let p = policy_with(&all, &keys, None);
+            let mut trace = Vec::new();
+            verify_traced(
+                &signed(r#"{"alg":"ES256","kid":"ec-a"}"#, EC_A.1, Algorithm::ES256),
+                &p,
+                NOW,
+                &mut trace,
+            )
+            .unwrap();
+            let sig = trace.iter().find(|c| c.name == "signature").unwrap();
+            assert_eq!(
+                sig.detail,
+                "ES256 signature matches JWKS key \"ec-a\" (EC P-256)"
+            );
+            let mut trace = Vec::new();
+            verify_traced(
+                &signed(r#"{"alg":"ES256"}"#, EC_B.1, Algorithm::ES256),
+                &p,
+                NOW,
+                &mut trace,
+            )
+            .unwrap();
+            let sig = trace.iter().find(|c| c.name == "signature").unwrap();
+            assert_eq!(
+                sig.detail,
+                "ES256 signature matches public key 1 (EC P-256)"
+            );
+        }
+
+        #[test]
+        fn key_hint_only_for_tokens_that_can_reach_the_key_lookup() {
+            let all = algs(&KNOWN_ALGORITHMS);
+            let t = |h: &str| format!("{}.{}.AAAA", b64(h.as_bytes()), b64(b"{}"));
+            assert_eq!(
+                key_hint(&t(r#"{"alg":"RS256","kid":"k1"}"#), &all),
+                Some(KeyHint {
+                    alg: Algorithm::RS256,
+                    kid: Some("k1".into())
+                })
+            );
+            assert_eq!(
+                key_hint(&t(r#"{"alg":"EdDSA","kid":5}"#), &all),
+                Some(KeyHint {
+                    alg: Algorithm::EdDSA,
+                    kid: None
+                })
+            );
+            for h in [
+                r#"{"alg":"HS256","kid":"k1"}"#,
+                r#"{"alg":"RS256","jku":"http://127.0.0.1:1/"}"#,
+                r#"{"alg":"RS256","x5u":"http://127.0.0.1:1/"}"#,
+                r#"{"alg":"RS256","jwk":{"kty":"RSA"}}"#,
+                r#"{"alg":"RS256","alg":"RS256"}"#,
+                r#"{"alg":"rs256"}"#,
+                r#"{"alg":"none"}"#,
+                r#"{"kid":"k1"}"#,
+            ] {
+                assert_eq!(key_hint(&t(h), &all), None, "{h}");
+            }
+            assert_eq!(
+                key_hint(&t(r#"{"alg":"RS256"}"#), &algs(&["HS256", "ES256"])),
+                None
+            );
+            assert_eq!(key_hint("a.b", &all), None);
+            assert_eq!(
+                key_hint(&format!("{}.{}", t(r#"{"alg":"RS256"}"#), "x"), &all),
+                None
+            );
+            let huge = format!("{}{}", t(r#"{"alg":"RS256"}"#), "A".repeat(MAX_TOKEN_BYTES));
+            assert_eq!(key_hint(&huge, &all), None);
+        }
     }
 
     // --- properties -------------------------------------------------------------------------
