@@ -5,16 +5,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde_json::Value;
 use url::{Host, Url};
 
 use crate::settings::encryption::{self, EncryptionKey, KEY_ENV, NEW_KEY_ENV};
 use crate::settings::{Effective, Settings, registry, secrets_at_rest};
 use crate::store::Store;
 
-/// How long the JWKS check waits for the endpoint, and the most it reads.
+/// How long the JWKS check waits for the endpoint (the verifier's own limit).
 pub const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
-const JWKS_MAX_BYTES: usize = 1 << 20;
 /// A clock difference up to this many seconds is fine.
 pub const CLOCK_OK_SECONDS: f64 = 2.0;
 /// HS256 wants a key of at least 256 bits (RFC 7518 §3.2): 64 random hex characters.
@@ -519,55 +517,32 @@ async fn check_jwks(eff: &Effective) -> Finding {
         return Finding::ok(CHECK, "jwt-jwks-uri is not set");
     };
     let fix = "check jwt-jwks-uri and that this machine can reach it (curl -sS <uri>)";
-    match fetch_jwks(uri).await {
-        Ok(0) => Finding::error(CHECK, format!("{uri} answers a key set without keys"), fix),
-        Ok(n) => Finding::ok(CHECK, format!("{uri} answers {n} key(s)")),
-        Err(e) => Finding::error(CHECK, format!("{uri}: {e}"), fix),
-    }
-}
-
-/// GETs a JWKS document (at most `JWKS_TIMEOUT`, at most 1 MiB) and counts its keys.
-async fn fetch_jwks(uri: &str) -> Result<usize, String> {
-    let client = reqwest::Client::builder()
+    // The verifier's own fetch and parser: what it would get, within the same bounds.
+    let client = match reqwest::Client::builder()
         .timeout(JWKS_TIMEOUT)
         .connect_timeout(JWKS_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let mut res = client
-        .get(uri)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!("no answer within {} s", JWKS_TIMEOUT.as_secs())
-            } else {
-                format!("cannot fetch it: {e}")
-            }
-        })?;
-    if !res.status().is_success() {
-        return Err(format!("answers HTTP {}", res.status().as_u16()));
-    }
-    let mut body = Vec::new();
-    loop {
-        match res.chunk().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > JWKS_MAX_BYTES {
-                    return Err("answers more than 1 MiB".into());
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return Err(format!("the answer broke off: {e}")),
+    {
+        Ok(c) => c,
+        Err(e) => return Finding::error(CHECK, format!("no HTTP client: {e}"), fix),
+    };
+    match crate::sso::jwks::fetch(&client, uri, JWKS_TIMEOUT).await {
+        Ok(fetched) => {
+            let ignored = match fetched.ignored {
+                0 => String::new(),
+                n => format!(" ({n} more ignored)"),
+            };
+            Finding::ok(
+                CHECK,
+                format!(
+                    "{uri} answers {} usable key(s){ignored}",
+                    fetched.keys.len()
+                ),
+            )
         }
+        Err(e) => Finding::error(CHECK, format!("{uri}: {e}"), fix),
     }
-    let doc: Value =
-        serde_json::from_slice(&body).map_err(|_| "does not answer JSON".to_owned())?;
-    doc.get("keys")
-        .and_then(Value::as_array)
-        .map(Vec::len)
-        .ok_or_else(|| "answers JSON without a \"keys\" array".to_owned())
 }
 
 #[cfg(test)]

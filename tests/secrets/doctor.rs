@@ -88,7 +88,7 @@ cli_both_backends! {
         assert_finding(&out, "encryption", "ok", &["stored encrypted", &key.id()]);
         assert_finding(&out, "site-url", "ok", &["https://sso.example.com"]);
         assert_finding(&out, "password-login", "ok", &["password login is off", "1 active administrator"]);
-        assert_finding(&out, "jwks", "ok", &["1 key"]);
+        assert_finding(&out, "jwks", "ok", &["1 usable key"]);
         match db.backend {
             Backend::Sqlite => assert_finding(&out, "clock", "ok", &["SQLite", "this machine's clock"]),
             Backend::Postgres => assert_finding(&out, "clock", "ok", &["the database's clock is"]),
