@@ -326,7 +326,10 @@ pub async fn login_submit(
             Ok((
                 StatusCode::SEE_OTHER,
                 [
-                    (header::LOCATION, target.to_string()),
+                    (
+                        header::LOCATION,
+                        crate::domain::return_to::location(Some(redirect.as_str()), &target),
+                    ),
                     (header::SET_COOKIE, cookie),
                 ],
             )

@@ -31,8 +31,24 @@ mod postgres {
 
 #[derive(Clone, Debug)]
 pub enum Store {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
+    Sqlite(Pools<sqlx::Sqlite>),
+    Postgres(Pools<sqlx::Postgres>),
+}
+
+/// Where reads and writes go. SQLite allows one writer at a time: all writes share one
+/// connection, so writers queue in the pool (async, in order) instead of spinning in
+/// SQLite's busy handler, while reads run on their own connections beside them (WAL).
+/// PostgreSQL uses one pool for both.
+#[derive(Debug)]
+pub struct Pools<DB: sqlx::Database> {
+    pub read: sqlx::Pool<DB>,
+    pub write: sqlx::Pool<DB>,
+}
+
+impl<DB: sqlx::Database> Clone for Pools<DB> {
+    fn clone(&self) -> Self {
+        Pools { read: self.read.clone(), write: self.write.clone() }
+    }
 }
 
 /// Calls the same query function on whichever backend this store has.
@@ -58,7 +74,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
                 .await?;
-            Ok(Store::Postgres(pool))
+            Ok(Store::Postgres(Pools { read: pool.clone(), write: pool }))
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
             .or(url.strip_prefix("sqlite:"))
@@ -80,12 +96,17 @@ impl Store {
                 .synchronous(synchronous)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(8)
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.clone())
+                .await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(4)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;
-            Ok(Store::Sqlite(pool))
+            Ok(Store::Sqlite(Pools { read, write }))
         } else {
             anyhow::bail!("unsupported database URL (use sqlite://path/to/file.db or postgres://…)")
         }
@@ -93,8 +114,8 @@ impl Store {
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Store::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
-            Store::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+            Store::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(&p.write).await?,
+            Store::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(&p.write).await?,
         }
         Ok(())
     }
@@ -108,8 +129,11 @@ impl Store {
 
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(p) => p.close().await,
-            Store::Postgres(p) => p.close().await,
+            Store::Sqlite(p) => {
+                p.read.close().await;
+                p.write.close().await;
+            }
+            Store::Postgres(p) => p.write.close().await,
         }
     }
 

@@ -14,12 +14,12 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-type Pool = sqlx::Pool<Db>;
+type Pool = super::Pools<Db>;
 type Conn = <Db as sqlx::Database>::Connection;
 type Tx = sqlx::Transaction<'static, Db>;
 
 async fn begin_write(pool: &Pool) -> Result<Tx> {
-    Ok(pool.begin_with(BEGIN_WRITE).await?)
+    Ok(pool.write.begin_with(BEGIN_WRITE).await?)
 }
 
 /// Serialises transactions that check "is this the last active admin?" on PostgreSQL
@@ -34,7 +34,7 @@ async fn lock_admins(conn: &mut Conn) -> Result<()> {
 }
 
 pub async fn ping(pool: &Pool) -> Result<()> {
-    sqlx::query("SELECT 1").execute(pool).await?;
+    sqlx::query("SELECT 1").execute(&pool.read).await?;
     Ok(())
 }
 
@@ -74,7 +74,7 @@ fn audit_row(
 }
 
 pub async fn insert_audit_standalone(pool: &Pool, r: &AuditRecord) -> Result<()> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool.write.acquire().await?;
     insert_audit(&mut conn, r).await
 }
 
@@ -83,7 +83,7 @@ pub async fn insert_audit_standalone(pool: &Pool, r: &AuditRecord) -> Result<()>
 pub async fn admin_exists(pool: &Pool) -> Result<bool> {
     let row =
         sqlx::query("SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE")
-            .fetch_one(pool)
+            .fetch_one(&pool.read)
             .await?;
     Ok(row.try_get::<i64, _>(0)? > 0)
 }
@@ -108,12 +108,12 @@ async fn user_by_email_in(conn: &mut Conn, email: &str) -> Result<Option<UserWit
 }
 
 pub async fn get_user(pool: &Pool, id: i64) -> Result<Option<User>> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool.read.acquire().await?;
     Ok(user_in(&mut conn, id).await?.map(|u| u.user))
 }
 
 pub async fn find_user_by_email(pool: &Pool, email: &str) -> Result<Option<UserWithPassword>> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool.read.acquire().await?;
     user_by_email_in(&mut conn, email).await
 }
 
@@ -229,7 +229,7 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
     .bind(q.include_inactive)
     .bind(q.limit)
     .bind(q.offset)
-    .fetch_all(pool)
+    .fetch_all(&pool.read)
     .await?;
     let total = sqlx::query(
         "SELECT COUNT(*) FROM users \
@@ -240,7 +240,7 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
     )
     .bind(&pattern)
     .bind(q.include_inactive)
-    .fetch_one(pool)
+    .fetch_one(&pool.read)
     .await?
     .try_get::<i64, _>(0)?;
     Ok((
@@ -401,12 +401,12 @@ pub async fn user_groups(pool: &Pool, user_id: i64) -> Result<Vec<Group>> {
         "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 ORDER BY g.id",
     )
     .bind(user_id)
-    .fetch_all(pool)
+    .fetch_all(&pool.read)
     .await?)
 }
 
 pub async fn count_other_active_admins(pool: &Pool, user_id: i64) -> Result<i64> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool.read.acquire().await?;
     other_active_admins(&mut conn, user_id).await
 }
 
@@ -414,7 +414,7 @@ pub async fn count_sso_admins(pool: &Pool) -> Result<i64> {
     Ok(sqlx::query(
         "SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE AND sso_source = 'jwt'",
     )
-    .fetch_one(pool)
+    .fetch_one(&pool.read)
     .await?
     .try_get(0)?)
 }
@@ -426,14 +426,14 @@ pub async fn list_groups(pool: &Pool) -> Result<Vec<GroupSummary>> {
         "SELECT g.id, g.name, (SELECT COUNT(*) FROM memberships m WHERE m.group_id = g.id) AS member_count \
          FROM groups g ORDER BY g.id",
     )
-    .fetch_all(pool)
+    .fetch_all(&pool.read)
     .await?)
 }
 
 pub async fn get_group(pool: &Pool, id: i64) -> Result<Option<Group>> {
     Ok(sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(&pool.read)
         .await?)
 }
 
@@ -442,7 +442,7 @@ pub async fn existing_group_ids(pool: &Pool, ids: &[i64]) -> Result<Vec<i64>> {
     for id in ids {
         if sqlx::query("SELECT id FROM groups WHERE id = $1")
             .bind(*id)
-            .fetch_optional(pool)
+            .fetch_optional(&pool.read)
             .await?
             .is_some()
         {
@@ -458,7 +458,7 @@ pub async fn group_members(pool: &Pool, id: i64) -> Result<Vec<GroupMember>> {
          FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = $1 ORDER BY u.id",
     )
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(&pool.read)
     .await?)
 }
 
@@ -714,7 +714,7 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
 }
 
 pub async fn session_user(pool: &Pool, id_hash: &str) -> Result<Option<(SessionRow, User)>> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool.read.acquire().await?;
     let session: Option<SessionRow> = sqlx::query_as(
         "SELECT id_hash, user_id, created_at, expires_at, last_seen_at, auth_method FROM sessions WHERE id_hash = $1",
     )
@@ -732,7 +732,7 @@ pub async fn touch_session(pool: &Pool, id_hash: &str, now: i64) -> Result<()> {
     sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
         .bind(id_hash)
         .bind(now)
-        .execute(pool)
+        .execute(&pool.write)
         .await?;
     Ok(())
 }
@@ -778,7 +778,7 @@ pub async fn count_active_sessions(pool: &Pool, now: i64) -> Result<i64> {
     Ok(
         sqlx::query("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
             .bind(now)
-            .fetch_one(pool)
+            .fetch_one(&pool.read)
             .await?
             .try_get(0)?,
     )
@@ -788,7 +788,7 @@ pub async fn count_active_sessions(pool: &Pool, now: i64) -> Result<i64> {
 
 pub async fn load_settings(pool: &Pool) -> Result<Vec<(String, String)>> {
     let rows = sqlx::query("SELECT key, value FROM settings")
-        .fetch_all(pool)
+        .fetch_all(&pool.read)
         .await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -872,7 +872,7 @@ pub async fn database_time(pool: &Pool) -> Result<f64> {
     } else {
         "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
     };
-    Ok(sqlx::query(sql).fetch_one(pool).await?.try_get(0)?)
+    Ok(sqlx::query(sql).fetch_one(&pool.read).await?.try_get(0)?)
 }
 
 // --- audit ---------------------------------------------------------------------------------
@@ -891,7 +891,7 @@ pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> 
     .bind(q.user_id)
     .bind(q.before)
     .bind(q.limit)
-    .fetch_all(pool)
+    .fetch_all(&pool.read)
     .await?)
 }
 
@@ -922,7 +922,7 @@ pub async fn recent_login_failures(
     .bind(bucket)
     .bind(since)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&pool.read)
     .await?;
     rows.iter()
         .map(|r| r.try_get::<i64, _>(0).map_err(Error::from))
@@ -932,7 +932,7 @@ pub async fn recent_login_failures(
 pub async fn clear_login_failures(pool: &Pool, bucket: &str) -> Result<()> {
     sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
         .bind(bucket)
-        .execute(pool)
+        .execute(&pool.write)
         .await?;
     Ok(())
 }
@@ -943,7 +943,7 @@ pub async fn insert_setup_token(pool: &Pool, token_hash: &str, now: i64) -> Resu
     sqlx::query("INSERT INTO setup_tokens (token_hash, created_at) VALUES ($1, $2)")
         .bind(token_hash)
         .bind(now)
-        .execute(pool)
+        .execute(&pool.write)
         .await?;
     Ok(())
 }
@@ -1168,14 +1168,14 @@ pub async fn replay_exists(pool: &Pool, key: &str) -> Result<bool> {
     Ok(
         sqlx::query("SELECT token_key FROM replay_records WHERE token_key = $1")
             .bind(key)
-            .fetch_optional(pool)
+            .fetch_optional(&pool.read)
             .await?
             .is_some(),
     )
 }
 
 pub async fn sso_preview(pool: &Pool, email: &str) -> Result<Option<(User, Vec<i64>)>> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool.read.acquire().await?;
     let Some(user) = user_by_email_in(&mut conn, email).await? else {
         return Ok(None);
     };
@@ -1236,15 +1236,15 @@ pub async fn sso_logout(
 pub async fn sweep_expired(pool: &Pool, now: i64) -> Result<()> {
     sqlx::query("DELETE FROM replay_records WHERE expires_at < $1")
         .bind(now)
-        .execute(pool)
+        .execute(&pool.write)
         .await?;
     sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
         .bind(now)
-        .execute(pool)
+        .execute(&pool.write)
         .await?;
     sqlx::query("DELETE FROM login_failures WHERE at < $1")
         .bind(now - 3600)
-        .execute(pool)
+        .execute(&pool.write)
         .await?;
     Ok(())
 }

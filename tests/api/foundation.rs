@@ -307,12 +307,12 @@ both_backends! {
         let old = now() - 3600;
         match &app.store {
             latchkey::store::Store::Sqlite(p) => {
-                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id_hash = $2").bind(past).bind(&hash).execute(p).await.unwrap();
-                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(old).bind(&idle_hash).execute(p).await.unwrap();
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id_hash = $2").bind(past).bind(&hash).execute(&p.write).await.unwrap();
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(old).bind(&idle_hash).execute(&p.write).await.unwrap();
             }
             latchkey::store::Store::Postgres(p) => {
-                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id_hash = $2").bind(past).bind(&hash).execute(p).await.unwrap();
-                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(old).bind(&idle_hash).execute(p).await.unwrap();
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id_hash = $2").bind(past).bind(&hash).execute(&p.write).await.unwrap();
+                sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(old).bind(&idle_hash).execute(&p.write).await.unwrap();
             }
         }
         let res = app.as_user(&expired, Method::GET, "/api/user/current").send().await.unwrap();

@@ -76,13 +76,13 @@ async fn write_raw(store: &Store, name: &str, value: &str) {
         Store::Sqlite(p) => sqlx::query(sql)
             .bind(value)
             .bind(name)
-            .execute(p)
+            .execute(&p.write)
             .await
             .map(|r| r.rows_affected()),
         Store::Postgres(p) => sqlx::query(sql)
             .bind(value)
             .bind(name)
-            .execute(p)
+            .execute(&p.write)
             .await
             .map(|r| r.rows_affected()),
     };

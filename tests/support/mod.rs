@@ -288,11 +288,11 @@ impl TestApp {
         };
         match &self.store {
             Store::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(p)
+                .fetch_one(&p.read)
                 .await
                 .expect("count"),
             Store::Postgres(p) => sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(p)
+                .fetch_one(&p.read)
                 .await
                 .expect("count"),
         }
