@@ -43,6 +43,38 @@ pub const GROUPS_HEADER: &str = "x-latchkey-groups";
 
 /// `/auth/verify` for any method: nginx's `auth_request` subrequest keeps the method of the
 /// original request, and the check never changes anything.
+#[utoipa::path(
+    get,
+    path = "/auth/verify",
+    tag = "forward-auth",
+    description = "Forward-auth for reverse proxies (nginx `auth_request`, Traefik `ForwardAuth`, \
+        Caddy `forward_auth`). Every method is accepted (nginx keeps the original request's); \
+        only GET is listed. With a live session: 200 and the identity headers. Without one: 302 \
+        to the sign-in page for `rd` or a browser behind Traefik/Caddy (`X-Forwarded-Host` + \
+        `X-Forwarded-Uri`), 401 with the sign-in URL in `Location` for nginx \
+        (`X-Original-URL`), else a plain 401. Values are percent-encoded UTF-8 where not \
+        printable ASCII.",
+    security((), ("session_cookie" = []), ("session_header" = [])),
+    params(
+        ("rd" = Option<String>, Query, description = "The page to come back to after signing in; validated like `return_to`."),
+        ("X-Original-URL" = Option<String>, Header, description = "nginx: the URL the browser asked for."),
+        ("X-Forwarded-Host" = Option<String>, Header, description = "Traefik/Caddy: the host the browser asked for."),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "Traefik/Caddy: the path and query the browser asked for."),
+        ("X-Forwarded-Proto" = Option<String>, Header, description = "Traefik/Caddy: the scheme the browser used."),
+    ),
+    responses(
+        (status = 200, description = "A live session; the proxy copies these headers onto the request.", headers(
+            ("x-latchkey-user-id" = String, description = "The user's id."),
+            ("x-latchkey-email" = String, description = "The user's email."),
+            ("x-latchkey-name" = String, description = "\"First Last\", or the email when both names are empty."),
+            ("x-latchkey-groups" = String, description = "Comma-separated group names (commas in names as `%2C`)."),
+        )),
+        (status = 302, description = "No live session: a browser goes to the sign-in page.", headers(
+            ("location" = String, description = "`/auth/login?redirect=<the page>`"),
+        )),
+    ),
+    extensions(("x-error-codes" = json!(["unauthenticated", "invalid_redirect", "database_unavailable"])))
+)]
 pub async fn verify(
     State(state): State<AppState>,
     ctx: RequestContext,

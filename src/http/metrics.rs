@@ -18,6 +18,15 @@ use crate::metrics::{UNMATCHED_ROUTE, method_label};
 /// Media type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Prometheus metrics (text exposition format 0.0.4); public, counts only.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, content_type = "text/plain; version=0.0.4; charset=utf-8", body = String,
+        description = "`latchkey_http_requests_total`, `latchkey_http_request_duration_seconds`, `latchkey_logins_total`, `latchkey_active_sessions`, …")),
+    extensions(("x-error-codes" = json!([])))
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let now = Instant::now();
     let active = match state.metrics.cached_active_sessions(now) {

@@ -76,6 +76,28 @@ fn redirect_to(location: &str) -> Response {
     res
 }
 
+/// Start (without `jwt`) or callback (with `jwt`) of JWT SSO.
+///
+/// Without `jwt`: 302 to the identity provider with `return_to` = `redirect`. With `jwt`:
+/// the token is verified (single use), the user provisioned and their groups synced, and a
+/// session opened: 302 to `return_to` with the cookie, or 200 JSON for
+/// `Accept: application/json`.
+#[utoipa::path(
+    get,
+    path = "/auth/sso",
+    tag = "sso",
+    params(
+        ("jwt" = Option<String>, Query, description = "The signed token (callback)."),
+        ("return_to" = Option<String>, Query, description = "Where to go after the callback."),
+        ("redirect" = Option<String>, Query, description = "Start: the page to come back to."),
+    ),
+    responses(
+        (status = 200, body = crate::http::openapi::SsoLogin, description = "Signed in (`Accept: application/json`)."),
+        (status = 302, description = "To the identity provider (start) or to `return_to` with the session cookie (callback).",
+            headers(("location" = String), ("set-cookie" = String, description = "The session cookie (callback)."))),
+    ),
+    extensions(("x-error-codes" = json!(["sso_not_configured", "invalid_redirect", "validation_failed", "token_malformed", "token_too_large", "alg_not_allowed", "header_not_allowed", "bad_signature", "token_expired", "token_not_yet_valid", "token_too_old", "token_issued_in_future", "token_never_expires", "claim_invalid", "issuer_mismatch", "audience_mismatch", "token_replayed", "missing_email", "invalid_email", "claims_too_large", "user_not_provisioned", "user_deactivated", "database_unavailable"])))
+)]
 pub async fn sso_get(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -91,6 +113,22 @@ pub async fn sso_get(
     )
 }
 
+/// The callback with the token in a form or JSON body (keeps it out of URLs and logs).
+#[utoipa::path(
+    post,
+    path = "/auth/sso",
+    tag = "sso",
+    request_body(content(
+        (Option<crate::http::openapi::SsoCallback> = "application/x-www-form-urlencoded"),
+        (Option<crate::http::openapi::SsoCallback> = "application/json"),
+    )),
+    responses(
+        (status = 200, body = crate::http::openapi::SsoLogin, description = "Signed in (`Accept: application/json`)."),
+        (status = 302, description = "To the identity provider (no `jwt`) or to `return_to` with the session cookie.",
+            headers(("location" = String), ("set-cookie" = String, description = "The session cookie."))),
+    ),
+    extensions(("x-error-codes" = json!(["sso_not_configured", "invalid_redirect", "validation_failed", "token_malformed", "token_too_large", "alg_not_allowed", "header_not_allowed", "bad_signature", "token_expired", "token_not_yet_valid", "token_too_old", "token_issued_in_future", "token_never_expires", "claim_invalid", "issuer_mismatch", "audience_mismatch", "token_replayed", "missing_email", "invalid_email", "claims_too_large", "user_not_provisioned", "user_deactivated", "body_too_large", "database_unavailable"])))
+)]
 pub async fn sso_post(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -226,6 +264,17 @@ async fn handle(
 }
 
 /// `GET /auth/logout`: ends this session, then goes to the IdP's logout for SSO sessions.
+#[utoipa::path(
+    get,
+    path = "/auth/logout",
+    tag = "sso",
+    description = "Ends this session (if any) and clears the cookie, then 302 to \
+        `jwt-logout-redirect-uri` for an SSO session, else to `/auth/login`.",
+    security((), ("session_cookie" = []), ("session_header" = [])),
+    responses((status = 302, description = "Signed out.",
+        headers(("location" = String), ("set-cookie" = String, description = "Clears the session cookie.")))),
+    extensions(("x-error-codes" = json!(["database_unavailable"])))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -263,6 +312,20 @@ pub async fn logout(
 }
 
 /// `POST /auth/sso/logout`: the IdP ends every session of a user (SPEC §5).
+#[utoipa::path(
+    post,
+    path = "/auth/sso/logout",
+    tag = "sso",
+    description = "Back-channel logout from the identity provider: a `logout_token` verified \
+        like a login token (same keys, algorithms, time rules, single use) that names the \
+        user by `email` or `sub` ends every session of that user.",
+    request_body(content(
+        (crate::http::openapi::LogoutTokenBody = "application/x-www-form-urlencoded"),
+        (crate::http::openapi::LogoutTokenBody = "application/json"),
+    )),
+    responses((status = 200, body = crate::http::openapi::RevokedSessions)),
+    extensions(("x-error-codes" = json!(["sso_not_configured", "validation_failed", "token_malformed", "token_too_large", "alg_not_allowed", "header_not_allowed", "bad_signature", "token_expired", "token_not_yet_valid", "token_too_old", "token_issued_in_future", "token_never_expires", "claim_invalid", "issuer_mismatch", "audience_mismatch", "token_replayed", "body_too_large", "database_unavailable"])))
+)]
 pub async fn backchannel_logout(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -357,6 +420,17 @@ pub struct DryRunBody {
 }
 
 /// `POST /api/sso/jwt/test`: what the callback would do with this token, changing nothing.
+#[utoipa::path(
+    post,
+    path = "/api/sso/jwt/test",
+    tag = "sso",
+    description = "The dry run (admin): each check's result, the resolved user fields, \
+        attributes and group changes, without changing or consuming anything.",
+    security(("session_cookie" = []), ("session_header" = [])),
+    request_body = crate::http::openapi::DryRunRequest,
+    responses((status = 200, body = crate::http::openapi::DryRunReport)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "body_too_large", "database_unavailable"])))
+)]
 pub async fn dry_run(
     State(state): State<AppState>,
     _admin: AdminUser,

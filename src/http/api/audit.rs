@@ -2,8 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::int_param;
 use crate::app::AppState;
@@ -21,11 +22,57 @@ pub struct Query {
     before: Option<String>,
 }
 
+/// A page of the audit log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    events: Vec<AuditEvent>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    next_before: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEvent {
+    id: i64,
+    /// RFC 3339, UTC.
+    at: String,
+    /// `sso_login`, `password_login`, `logout`, `user_created`, `user_updated`,
+    /// `group_added`, `group_removed`, `setting_changed`, `session_revoked`, …
+    kind: String,
+    /// `success`, `failure` or `skipped`.
+    outcome: String,
+    /// The error code of a failure, or why something was skipped.
+    reason: Option<String>,
+    actor_id: Option<i64>,
+    user_id: Option<i64>,
+    email: Option<String>,
+    ip: Option<String>,
+    /// The `X-Request-Id` of the response that wrote it.
+    request_id: Option<String>,
+    #[schema(value_type = Value)]
+    details: Value,
+}
+
+/// The audit log, newest first, paged with `before` (admin).
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "audit",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(
+        ("kind" = Option<String>, Query, description = "Only events of this kind."),
+        ("outcome" = Option<String>, Query, description = "`success`, `failure` or `skipped`."),
+        ("user_id" = Option<i64>, Query, minimum = 1, description = "Only events about this user."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Default 50."),
+        ("before" = Option<i64>, Query, minimum = 1, description = "Only events older than this id (exclusive)."),
+    ),
+    responses((status = 200, body = AuditPage)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "database_unavailable"])))
+)]
 pub async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,
     ApiQuery(q): ApiQuery<Query>,
-) -> Result<Json<Value>> {
+) -> Result<Json<AuditPage>> {
     let limit = int_param("limit", q.limit.as_deref(), 1, 500)?.unwrap_or(50);
     let query = AuditQuery {
         kind: q.kind.filter(|s| !s.is_empty()),
@@ -42,23 +89,24 @@ pub async fn list(
     } else {
         None
     };
-    let events: Vec<Value> = events
+    let events = events
         .into_iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "at": crate::clock::rfc3339(e.at),
-                "kind": e.kind,
-                "outcome": e.outcome,
-                "reason": e.reason,
-                "actor_id": e.actor_id,
-                "user_id": e.user_id,
-                "email": e.email,
-                "ip": e.ip,
-                "request_id": e.request_id,
-                "details": serde_json::from_str::<Value>(&e.details).unwrap_or(Value::Null),
-            })
+        .map(|e| AuditEvent {
+            id: e.id,
+            at: crate::clock::rfc3339(e.at),
+            kind: e.kind,
+            outcome: e.outcome,
+            reason: e.reason,
+            actor_id: e.actor_id,
+            user_id: e.user_id,
+            email: e.email,
+            ip: e.ip,
+            request_id: e.request_id,
+            details: serde_json::from_str::<Value>(&e.details).unwrap_or(Value::Null),
         })
         .collect();
-    Ok(Json(json!({"events": events, "next_before": next_before})))
+    Ok(Json(AuditPage {
+        events,
+        next_before,
+    }))
 }

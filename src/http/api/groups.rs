@@ -3,8 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::AdminUser;
@@ -12,9 +13,12 @@ use crate::error::{Error, Result};
 use crate::http::audit;
 use crate::http::context::RequestContext;
 use crate::http::extract::{ApiJson, Id};
+use crate::http::openapi::{GroupMember, GroupRef, GroupSummary};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct GroupBody {
+    /// 1 to 255 characters, unique.
+    #[schema(example = "Engineering", min_length = 1, max_length = 255)]
     name: String,
 }
 
@@ -29,26 +33,66 @@ fn group_name(raw: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
+/// Every group with its member count (admin).
+#[utoipa::path(
+    get,
+    path = "/api/permissions/group",
+    tag = "groups",
+    security(("session_cookie" = []), ("session_header" = [])),
+    responses((status = 200, body = Vec<GroupSummary>)),
+    extensions(("x-error-codes" = json!(["unauthenticated", "forbidden", "database_unavailable"])))
+)]
 pub async fn list(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<Value>> {
     Ok(Json(json!(state.store.list_groups().await?)))
 }
 
+/// A group and its members.
+#[derive(Serialize, ToSchema)]
+pub struct GroupDetail {
+    id: i64,
+    name: String,
+    #[schema(value_type = Vec<GroupMember>)]
+    members: Vec<crate::store::GroupMember>,
+}
+
+/// A group with its members and their membership ids (admin).
+#[utoipa::path(
+    get,
+    path = "/api/permissions/group/{id}",
+    tag = "groups",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The group's id.")),
+    responses((status = 200, body = GroupDetail)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "not_found", "database_unavailable"])))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     _admin: AdminUser,
     Id(id): Id,
-) -> Result<Json<Value>> {
+) -> Result<Json<GroupDetail>> {
     let group = state
         .store
         .get_group(id)
         .await?
         .ok_or_else(|| Error::not_found("Group"))?;
     let members = state.store.group_members(id).await?;
-    Ok(Json(
-        json!({"id": group.id, "name": group.name, "members": members}),
-    ))
+    Ok(Json(GroupDetail {
+        id: group.id,
+        name: group.name,
+        members,
+    }))
 }
 
+/// Creates a group (admin).
+#[utoipa::path(
+    post,
+    path = "/api/permissions/group",
+    tag = "groups",
+    security(("session_cookie" = []), ("session_header" = [])),
+    request_body = GroupBody,
+    responses((status = 200, body = GroupRef)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "conflict", "body_too_large", "database_unavailable"])))
+)]
 pub async fn create(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -61,6 +105,17 @@ pub async fn create(
     Ok(Json(json!(state.store.create_group(&name, &row).await?)))
 }
 
+/// Renames a group (admin); the built-in groups cannot be renamed.
+#[utoipa::path(
+    put,
+    path = "/api/permissions/group/{id}",
+    tag = "groups",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The group's id.")),
+    request_body = GroupBody,
+    responses((status = 200, body = GroupRef)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "conflict", "body_too_large", "database_unavailable"])))
+)]
 pub async fn rename(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -76,6 +131,17 @@ pub async fn rename(
     )))
 }
 
+/// Deletes a group (admin); it also leaves `jwt-group-mappings`. The built-in groups
+/// cannot be deleted.
+#[utoipa::path(
+    delete,
+    path = "/api/permissions/group/{id}",
+    tag = "groups",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The group's id.")),
+    responses((status = 204, description = "The group is deleted.")),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "database_unavailable"])))
+)]
 pub async fn remove(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -89,29 +155,58 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct MembershipBody {
     group_id: i64,
     user_id: i64,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Membership {
+    membership_id: i64,
+    group_id: i64,
+    user_id: i64,
+}
+
+/// Adds a user to a group (admin). Adding to Administrators makes the user an admin.
+#[utoipa::path(
+    post,
+    path = "/api/permissions/membership",
+    tag = "groups",
+    security(("session_cookie" = []), ("session_header" = [])),
+    request_body = MembershipBody,
+    responses((status = 200, body = Membership)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "conflict", "body_too_large", "database_unavailable"])))
+)]
 pub async fn add_member(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ctx: RequestContext,
     ApiJson(body): ApiJson<MembershipBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Membership>> {
     let mut row = audit(&ctx, "group_added", "success");
     row.actor_id = Some(admin.user.id);
     let id = state
         .store
         .add_membership(body.group_id, body.user_id, &row)
         .await?;
-    Ok(Json(
-        json!({"membership_id": id, "group_id": body.group_id, "user_id": body.user_id}),
-    ))
+    Ok(Json(Membership {
+        membership_id: id,
+        group_id: body.group_id,
+        user_id: body.user_id,
+    }))
 }
 
+/// Removes a membership (admin). The last active administrator stays in Administrators.
+#[utoipa::path(
+    delete,
+    path = "/api/permissions/membership/{id}",
+    tag = "groups",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The membership's id.")),
+    responses((status = 204, description = "The membership is removed.")),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "last_admin", "database_unavailable"])))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,

@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::{self, CurrentUser, password, session, throttle};
@@ -16,20 +16,49 @@ use crate::http::context::RequestContext;
 use crate::http::extract::ApiJson;
 use crate::store::{NewSession, NewUser};
 
-pub async fn properties(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
-    let eff = state.settings.current();
-    Ok(Json(json!({
-        "setup_required": !state.store.admin_exists().await?,
-        "password_login_enabled": eff.password_login_enabled(),
-        "jwt_enabled": eff.jwt_configured(),
-        "site_url": eff.str("site-url"),
-    })))
+/// What the sign-in page needs to know before anyone is signed in.
+#[derive(Serialize, ToSchema)]
+pub struct SessionProperties {
+    /// No administrator exists yet: the first one is created through `POST /api/setup`.
+    setup_required: bool,
+    /// The effective value: false while JWT SSO is on and password login is switched off.
+    password_login_enabled: bool,
+    /// JWT SSO is enabled and configured.
+    jwt_enabled: bool,
+    site_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Public session properties.
+#[utoipa::path(
+    get,
+    path = "/api/session/properties",
+    tag = "session",
+    responses((status = 200, body = SessionProperties)),
+    extensions(("x-error-codes" = json!(["database_unavailable"])))
+)]
+pub async fn properties(State(state): State<AppState>) -> Result<Json<SessionProperties>> {
+    let eff = state.settings.current();
+    Ok(Json(SessionProperties {
+        setup_required: !state.store.admin_exists().await?,
+        password_login_enabled: eff.password_login_enabled(),
+        jwt_enabled: eff.jwt_configured(),
+        site_url: eff.str("site-url").map(str::to_owned),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
 pub struct LoginBody {
+    /// The email address.
+    #[schema(example = "ada@example.com")]
     username: String,
     password: String,
+}
+
+/// A new session: its token is also set as the `latchkey.session` cookie.
+#[derive(Serialize, ToSchema)]
+pub struct NewSessionToken {
+    /// The session token, for the `X-Latchkey-Session` header.
+    pub id: String,
 }
 
 /// Opens a session for `user_id` and answers `{"id": token}` with the cookie.
@@ -42,7 +71,11 @@ pub async fn start_session(
 ) -> Result<Response> {
     let token = open_session(state, ctx, user_id, auth_method, audit_row).await?;
     let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
-    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"id": token}))).into_response())
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Json(NewSessionToken { id: token }),
+    )
+        .into_response())
 }
 
 /// Stores a new session for `user_id` (with its audit row) and returns its token.
@@ -69,6 +102,18 @@ pub async fn open_session(
     Ok(token)
 }
 
+/// Password sign-in.
+///
+/// Throttled per email (10 failures an hour) and per client IP (50 an hour); while
+/// throttled even the right password is refused.
+#[utoipa::path(
+    post,
+    path = "/api/session",
+    tag = "session",
+    request_body = LoginBody,
+    responses((status = 200, body = NewSessionToken, headers(("set-cookie" = String, description = "`latchkey.session=<token>; HttpOnly; Path=/; …`")))),
+    extensions(("x-error-codes" = json!(["validation_failed", "invalid_credentials", "password_login_disabled", "body_too_large", "too_many_attempts", "database_unavailable"])))
+)]
 pub async fn login(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -76,7 +121,11 @@ pub async fn login(
 ) -> Result<Response> {
     let (token, _user) = password_login(&state, &ctx, &body.username, body.password).await?;
     let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
-    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"id": token}))).into_response())
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Json(NewSessionToken { id: token }),
+    )
+        .into_response())
 }
 
 /// Email + password sign-in (SPEC §5), shared by the API and the login form: the switch,
@@ -146,6 +195,15 @@ async fn check_password_login(
     Ok((token, user))
 }
 
+/// Sign out: revokes this session and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/api/session",
+    tag = "session",
+    security(("session_cookie" = []), ("session_header" = [])),
+    responses((status = 204, description = "Signed out.")),
+    extensions(("x-error-codes" = json!(["unauthenticated", "csrf_failed", "database_unavailable"])))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -170,21 +228,34 @@ pub async fn logout(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetupBody {
+    /// The one-time setup token the server printed at its first start.
     token: String,
     user: SetupUser,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetupUser {
+    #[schema(example = "admin@example.com", format = "email")]
     email: String,
     first_name: Option<String>,
     last_name: Option<String>,
+    /// At least 8 characters (at most 1024 bytes).
+    #[schema(min_length = 8)]
     password: String,
 }
 
-/// Creates the first admin with the one-time setup token, and signs them in.
+/// First-run setup: creates the first administrator with the one-time setup token, and
+/// signs them in.
+#[utoipa::path(
+    post,
+    path = "/api/setup",
+    tag = "session",
+    request_body = SetupBody,
+    responses((status = 200, body = NewSessionToken, headers(("set-cookie" = String, description = "The session cookie.")))),
+    extensions(("x-error-codes" = json!(["validation_failed", "forbidden", "conflict", "body_too_large", "database_unavailable"])))
+)]
 pub async fn setup(
     State(state): State<AppState>,
     ctx: RequestContext,

@@ -3,14 +3,16 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::error::{Error, Result};
 use crate::http::context::RequestContext;
 use crate::http::extract::ApiJson;
+use crate::http::openapi::Setting;
 use crate::settings::Actor;
 
 fn actor(admin: &AdminUser, ctx: &RequestContext) -> Actor {
@@ -21,10 +23,29 @@ fn actor(admin: &AdminUser, ctx: &RequestContext) -> Actor {
     }
 }
 
+/// Every setting with its effective value (secrets masked) (admin).
+#[utoipa::path(
+    get,
+    path = "/api/setting",
+    tag = "settings",
+    security(("session_cookie" = []), ("session_header" = [])),
+    responses((status = 200, body = Vec<Setting>)),
+    extensions(("x-error-codes" = json!(["unauthenticated", "forbidden", "database_unavailable"])))
+)]
 pub async fn list(State(state): State<AppState>, _admin: AdminUser) -> Json<Value> {
     Json(json!(state.settings.list()))
 }
 
+/// One setting (admin).
+#[utoipa::path(
+    get,
+    path = "/api/setting/{key}",
+    tag = "settings",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("key" = String, Path, description = "A setting's key.")),
+    responses((status = 200, body = Setting)),
+    extensions(("x-error-codes" = json!(["unauthenticated", "forbidden", "not_found", "database_unavailable"])))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -37,11 +58,24 @@ pub async fn get_one(
         .ok_or_else(|| Error::NotFound(format!("There is no setting named {key}.")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct OneBody {
+    /// The new value (its type depends on the setting); null unsets it.
+    #[schema(value_type = Value)]
     value: Value,
 }
 
+/// Changes one setting (admin). An unknown key or an invalid value is a 400 naming the key.
+#[utoipa::path(
+    put,
+    path = "/api/setting/{key}",
+    tag = "settings",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("key" = String, Path, description = "A setting's key.")),
+    request_body = OneBody,
+    responses((status = 204, description = "The setting is changed.")),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "lockout_risk", "setting_locked", "body_too_large", "database_unavailable"])))
+)]
 pub async fn put_one(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -56,6 +90,16 @@ pub async fn put_one(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Changes several settings at once, all or none (admin).
+#[utoipa::path(
+    put,
+    path = "/api/setting",
+    tag = "settings",
+    security(("session_cookie" = []), ("session_header" = [])),
+    request_body(content = Object, description = "`{\"<key>\": <value>, …}`"),
+    responses((status = 204, description = "The settings are changed.")),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "lockout_risk", "setting_locked", "body_too_large", "database_unavailable"])))
+)]
 pub async fn put_many(
     State(state): State<AppState>,
     admin: AdminUser,
@@ -69,7 +113,24 @@ pub async fn put_many(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// 32 random bytes as 64 hex characters ("Generate key").
-pub async fn random_token(_admin: AdminUser) -> Json<Value> {
-    Json(json!({"token": crate::auth::session::random_hex_token()}))
+#[derive(Serialize, ToSchema)]
+pub struct RandomToken {
+    /// 64 hex characters.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    token: String,
+}
+
+/// 32 random bytes as 64 hex characters ("Generate key") (admin).
+#[utoipa::path(
+    get,
+    path = "/api/util/random_token",
+    tag = "settings",
+    security(("session_cookie" = []), ("session_header" = [])),
+    responses((status = 200, body = RandomToken)),
+    extensions(("x-error-codes" = json!(["unauthenticated", "forbidden", "database_unavailable"])))
+)]
+pub async fn random_token(_admin: AdminUser) -> Json<RandomToken> {
+    Json(RandomToken {
+        token: crate::auth::session::random_hex_token(),
+    })
 }

@@ -3,11 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::session::clean_name;
-use super::{int_param, user_json};
+use super::{UserView, int_param};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, password};
 use crate::domain::email::Email;
@@ -17,9 +18,21 @@ use crate::http::context::RequestContext;
 use crate::http::extract::{ApiJson, ApiQuery, Id};
 use crate::store::{NewUser, UserPatch, UserQuery};
 
-pub async fn current(State(state): State<AppState>, current: CurrentUser) -> Result<Json<Value>> {
+/// The signed-in user, with their groups.
+#[utoipa::path(
+    get,
+    path = "/api/user/current",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    responses((status = 200, body = UserView)),
+    extensions(("x-error-codes" = json!(["unauthenticated", "database_unavailable"])))
+)]
+pub async fn current(
+    State(state): State<AppState>,
+    current: CurrentUser,
+) -> Result<Json<UserView>> {
     let groups = state.store.user_groups(current.user.id).await?;
-    Ok(Json(user_json(&current.user, Some(&groups))))
+    Ok(Json(UserView::new(&current.user, Some(&groups))))
 }
 
 #[derive(Deserialize)]
@@ -30,11 +43,36 @@ pub struct ListQuery {
     offset: Option<String>,
 }
 
+/// A page of users (without their groups).
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    data: Vec<UserView>,
+    /// How many users match, over all pages.
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// Users (admin), paged.
+#[utoipa::path(
+    get,
+    path = "/api/user",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(
+        ("query" = Option<String>, Query, description = "Part of an email or name."),
+        ("include_deactivated" = Option<bool>, Query, description = "`true` or `1` includes deactivated users."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 50."),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "Default 0."),
+    ),
+    responses((status = 200, body = UserPage)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "database_unavailable"])))
+)]
 pub async fn list(
     State(state): State<AppState>,
     _admin: AdminUser,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserPage>> {
     let limit = int_param("limit", q.limit.as_deref(), 1, 1000)?.unwrap_or(50);
     let offset = int_param("offset", q.offset.as_deref(), 0, i64::MAX)?.unwrap_or(0);
     let query = UserQuery {
@@ -44,42 +82,68 @@ pub async fn list(
         offset,
     };
     let (users, total) = state.store.list_users(&query).await?;
-    let data: Vec<Value> = users.iter().map(|u| user_json(u, None)).collect();
-    Ok(Json(
-        json!({"data": data, "total": total, "limit": limit, "offset": offset}),
-    ))
+    Ok(Json(UserPage {
+        data: users.iter().map(|u| UserView::new(u, None)).collect(),
+        total,
+        limit,
+        offset,
+    }))
 }
 
+/// One user with their groups (admin).
+#[utoipa::path(
+    get,
+    path = "/api/user/{id}",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    responses((status = 200, body = UserView)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "not_found", "database_unavailable"])))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     _admin: AdminUser,
     Id(id): Id,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserView>> {
     let user = state
         .store
         .get_user(id)
         .await?
         .ok_or_else(|| Error::not_found("User"))?;
     let groups = state.store.user_groups(id).await?;
-    Ok(Json(user_json(&user, Some(&groups))))
+    Ok(Json(UserView::new(&user, Some(&groups))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
+    #[schema(example = "ada@example.com", format = "email")]
     email: String,
     first_name: Option<String>,
     last_name: Option<String>,
+    /// At least 8 characters (at most 1024 bytes); without one the user can sign in only
+    /// through SSO.
+    #[schema(min_length = 8)]
     password: Option<String>,
     #[serde(default)]
     is_superuser: bool,
 }
 
+/// Creates a user (admin).
+#[utoipa::path(
+    post,
+    path = "/api/user",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    request_body = CreateBody,
+    responses((status = 200, body = UserView)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "conflict", "body_too_large", "database_unavailable"])))
+)]
 pub async fn create(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ctx: RequestContext,
     ApiJson(body): ApiJson<CreateBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserView>> {
     let email = Email::parse(&body.email)
         .map_err(|_| Error::validation("email", "Enter a valid email address."))?;
     let password_hash = match body.password {
@@ -102,7 +166,22 @@ pub async fn create(
     row.details = json!({"source": "admin", "is_superuser": body.is_superuser});
     let user = state.store.create_user(&new, &row).await?;
     let groups = state.store.user_groups(user.id).await?;
-    Ok(Json(user_json(&user, Some(&groups))))
+    Ok(Json(UserView::new(&user, Some(&groups))))
+}
+
+/// The fields `PUT /api/user/{id}` can change; absent fields stay as they are.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The handler reads the body as a map, to tell absent from null.
+pub struct UserUpdate {
+    #[schema(nullable = false, format = "email")]
+    email: Option<String>,
+    /// Null or "" clears it.
+    first_name: Option<String>,
+    last_name: Option<String>,
+    #[schema(nullable = false)]
+    is_superuser: Option<bool>,
+    #[schema(nullable = false)]
+    is_active: Option<bool>,
 }
 
 /// A name field of a PUT body: absent (unchanged), null or "" (cleared), or a string.
@@ -129,13 +208,24 @@ fn bool_field(body: &Map<String, Value>, key: &str) -> Result<Option<bool>> {
     }
 }
 
+/// Updates a user (admin). The last active administrator cannot be demoted or deactivated.
+#[utoipa::path(
+    put,
+    path = "/api/user/{id}",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    request_body = UserUpdate,
+    responses((status = 200, body = UserView)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "last_admin", "conflict", "body_too_large", "database_unavailable"])))
+)]
 pub async fn update(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ctx: RequestContext,
     Id(id): Id,
     ApiJson(body): ApiJson<Map<String, Value>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserView>> {
     for key in body.keys() {
         if ![
             "email",
@@ -179,35 +269,61 @@ async fn update_with(
     ctx: &RequestContext,
     id: i64,
     patch: UserPatch,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserView>> {
     let mut row = audit(ctx, "user_updated", "success");
     row.actor_id = Some(admin.user.id);
     let user = state.store.update_user(id, &patch, &row).await?;
     let groups = state.store.user_groups(id).await?;
-    Ok(Json(user_json(&user, Some(&groups))))
+    Ok(Json(UserView::new(&user, Some(&groups))))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Success {
+    #[schema(example = true)]
+    success: bool,
+}
+
+/// Deactivates a user and ends their sessions (admin).
+#[utoipa::path(
+    delete,
+    path = "/api/user/{id}",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    responses((status = 200, body = Success)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "last_admin", "database_unavailable"])))
+)]
 pub async fn deactivate(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ctx: RequestContext,
     Id(id): Id,
-) -> Result<Json<Value>> {
+) -> Result<Json<Success>> {
     let patch = UserPatch {
         is_active: Some(false),
         now: crate::clock::now(),
         ..Default::default()
     };
     let _user = update_with(&state, &admin, &ctx, id, patch).await?;
-    Ok(Json(json!({"success": true})))
+    Ok(Json(Success { success: true }))
 }
 
+/// Reactivates a user (admin).
+#[utoipa::path(
+    put,
+    path = "/api/user/{id}/reactivate",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    responses((status = 200, body = UserView)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "database_unavailable"])))
+)]
 pub async fn reactivate(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ctx: RequestContext,
     Id(id): Id,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserView>> {
     let patch = UserPatch {
         is_active: Some(true),
         now: crate::clock::now(),
@@ -216,11 +332,24 @@ pub async fn reactivate(
     update_with(&state, &admin, &ctx, id, patch).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PasswordBody {
+    /// At least 8 characters (at most 1024 bytes).
+    #[schema(min_length = 8)]
     password: String,
 }
 
+/// Sets a user's password (admin).
+#[utoipa::path(
+    put,
+    path = "/api/user/{id}/password",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    request_body = PasswordBody,
+    responses((status = 204, description = "The password is set.")),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "body_too_large", "database_unavailable"])))
+)]
 pub async fn set_password(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -237,14 +366,30 @@ pub async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// How many sessions were ended.
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    pub revoked: u64,
+}
+
+/// Ends every session of a user (admin).
+#[utoipa::path(
+    delete,
+    path = "/api/user/{id}/sessions",
+    tag = "users",
+    security(("session_cookie" = []), ("session_header" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    responses((status = 200, body = Revoked)),
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "not_found", "database_unavailable"])))
+)]
 pub async fn revoke_sessions(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     ctx: RequestContext,
     Id(id): Id,
-) -> Result<Json<Value>> {
+) -> Result<Json<Revoked>> {
     let mut row = audit(&ctx, "session_revoked", "success");
     row.actor_id = Some(admin.user.id);
-    let n = state.store.delete_user_sessions(id, &row).await?;
-    Ok(Json(json!({"revoked": n})))
+    let revoked = state.store.delete_user_sessions(id, &row).await?;
+    Ok(Json(Revoked { revoked }))
 }

@@ -6,34 +6,16 @@ pub mod admin;
 pub mod assets;
 pub mod directory;
 
-use axum::Router;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::response::{Html, IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::auth::{self, CurrentUser};
 use crate::error::{Error, Result};
 use crate::settings::Effective;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/assets/{version}/{file}", get(assets::versioned))
-        .route("/assets/{file}", get(assets::unversioned))
-        .route(
-            "/admin",
-            get(|| async { Redirect::to("/admin/settings/authentication") }),
-        )
-        .route("/admin/settings/authentication", get(admin::methods_page))
-        .route("/admin/settings/authentication/jwt", get(admin::jwt_page))
-        .route("/admin/people", get(directory::people_page))
-        .route("/admin/people/groups", get(directory::groups_page))
-        .route("/admin/people/groups/{id}", get(directory::group_page))
-        .route("/admin/audit", get(directory::audit_page))
-}
 
 /// What every page's frame needs: the title, the asset version, the nav state, the scripts.
 pub struct Chrome {
