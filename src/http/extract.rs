@@ -25,8 +25,15 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes>
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|_| Error::validation("body", "The request body is not valid JSON."))?;
+    from_value(json_value(bytes)?)
+}
+
+fn json_value(bytes: &[u8]) -> Result<serde_json::Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|_| Error::validation("body", "The request body is not valid JSON."))
+}
+
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -60,7 +67,49 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "Send the body as application/json.",
             ));
         }
-        Ok(ApiJson(parse_json(&bytes)?))
+        let value = json_value(&bytes)?;
+        refuse_nul(&value, &mut String::new())?;
+        Ok(ApiJson(from_value(value)?))
+    }
+}
+
+/// A NUL character anywhere in a JSON body (a key or a string) is a 400 naming where it
+/// is: no text field has a use for one, and PostgreSQL cannot store it (it would be a 500).
+fn refuse_nul(value: &serde_json::Value, path: &mut String) -> Result<()> {
+    let refuse = |path: &str| {
+        let field = if path.is_empty() { "body" } else { path };
+        Err(Error::validation(
+            field,
+            format!("{field} must not contain NUL characters."),
+        ))
+    };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => refuse(path),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                refuse_nul(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key.replace('\0', "\\0"));
+                if key.contains('\0') {
+                    return refuse(path);
+                }
+                refuse_nul(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -101,6 +150,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .collect();
         let mut map = serde_json::Map::new();
         for (k, v) in pairs {
+            if k.contains('\0') || v.contains('\0') {
+                // As for bodies: no parameter has a use for NUL, and PostgreSQL refuses it.
+                let name = k.replace('\0', "\\0");
+                return Err(Error::validation(
+                    name.clone(),
+                    format!("{name} must not contain NUL characters."),
+                ));
+            }
             map.entry(k).or_insert(serde_json::Value::String(v));
         }
         serde_path_to_error::deserialize(serde_json::Value::Object(map))

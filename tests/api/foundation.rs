@@ -252,6 +252,36 @@ both_backends! {
         assert_error(res, 404, "not_found").await;
     }
 
+    // PostgreSQL cannot store a NUL; a request carrying one is a 400 naming the field (or,
+    // from the sign-in form, a failed sign-in), never a 500, on both backends.
+    async fn nul_characters_are_refused_not_a_server_error(mut app) {
+        let admin = app.login_admin().await;
+        let nul_bodies = [
+            (Method::PUT, format!("/api/user/{admin}"), json!({"first_name": "a\u{0}b"}), "first_name"),
+            (Method::POST, "/api/user".to_owned(), json!({"email": "n@example.com", "last_name": "\u{0}"}), "last_name"),
+            (Method::POST, "/api/session".to_owned(), json!({"username": "a\u{0}@example.com", "password": "x"}), "username"),
+            (Method::POST, "/api/setup".to_owned(), json!({"token": "t", "user": {"email": "s@example.com", "first_name": "\u{0}", "password": "password123"}}), "user.first_name"),
+            (Method::PUT, "/api/setting/jwt-group-mappings".to_owned(), json!({"value": {"eng\u{0}": [1]}}), "jwt-group-mappings"),
+            (Method::PUT, "/api/setting".to_owned(), json!({"jwt-group-mappings": {"eng": [1, "\u{0}"]}}), "jwt-group-mappings"),
+        ];
+        for (method, path, body, field) in nul_bodies {
+            let res = app.admin(method, &path).json(&body).send().await.unwrap();
+            let err = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(err["field"], json!(field), "{path}");
+        }
+        for (path, field) in [("/api/user?query=%00", "query"), ("/api/audit?kind=a%00", "kind"), ("/api/audit?outcome=%00", "outcome")] {
+            let res = app.admin(Method::GET, path).send().await.unwrap();
+            let err = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(err["field"], json!(field), "{path}");
+        }
+        // The sign-in form takes any text: a NUL matches no account.
+        let res = app.client.post(app.url("/auth/login")).header("origin", app.base.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=a%00%40example.com&password=x").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(app.count("users").await, 1);
+    }
+
     async fn audit_log_pages_newest_first(mut app) {
         app.login_admin().await;
         for i in 0..5 {

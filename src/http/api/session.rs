@@ -147,7 +147,9 @@ async fn check_password_login(
     username: &str,
     password: String,
 ) -> Result<(String, crate::store::User)> {
-    let email = username.trim().to_lowercase();
+    // The sign-in form can carry a NUL (the JSON API refuses it earlier). No address has
+    // one, and PostgreSQL cannot store one in the throttle bucket or the audit row.
+    let email = username.trim().to_lowercase().replace('\0', "\u{FFFD}");
     let now = crate::clock::now();
     let mut failure = audit(ctx, "password_login", "failure");
     failure.email = Some(email.chars().take(254).collect());
@@ -293,8 +295,10 @@ pub async fn setup(
     start_session(&state, &ctx, user.id, "password", login).await
 }
 
-/// A name as given, trimmed; empty means none. At most 254 characters.
+/// A name as given, trimmed and without control characters (a NUL cannot even be stored
+/// in PostgreSQL); empty means none. At most 254 characters.
 pub fn clean_name(name: Option<String>) -> Option<String> {
-    name.map(|n| n.trim().chars().take(254).collect::<String>())
+    name.map(|n| n.chars().filter(|c| !c.is_control()).collect::<String>())
+        .map(|n| n.trim().chars().take(254).collect::<String>())
         .filter(|n| !n.is_empty())
 }

@@ -81,8 +81,16 @@ pub async fn put_one(
     admin: AdminUser,
     ctx: RequestContext,
     Path(key): Path<String>,
-    ApiJson(body): ApiJson<OneBody>,
+    body: Result<ApiJson<OneBody>, Error>,
 ) -> Result<StatusCode> {
+    // A fault inside the value (e.g. a NUL in a mapping's name) names the setting, as every
+    // other invalid value does (SPEC §6).
+    let ApiJson(body) = body.map_err(|e| match e {
+        Error::Validation { field, message } if field.starts_with("value") => {
+            Error::validation(key.clone(), message)
+        }
+        other => other,
+    })?;
     state
         .settings
         .put(vec![(key, body.value)], &actor(&admin, &ctx))
@@ -104,8 +112,16 @@ pub async fn put_many(
     State(state): State<AppState>,
     admin: AdminUser,
     ctx: RequestContext,
-    ApiJson(body): ApiJson<Map<String, Value>>,
+    body: Result<ApiJson<Map<String, Value>>, Error>,
 ) -> Result<StatusCode> {
+    // A fault inside a value names its setting: `jwt-group-mappings.eng[0]` → the key.
+    let ApiJson(body) = body.map_err(|e| match e {
+        Error::Validation { field, message } if field != "body" => {
+            let key = field.split(['.', '[']).next().unwrap_or(&field).to_owned();
+            Error::validation(key, message)
+        }
+        other => other,
+    })?;
     state
         .settings
         .put(body.into_iter().collect(), &actor(&admin, &ctx))
