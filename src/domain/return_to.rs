@@ -215,6 +215,11 @@ fn check_result(
 /// never contain a backslash or a control character: some hop after us (an SPA router,
 /// a proxy, a framework's trailing-slash redirect) may decode it and emit it as a
 /// path-only `Location`, where `//evil.com` or `/\evil.com` means another host.
+///
+/// Nor may a decoded path hold a `.` or `..` segment: the parser has already removed the
+/// literal ones, so these were encoded (`/..%2F/evil.com`, `/%252e%252e//evil.com`), and
+/// a hop that decodes *and* normalises the path would turn them into `//evil.com`
+/// (found by the differential test against Node's URL parser, tests/reliability).
 fn check_decoded_path(path: &str) -> Result<(), InvalidRedirect> {
     check_decoded(path, true)
 }
@@ -229,7 +234,13 @@ fn check_decoded(part: &str, is_path: bool) -> Result<(), InvalidRedirect> {
         if current.windows(2).any(|w| matches!(w, [0xC2, 0x80..=0x9F])) {
             return Err(InvalidRedirect);
         }
-        if is_path && (current.starts_with(b"//") || current.contains(&b'\\')) {
+        if is_path
+            && (current.starts_with(b"//")
+                || current.contains(&b'\\')
+                || current
+                    .split(|&b| b == b'/')
+                    .any(|segment| segment == b"." || segment == b".."))
+        {
             return Err(InvalidRedirect);
         }
         let next = percent_decode_once(&current);
@@ -719,6 +730,28 @@ mod tests {
         assert_rejected("/a/..//evil.com");
         assert_rejected("/%2e%2e//evil.com");
         assert_rejected("/a/%2E%2E/%2F/evil.com");
+    }
+
+    #[test]
+    fn encoded_dot_segments_rejected() {
+        // A hop that decodes and then normalises the path would make these `//evil.com`
+        // (cases found by tests/reliability's differential test against Node's URL).
+        for p in [
+            "/..%2F/evil.com",
+            "/..%2F//",
+            "/.%2F/evil.com",
+            "/%252e%252e//evil.com",
+            "/a/%252e%252e/%252e%252e//evil.com",
+            "/%252e/%2Fevil.com",
+            "/x/..%252F/evil.com",
+        ] {
+            assert_rejected(p);
+        }
+        // Dots that are not whole segments are ordinary characters.
+        assert_eq!(
+            check("/files/v1.2..3/.well-known/a%2E..b").unwrap(),
+            "https://mb.example.com/files/v1.2..3/.well-known/a%2E..b"
+        );
     }
 
     #[test]
