@@ -51,14 +51,47 @@ impl<DB: sqlx::Database> Clone for Pools<DB> {
     }
 }
 
-/// Calls the same query function on whichever backend this store has.
+/// Calls the same query function on whichever backend this store has, within
+/// [`CALL_DEADLINE`].
 macro_rules! dispatch {
+    ($self:expr, $f:ident ( $($arg:expr),* )) => {
+        within_deadline(async {
+            dispatch_unbounded!($self, $f($($arg),*))
+        })
+        .await
+    };
+}
+
+/// [`dispatch!`] without the deadline, for background work that may legitimately be long.
+macro_rules! dispatch_unbounded {
     ($self:expr, $f:ident ( $($arg:expr),* )) => {
         match $self {
             Store::Sqlite(p) => sqlite::$f(p, $($arg),*).await,
             Store::Postgres(p) => postgres::$f(p, $($arg),*).await,
         }
     };
+}
+
+/// The longest one store call may take; then the request gets 503 `database_unavailable`.
+///
+/// The pools bound how long a call waits for a connection (`acquire_timeout`), but not a
+/// query on a connection the database stopped answering (a frozen or overloaded server, a
+/// partition without resets): without this, such a request hangs until the database comes
+/// back (found by tests/reliability's `pg_faults`, which freezes PostgreSQL with SIGSTOP).
+/// Giving up drops the call's future: an open transaction is rolled back, a half-used
+/// connection is not reused as is (sqlx). Nothing is committed by a call that timed out,
+/// except in the unknowable case of a commit already sent, exactly as with a lost
+/// connection.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn within_deadline<T>(call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(CALL_DEADLINE, call).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(deadline = ?CALL_DEADLINE, "database call timed out");
+            Err(crate::error::Error::DatabaseUnavailable)
+        }
+    }
 }
 
 /// The default database: `./latchkey-data/latchkey.db`.
@@ -370,8 +403,10 @@ impl Store {
 
     // --- housekeeping --------------------------------------------------------------------
 
+    /// Unbounded: a first sweep after a long pause may delete many rows, and it runs in the
+    /// background, never on a request.
     pub async fn sweep_expired(&self, now: i64) -> Result<()> {
-        dispatch!(self, sweep_expired(now))
+        dispatch_unbounded!(self, sweep_expired(now))
     }
 }
 
