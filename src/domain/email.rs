@@ -384,4 +384,119 @@ mod tests {
             prop_assert!(Email::parse(&raw).is_ok());
         }
     }
+
+    /// Address-shaped strings built from the pieces that make addresses tricky: quotes,
+    /// brackets, several `@`, dots in odd places, whitespace, controls, invisible format
+    /// characters, non-ASCII letters whose lower case differs in length.
+    fn addressish() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "a",
+            "Z",
+            "0",
+            ".",
+            "..",
+            "+",
+            "-",
+            "_",
+            "'",
+            "@",
+            "@@",
+            "\"",
+            "<",
+            ">",
+            "(",
+            ")",
+            ",",
+            ";",
+            ":",
+            "\\",
+            "[",
+            "]",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "\0",
+            "\u{7F}",
+            "\u{85}",
+            "\u{A0}",
+            "\u{200B}",
+            "\u{202E}",
+            "\u{FEFF}",
+            "\u{AD}",
+            "\u{E0041}",
+            "\u{3000}",
+            "É",
+            "ß",
+            "İ",
+            "Σ",
+            "用户",
+            "例子",
+            "example",
+            "com",
+            ".com",
+            "x.io",
+            "localhost",
+        ]);
+        prop::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+        /// Whatever is accepted is the lower-cased input and meets every structural rule.
+        #[test]
+        fn accepted_addresses_meet_every_rule(s in addressish()) {
+            match Email::parse(&s) {
+                Ok(e) => {
+                    let a = e.as_str();
+                    prop_assert_eq!(a, s.to_lowercase());
+                    prop_assert!((MIN_EMAIL_LEN..=MAX_EMAIL_LEN).contains(&a.len()));
+                    let (local, domain) = a.split_once('@').unwrap();
+                    prop_assert!(!domain.contains('@'));
+                    prop_assert!(!local.is_empty() && local.len() <= MAX_LOCAL_LEN);
+                    prop_assert!(domain.split('.').count() >= 2);
+                    prop_assert!(domain.split('.').all(|l| !l.is_empty()));
+                    prop_assert_eq!(e.domain(), domain);
+                    prop_assert!(!a.chars().any(is_bad_char), "{:?}", a);
+                    prop_assert!(!s.chars().any(is_bad_char), "{:?}", s);
+                    prop_assert_eq!(Email::parse(a), Ok(e.clone()));
+                    // Through serde both ways, as request bodies and responses do.
+                    let json = serde_json::to_value(&e).unwrap();
+                    prop_assert_eq!(serde_json::from_value::<Email>(json).unwrap(), e);
+                }
+                Err(EmailError::Missing) => prop_assert!(s.is_empty()),
+                Err(EmailError::Invalid) => prop_assert!(!s.is_empty()),
+            }
+        }
+
+        /// Two spellings that differ only in ASCII case are the same account.
+        #[test]
+        fn ascii_case_never_changes_the_account(s in addressish()) {
+            prop_assert_eq!(Email::parse(&s.to_ascii_uppercase()), Email::parse(&s.to_ascii_lowercase()));
+        }
+
+        /// A claim value of any JSON type: missing for absent/null, the string's own
+        /// verdict for a string, invalid for anything else — never a panic.
+        #[test]
+        fn claim_values_of_any_type(
+            v in prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::Bool),
+                any::<i64>().prop_map(serde_json::Value::from),
+                addressish().prop_map(serde_json::Value::String),
+                prop::collection::vec(addressish().prop_map(serde_json::Value::String), 0..3)
+                    .prop_map(serde_json::Value::Array),
+                Just(json!({"email": "a@b.co"})),
+            ]
+        ) {
+            let got = email_from_claim(Some(&v));
+            match &v {
+                serde_json::Value::Null => prop_assert_eq!(got, Err(EmailError::Missing)),
+                serde_json::Value::String(s) => prop_assert_eq!(got, Email::parse(s)),
+                _ => prop_assert_eq!(got, Err(EmailError::Invalid)),
+            }
+            prop_assert_eq!(email_from_claim(None), Err(EmailError::Missing));
+        }
+    }
 }

@@ -125,6 +125,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn names(v: &[&str]) -> Vec<String> {
@@ -265,5 +266,83 @@ mod tests {
     fn round_trips_through_json() {
         let m = GroupMappings::parse(&json!({"x": [5, 4], "y": [4]})).unwrap();
         assert_eq!(GroupMappings::parse(&m.to_json()).unwrap(), m);
+    }
+
+    // --- properties -----------------------------------------------------------------------
+
+    /// Mostly mapping-shaped objects, with the mistakes admins make: floats, strings,
+    /// zero, negatives, huge numbers, empty and overlong names, non-arrays.
+    fn mappingish() -> impl Strategy<Value = serde_json::Value> {
+        let id = prop_oneof![
+            6 => (1i64..20).prop_map(serde_json::Value::from),
+            1 => (-3i64..=0).prop_map(serde_json::Value::from),
+            1 => Just(json!(3.0)),
+            1 => Just(json!("3")),
+            1 => Just(json!(u64::MAX)),
+            1 => Just(json!(i64::MAX)),
+            1 => Just(json!(null)),
+        ];
+        let ids = prop_oneof![
+            8 => prop::collection::vec(id, 0..5).prop_map(serde_json::Value::Array),
+            1 => Just(json!(3)),
+            1 => Just(json!({"3": true})),
+        ];
+        let name = prop_oneof![
+            8 => "[a-zA-Z0-9 _.-]{1,12}",
+            1 => Just(String::new()),
+            1 => Just("g".repeat(MAX_GROUP_NAME_LEN)),
+            1 => Just("g".repeat(MAX_GROUP_NAME_LEN + 1)),
+            1 => any::<String>(),
+        ];
+        prop_oneof![
+            9 => prop::collection::btree_map(name, ids, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            1 => Just(json!([["eng", [3]]])),
+            1 => any::<String>().prop_map(serde_json::Value::String),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parse_is_total_canonical_and_round_trips(v in mappingish()) {
+            if let Ok(m) = GroupMappings::parse(&v) {
+                for (name, ids) in &m.0 {
+                    prop_assert!(!name.is_empty() && name.chars().count() <= MAX_GROUP_NAME_LEN);
+                    prop_assert!(ids.iter().all(|&id| id > 0));
+                    prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
+                }
+                // Exactly the object's keys, each with exactly the ids it listed.
+                let obj = v.as_object().unwrap();
+                prop_assert_eq!(m.0.len(), obj.len());
+                for (name, ids) in obj {
+                    let listed: BTreeSet<i64> =
+                        ids.as_array().unwrap().iter().map(|i| i.as_i64().unwrap()).collect();
+                    prop_assert_eq!(&m.0[name].iter().copied().collect::<BTreeSet<_>>(), &listed);
+                }
+                prop_assert_eq!(GroupMappings::parse(&m.to_json()), Ok(m.clone()));
+                prop_assert_eq!(serde_json::to_value(&m).unwrap(), m.to_json());
+            }
+        }
+
+        #[test]
+        fn wanted_is_within_managed(
+            v in mappingish(),
+            claim in prop::collection::vec("[a-zA-Z0-9 _.-]{1,12}", 0..6),
+        ) {
+            if let Ok(m) = GroupMappings::parse(&v) {
+                let managed = m.managed();
+                prop_assert!(m.wanted(&claim).is_subset(&managed));
+                prop_assert_eq!(m.all_ids(), managed.clone());
+                let every_name: Vec<String> = m.0.keys().cloned().collect();
+                prop_assert_eq!(m.wanted(&every_name), managed);
+                // Case-sensitive: an upper-cased claim only matches names that already were.
+                let upper: Vec<String> = claim.iter().map(|c| c.to_uppercase()).collect();
+                for id in m.wanted(&upper) {
+                    prop_assert!(m.0.iter().any(|(k, ids)| upper.contains(k) && ids.contains(&id)));
+                }
+            }
+        }
     }
 }

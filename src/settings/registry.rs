@@ -312,6 +312,7 @@ pub fn is_loopback(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -434,5 +435,187 @@ mod tests {
         assert_eq!(mask_secret(&json!("abcdefgh1234")), json!("**********1234"));
         assert!(is_masked(&json!("**********1234")));
         assert!(!is_masked(&json!("abc")));
+    }
+
+    // --- properties -----------------------------------------------------------------------
+
+    /// Any JSON value, small.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Strings near what the validators look for: URLs, numbers, booleans, algorithm and
+    /// SameSite names, PEM-ish text, in odd cases and with odd padding.
+    fn settingish_string() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "https://",
+            "http://",
+            "HTTPS://",
+            "ftp://",
+            "javascript:",
+            "//",
+            "/",
+            "\\",
+            "@",
+            "u:p@",
+            "a.example",
+            "App.Example",
+            "127.0.0.1",
+            "[::1]",
+            "localhost",
+            "xn--",
+            "ünicode.example",
+            ":443",
+            ":80",
+            ":8080",
+            ":0",
+            ":99999",
+            "?",
+            "#",
+            "%2F",
+            ".",
+            "..",
+            " ",
+            "\t",
+            "\n",
+            "\u{3000}",
+            "\u{0}",
+            "true",
+            "FALSE",
+            "Lax",
+            "strict",
+            "none",
+            "HS256",
+            "rs256",
+            "EdDSA",
+            "-----BEGIN PUBLIC KEY-----",
+            "PRIVATE KEY",
+            "0",
+            "-1",
+            "30",
+            "300",
+            "301",
+            "86400",
+            "9223372036854775807",
+            "1e3",
+            "12.5",
+            "x",
+            "0123456789abcdef0123456789abcdef",
+        ]);
+        prop::collection::vec(pieces, 0..6).prop_map(|v| v.concat())
+    }
+
+    fn settingish_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            3 => any_json(),
+            3 => settingish_string().prop_map(Value::String),
+            2 => prop::collection::vec(settingish_string().prop_map(Value::String), 0..4)
+                .prop_map(Value::Array),
+            2 => prop::collection::btree_map(
+                    settingish_string(),
+                    prop::collection::vec(
+                        prop_oneof![
+                            (-3i64..12).prop_map(Value::from),
+                            Just(json!(3.0)),
+                            Just(json!("3")),
+                            Just(json!(u64::MAX)),
+                        ],
+                        0..4,
+                    )
+                    .prop_map(Value::Array),
+                    0..4,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            1 => (-10i64..400_000).prop_map(Value::from),
+        ]
+    }
+
+    /// The JSON shape a validated value of each kind must have.
+    fn has_kind_shape(kind: Kind, v: &Value) -> bool {
+        match kind {
+            Kind::Bool => v.is_boolean(),
+            Kind::Int { min, max } => v.as_i64().is_some_and(|n| (min..=max).contains(&n)),
+            Kind::Text | Kind::SharedSecret | Kind::HttpUrl | Kind::JwksUrl => v.is_string(),
+            Kind::SameSite => matches!(v.as_str(), Some("Lax" | "Strict" | "None")),
+            Kind::Algorithms | Kind::PemList | Kind::OriginList => {
+                v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+            }
+            Kind::GroupMappings => v.as_object().is_some_and(|o| {
+                o.values().all(|ids| {
+                    ids.as_array().is_some_and(|ids| {
+                        ids.iter().all(|id| id.as_i64().is_some_and(|n| n > 0))
+                            && ids.windows(2).all(|w| w[0].as_i64() < w[1].as_i64())
+                    })
+                })
+            }),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+        /// Every validator, on any value: no panic; an accepted value comes back in a
+        /// normal form of the setting's type that validates to itself (saving what the
+        /// API or CLI returned never changes it again).
+        #[test]
+        fn validators_never_panic_and_their_output_is_a_fixed_point(
+            index in 0..SETTINGS.len(),
+            value in settingish_value(),
+        ) {
+            let def = &SETTINGS[index];
+            if let Ok(normal) = def.validate(value.clone()) {
+                prop_assert!(
+                    normal.is_null() || has_kind_shape(def.kind, &normal),
+                    "{}: {} -> {}", def.key, value, normal
+                );
+                prop_assert_eq!(
+                    def.validate(normal.clone()),
+                    Ok(normal.clone()),
+                    "{}: {} -> {} is not a fixed point", def.key, value, normal
+                );
+            }
+        }
+
+        #[test]
+        fn url_settings_accept_only_http_urls_without_userinfo(raw in settingish_string()) {
+            for key in ["site-url", "jwt-identity-provider-uri", "jwt-logout-redirect-uri", "jwt-jwks-uri"] {
+                if let Ok(Value::String(s)) = def(key).unwrap().validate(Value::String(raw.clone())) {
+                    let url = Url::parse(&s).unwrap();
+                    prop_assert!(matches!(url.scheme(), "http" | "https"), "{key}: {raw:?} -> {s}");
+                    prop_assert!(url.host().is_some());
+                    prop_assert!(url.username().is_empty() && url.password().is_none());
+                    if key == "jwt-jwks-uri" {
+                        prop_assert!(url.scheme() == "https" || is_loopback(&url), "{raw:?} -> {s}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn allowed_origins_are_bare_origins(list in prop::collection::vec(settingish_string(), 0..4)) {
+            let value = Value::from(list.clone());
+            if let Ok(Value::Array(out)) = def("redirect-allowed-origins").unwrap().validate(value) {
+                prop_assert_eq!(out.len(), list.len());
+                for o in out {
+                    let s = o.as_str().unwrap();
+                    let url = Url::parse(s).unwrap();
+                    prop_assert_eq!(url.origin().ascii_serialization(), s);
+                }
+            }
+        }
     }
 }

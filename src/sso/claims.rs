@@ -691,4 +691,126 @@ mod tests {
             }
         }
     }
+
+    // --- from the token's claims to the diff ----------------------------------------------
+
+    fn claim_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-5i64..20).prop_map(Value::from),
+            prop::sample::select(vec!["eng", "ops", "Eng", "sales", "", "admins"])
+                .prop_map(|s| Value::String(s.to_owned())),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 12, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// SPEC §4.5 end to end, as the login does it: whatever the groups claim holds,
+        /// the sync touches only managed groups (never All Users), and after it the
+        /// managed memberships are exactly what the claim's names map to — or unchanged
+        /// when the claim is missing or unusable.
+        #[test]
+        fn any_groups_claim_syncs_exactly_the_mapped_groups(
+            claim in prop::option::of(claim_json()),
+            current in ids(),
+            mapping in prop::collection::btree_map(
+                prop::sample::select(vec!["eng", "ops", "Eng", "sales", "admins"]),
+                prop::collection::vec(1i64..12, 0..3),
+                0..5,
+            ),
+        ) {
+            let mappings = crate::domain::group_mappings::GroupMappings::parse(
+                &serde_json::to_value(&mapping).unwrap(),
+            )
+            .unwrap();
+            let names = groups_from_claim(claim.as_ref());
+            match (&claim, &names) {
+                (Some(Value::String(s)), Some(n)) => prop_assert_eq!(n, &vec![s.clone()]),
+                (Some(Value::Array(items)), Some(n)) => {
+                    let strings: Vec<String> =
+                        items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+                    prop_assert_eq!(n, &strings);
+                }
+                (_, None) => prop_assert!(!matches!(claim, Some(Value::String(_) | Value::Array(_)))),
+                (_, Some(_)) => prop_assert!(false, "a list from {:?}", claim),
+            }
+            let Some(names) = names else {
+                return Ok(());
+            };
+            let managed = mappings.managed();
+            let wanted = mappings.wanted(&names);
+            prop_assert!(wanted.is_subset(&managed));
+            let diff = group_diff(&current, &wanted, &managed);
+            let after = diff.apply(&current);
+            let managed_after: BTreeSet<i64> = after
+                .iter()
+                .copied()
+                .filter(|id| managed.contains(id) && *id != ALL_USERS_GROUP_ID)
+                .collect();
+            let expected: BTreeSet<i64> =
+                wanted.iter().copied().filter(|id| *id != ALL_USERS_GROUP_ID).collect();
+            prop_assert_eq!(managed_after, expected);
+            prop_assert_eq!(
+                after.contains(&ALL_USERS_GROUP_ID),
+                current.contains(&ALL_USERS_GROUP_ID)
+            );
+        }
+
+        /// `user_fields` on any claims object: no panic, and what it extracts agrees with
+        /// the claims (the email canonical, names only from strings, no excluded claim
+        /// among the attributes).
+        #[test]
+        fn user_fields_is_total_and_faithful(
+            claims_map in prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "email", "first_name", "last_name", "groups", "iss", "sub", "iat", "jti",
+                    "dept", "role", "x",
+                ]),
+                claim_json(),
+                0..8,
+            ),
+            email in prop::option::of(prop_oneof![
+                Just("Ada@Example.com".to_owned()),
+                "[a-zA-Z0-9.@ ]{0,12}",
+                any::<String>(),
+            ]),
+        ) {
+            let mut m: Map<String, Value> =
+                claims_map.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            if let Some(e) = email {
+                m.insert("email".into(), Value::String(e));
+            }
+            let names = AttributeNames::DEFAULT;
+            match user_fields(&m, &names) {
+                Ok(f) => {
+                    prop_assert_eq!(
+                        Some(f.email.as_str().to_owned()),
+                        m["email"].as_str().map(str::to_lowercase)
+                    );
+                    prop_assert_eq!(f.first_name.as_deref(), m.get("first_name").and_then(Value::as_str));
+                    prop_assert_eq!(f.last_name.as_deref(), m.get("last_name").and_then(Value::as_str));
+                    prop_assert_eq!(f.groups, groups_from_claim(m.get("groups")));
+                    for k in f.login_attributes.keys() {
+                        prop_assert!(!is_excluded_claim(k, &names));
+                        prop_assert_eq!(&f.login_attributes[k], &m[k]);
+                    }
+                }
+                Err(ClaimsError::MissingEmail) => {
+                    prop_assert!(matches!(m.get("email"), None | Some(Value::Null))
+                        || m["email"] == Value::String(String::new()));
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }

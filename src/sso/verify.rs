@@ -3036,4 +3036,175 @@ mod tests {
             let _ = verify(&good, &policy(&a), NOW);
         }
     }
+
+    /// Forged, mangled and confused tokens (security.md §1): whatever the header says,
+    /// whichever key and MAC made the signature, `verify` accepts a token only when its
+    /// signature is the configured secret's MAC, by the very algorithm its header names,
+    /// over its own signing input — and it never panics on the way.
+    mod forgery {
+        use super::*;
+
+        fn header() -> impl Strategy<Value = String> {
+            let hmac = prop::sample::select(vec![
+                r#""alg":"HS256""#,
+                r#""alg":"HS384""#,
+                r#""alg":"HS512""#,
+            ]);
+            let other = prop::sample::select(vec![
+                r#""alg":"hs256""#,
+                r#""alg":"HS256 ""#,
+                r#""alg":"none""#,
+                r#""alg":"None""#,
+                r#""alg":"RS256""#,
+                r#""alg":"PS256""#,
+                r#""alg":"ES256""#,
+                r#""alg":"EdDSA""#,
+                r#""alg":"""#,
+                r#""alg":null"#,
+                r#""alg":["HS256"]"#,
+                "",
+            ]);
+            let alg = prop_oneof![hmac, other];
+            let extras = prop::collection::vec(
+                prop::sample::select(vec![
+                    r#""typ":"JWT""#,
+                    r#""typ":"jwt""#,
+                    r#""typ":"at+jwt""#,
+                    r#""typ":"logout+jwt""#,
+                    r#""kid":"k1""#,
+                    r#""kid":7"#,
+                    r#""jku":"https://evil.example/jwks""#,
+                    r#""jwk":{"kty":"oct","k":"c2VjcmV0"}"#,
+                    r#""x5u":"https://evil.example/cert""#,
+                    r#""crit":["exp"]"#,
+                    r#""b64":false"#,
+                    r#""zip":"DEF""#,
+                    r#""cty":"JWT""#,
+                    r#""alg":"HS256""#,
+                ]),
+                0..3,
+            );
+            (alg, extras).prop_map(|(alg, extras)| {
+                let parts: Vec<&str> = std::iter::once(alg)
+                    .filter(|a| !a.is_empty())
+                    .chain(extras)
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            })
+        }
+
+        fn payload() -> impl Strategy<Value = String> {
+            let time = prop::sample::select(vec![
+                format!(r#""iat":{NOW}"#),
+                format!(r#""iat":{}"#, NOW - 10),
+                format!(r#""iat":{},"exp":{}"#, NOW - 5, NOW + 60),
+                format!(r#""exp":{}"#, NOW + 60),
+                format!(r#""iat":"{NOW}""#),
+                format!(r#""iat":{}"#, NOW - 100_000),
+                String::new(),
+            ]);
+            let extra =
+                proptest::collection::btree_map("[a-z]{1,6}", json_leaf(), 0..4).prop_map(|m| {
+                    m.into_iter()
+                        .map(|(k, v)| format!("{}:{v}", Value::String(k)))
+                        .collect::<Vec<_>>()
+                });
+            (time, extra).prop_map(|(time, extra)| {
+                let parts: Vec<String> = std::iter::once(r#""email":"u@example.com""#.to_owned())
+                    .chain((!time.is_empty()).then_some(time))
+                    .chain(extra)
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            })
+        }
+
+        /// The keys a forger might try: ours, another, ours one byte off, ours
+        /// upper-cased, ours hex-decoded (the key is the UTF-8 of the string, never
+        /// hex-decoded), and nothing at all.
+        fn signing_key(k: usize) -> Option<Vec<u8>> {
+            match k {
+                0 => Some(SECRET.as_bytes().to_vec()),
+                1 => Some(OTHER_SECRET.as_bytes().to_vec()),
+                2 => Some(format!("{SECRET}x").into_bytes()),
+                3 => Some(SECRET.to_ascii_uppercase().into_bytes()),
+                4 => Some(hex::decode(SECRET).unwrap()),
+                _ => None,
+            }
+        }
+
+        const MACS: [&str; 3] = ["HS256", "HS384", "HS512"];
+
+        #[test]
+        fn only_our_key_and_the_named_algorithm_verify() {
+            let strategy = (
+                header(),
+                payload(),
+                prop_oneof![3 => Just(0usize), 1 => 1usize..6],
+                // `None`: the MAC the header names (when it names one), else a random one.
+                prop_oneof![2 => Just(None), 1 => (0usize..3).prop_map(Some)],
+                any::<bool>(),
+                prop_oneof![6 => Just(None), 1 => (0usize..400).prop_map(Some)],
+            );
+            let accepted = std::cell::Cell::new(0usize);
+            let mut runner =
+                proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(3000));
+            let result = runner.run(
+                &strategy,
+                |(header, payload, key, mac, all_algs, mangle)| {
+                    let allowed = if all_algs {
+                        algs(&KNOWN_ALGORITHMS)
+                    } else {
+                        algs(&MACS)
+                    };
+                    let p = policy(&allowed);
+                    let named: Value = serde_json::from_str(&header).unwrap();
+                    let named = named["alg"].as_str().unwrap_or_default().to_owned();
+                    let mac = mac
+                        .or_else(|| MACS.iter().position(|m| *m == named))
+                        .unwrap_or(0);
+                    let mut token = match signing_key(key) {
+                        Some(k) => raw(&header, &payload, &k, jwt_alg(MACS[mac])),
+                        None => format!("{}.{}.", b64(header.as_bytes()), b64(payload.as_bytes())),
+                    };
+                    if let Some(at) = mangle {
+                        // Change one character anywhere in the token.
+                        let at = at % token.len();
+                        let mut bytes = token.into_bytes();
+                        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+                        token = String::from_utf8(bytes).unwrap();
+                    }
+                    let mut trace = Vec::new();
+                    let traced = verify_traced(&token, &p, NOW, &mut trace);
+                    let plain = verify(&token, &p, NOW);
+                    prop_assert_eq!(plain.is_ok(), traced.is_ok());
+                    if let Ok(ok) = plain {
+                        accepted.set(accepted.get() + 1);
+                        let (input, sig) = token.rsplit_once('.').unwrap();
+                        prop_assert_eq!(key, 0, "accepted a token signed with key {}", key);
+                        prop_assert_eq!(named.as_str(), MACS[mac], "alg/MAC mismatch accepted");
+                        prop_assert!(mangle.is_none(), "accepted a token changed after signing");
+                        let expected = jsonwebtoken::crypto::sign(
+                            input.as_bytes(),
+                            &EncodingKey::from_secret(SECRET.as_bytes()),
+                            jwt_alg(&named),
+                        )
+                        .unwrap();
+                        prop_assert_eq!(sig, expected.as_str());
+                        let claims: Value = serde_json::from_str(&payload).unwrap();
+                        prop_assert_eq!(Value::Object(ok.claims), claims);
+                    }
+                    Ok(())
+                },
+            );
+            if let Err(e) = result {
+                panic!("{e}");
+            }
+            // The property must not hold vacuously: plenty of the tokens were good ones.
+            assert!(
+                accepted.get() >= 100,
+                "only {} tokens accepted",
+                accepted.get()
+            );
+        }
+    }
 }
