@@ -71,6 +71,146 @@ pub fn fresh_database_url() -> Option<String> {
     }
 }
 
+/// A private throwaway cluster for one test that stops and restarts PostgreSQL
+/// (fault injection), so that the shared cluster of [`fresh_database_url`] and
+/// the tests using it are not disturbed. Stopped (immediately) when dropped;
+/// the watchdog removes its directory after the test process exits.
+///
+/// `None` when no PostgreSQL server binaries are found (after the same loud
+/// warning), a panic instead with `LATCHKEY_TEST_REQUIRE_ALL=1`.
+/// `LATCHKEY_TEST_DATABASE_URL_PG` is not used: a server we did not start is
+/// not ours to stop.
+pub fn dedicated_cluster() -> Option<DedicatedCluster> {
+    let Some(bin) = find_server_bin_dir() else {
+        assert!(
+            !require_all(),
+            "{ENV_REQUIRE_ALL}=1 but no PostgreSQL server binaries (initdb, pg_ctl, postgres) \
+             were found in {DEBIAN_PG_ROOT}/*/bin or on PATH"
+        );
+        warn_skipped();
+        return None;
+    };
+    let cluster = Cluster::start(&bin)
+        .unwrap_or_else(|e| panic!("could not start a dedicated PostgreSQL cluster: {e}"));
+    Some(DedicatedCluster { cluster })
+}
+
+pub struct DedicatedCluster {
+    cluster: Cluster,
+}
+
+impl DedicatedCluster {
+    /// A fresh empty database on this cluster (see [`fresh_database_url`]).
+    pub fn database_url(&self) -> String {
+        self.cluster
+            .create_database()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `pg_ctl stop -m MODE` (`smart`, `fast` or `immediate`), waiting until it is down.
+    pub fn stop(&self, mode: &str) -> Result<(), String> {
+        let c = &self.cluster;
+        let out = run(
+            c.run_as
+                .command(&c.pg_ctl)
+                .arg("-D")
+                .arg(&c.data)
+                .args([
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    &PG_CTL_WAIT_SECS.to_string(),
+                    "stop",
+                ])
+                .current_dir(&c.root),
+            Duration::from_secs(PG_CTL_WAIT_SECS + 30),
+        )?;
+        if out.success {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl stop -m {mode} failed ({}):\n{}",
+                out.status, out.text
+            ))
+        }
+    }
+
+    /// Starts the server again on the same port (bounded retries: the port was
+    /// only just released).
+    pub fn start(&self) -> Result<(), String> {
+        let c = &self.cluster;
+        let mut failures = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            match pg_ctl_start(&c.run_as, &c.pg_ctl, &c.data, &c.root, &c.log, c.port) {
+                Ok(out) if out.success => return Ok(()),
+                Ok(out) => {
+                    failures += &format!("\nattempt {attempt}: {}:\n{}", out.status, out.text)
+                }
+                Err(e) => failures += &format!("\nattempt {attempt}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Err(format!("pg_ctl start on port {} failed:{failures}", c.port))
+    }
+}
+
+impl DedicatedCluster {
+    /// Sends `kill -SIG` to the postmaster and all its children (the backends):
+    /// `STOP` freezes the database without closing a single connection (a hung
+    /// server, as far as clients can tell), `CONT` thaws it. Returns how many
+    /// processes were signalled.
+    pub fn signal_all(&self, sig: &str) -> Result<usize, String> {
+        let pid_file = self.cluster.data.join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| format!("cannot read {}: {e}", pid_file.display()))?;
+        let postmaster: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("no pid in {}", pid_file.display()))?;
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // /proc/PID/stat: "pid (comm) state ppid …"; comm may contain spaces.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        Ok(pids.len())
+    }
+}
+
+impl Drop for DedicatedCluster {
+    fn drop(&mut self) {
+        let _ = self.signal_all("CONT");
+        let _ = self.stop("immediate");
+    }
+}
+
 enum State {
     Local(Cluster),
     External(ExternalServer),
@@ -147,6 +287,12 @@ struct Cluster {
     _dir: tempfile::TempDir,
     psql: PathBuf,
     port: u16,
+    // What a restart needs (see [`DedicatedCluster`]).
+    run_as: RunAs,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    root: PathBuf,
+    log: PathBuf,
 }
 
 impl Cluster {
@@ -210,6 +356,11 @@ impl Cluster {
             _dir: dir,
             psql,
             port,
+            run_as,
+            pg_ctl,
+            data,
+            root,
+            log,
         })
     }
 
@@ -248,24 +399,7 @@ fn start_on_free_port(
     let mut failures = String::new();
     for attempt in 1..=START_ATTEMPTS {
         let port = free_port()?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300",
-            sh_quote(&root.to_string_lossy())
-        );
-        let out = run(
-            run_as
-                .command(pg_ctl)
-                .arg("-D")
-                .arg(data)
-                .arg("-o")
-                .arg(options)
-                .args(["-w", "-t", &PG_CTL_WAIT_SECS.to_string(), "-l"])
-                .arg(log)
-                .arg("start")
-                .current_dir(root),
-            Duration::from_secs(PG_CTL_WAIT_SECS + 30),
-        );
+        let out = pg_ctl_start(run_as, pg_ctl, data, root, log, port);
         match out {
             Ok(out) if out.success => return Ok(port),
             Ok(out) => {
@@ -297,6 +431,35 @@ fn start_on_free_port(
         "pg_ctl start failed {START_ATTEMPTS} times:{failures}\n--- tail of {} ---\n{log_tail}",
         log.display()
     ))
+}
+
+/// `pg_ctl start` on `port`, waiting until the server accepts connections.
+fn pg_ctl_start(
+    run_as: &RunAs,
+    pg_ctl: &Path,
+    data: &Path,
+    root: &Path,
+    log: &Path,
+    port: u16,
+) -> Result<Output, String> {
+    let options = format!(
+        "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c max_connections=300",
+        sh_quote(&root.to_string_lossy())
+    );
+    run(
+        run_as
+            .command(pg_ctl)
+            .arg("-D")
+            .arg(data)
+            .arg("-o")
+            .arg(options)
+            .args(["-w", "-t", &PG_CTL_WAIT_SECS.to_string(), "-l"])
+            .arg(log)
+            .arg("start")
+            .current_dir(root),
+        Duration::from_secs(PG_CTL_WAIT_SECS + 30),
+    )
 }
 
 fn free_port() -> Result<u16, String> {
