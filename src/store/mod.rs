@@ -47,7 +47,10 @@ pub struct Pools<DB: sqlx::Database> {
 
 impl<DB: sqlx::Database> Clone for Pools<DB> {
     fn clone(&self) -> Self {
-        Pools { read: self.read.clone(), write: self.write.clone() }
+        Pools {
+            read: self.read.clone(),
+            write: self.write.clone(),
+        }
     }
 }
 
@@ -107,7 +110,10 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
                 .await?;
-            Ok(Store::Postgres(Pools { read: pool.clone(), write: pool }))
+            Ok(Store::Postgres(Pools {
+                read: pool.clone(),
+                write: pool,
+            }))
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
             .or(url.strip_prefix("sqlite:"))
@@ -148,7 +154,11 @@ impl Store {
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
             Store::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(&p.write).await?,
-            Store::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(&p.write).await?,
+            Store::Postgres(p) => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&p.write)
+                    .await?
+            }
         }
         Ok(())
     }
