@@ -18,6 +18,8 @@ pub struct AppInner {
     pub metrics: crate::metrics::Metrics,
     /// Verification keys: parsed `jwt-public-keys` and the JWKS cache.
     pub keys: crate::sso::jwks::KeyStore,
+    /// Sessions and groups read by recent requests (at most 1 s old).
+    pub caches: crate::auth::cache::Caches,
 }
 
 pub type AppState = Arc<AppInner>;
@@ -53,6 +55,7 @@ impl App {
             passwords: Passwords::default(),
             metrics: crate::metrics::Metrics::default(),
             keys: crate::sso::jwks::KeyStore::default(),
+            caches: crate::auth::cache::Caches::default(),
         });
         let background = vec![
             state.settings.spawn_reloader(),

@@ -1,6 +1,7 @@
 //! Who is asking: sessions, the CurrentUser / AdminUser extractors, the CSRF rule for
 //! cookie-authenticated state changes, password hashing and login throttling.
 
+pub mod cache;
 pub mod password;
 pub mod session;
 pub mod throttle;
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, Method, header};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::context::RequestContext;
-use crate::store::{SessionRow, User};
+use crate::store::{Group, SessionRow, User};
 
 /// The signed-in user of a request.
 #[derive(Debug, Clone)]
@@ -45,13 +46,26 @@ pub fn request_token(headers: &HeaderMap) -> Option<(String, bool)> {
 }
 
 /// Loads the session behind `token` if it is live: not expired, not idle too long, and
-/// its user active.
+/// its user active. Served from the instance's cache when it has a fresh entry (see
+/// `cache`: revocations reach it within a second).
 pub async fn live_session(state: &AppState, token: &str) -> Result<Option<(SessionRow, User)>> {
     if token.len() > 256 {
         return Ok(None);
     }
     let hash = session::hash_token(token);
-    let Some((session, user)) = state.store.session_user(&hash).await? else {
+    let caches = &state.caches;
+    let found = match caches.get(&caches.sessions, &hash) {
+        Some(hit) => Some(hit),
+        None => {
+            let epoch = caches.epoch();
+            let loaded = state.store.session_user(&hash).await?;
+            if let Some(v) = &loaded {
+                caches.put(&caches.sessions, hash.clone(), epoch, v.clone());
+            }
+            loaded
+        }
+    };
+    let Some((session, user)) = found else {
         return Ok(None);
     };
     let now = crate::clock::now();
@@ -66,9 +80,22 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<(Sessi
         // Bounded write rate: refresh last_seen_at at most once a minute per session.
         if now - session.last_seen_at >= 60 {
             state.store.touch_session(&hash, now).await?;
+            caches.forget(&caches.sessions, &hash);
         }
     }
     Ok(Some((session, user)))
+}
+
+/// A user's groups, from the instance's cache when fresh.
+pub async fn user_groups(state: &AppState, user_id: i64) -> Result<std::sync::Arc<Vec<Group>>> {
+    let caches = &state.caches;
+    if let Some(hit) = caches.get(&caches.groups, &user_id) {
+        return Ok(hit);
+    }
+    let epoch = caches.epoch();
+    let groups = std::sync::Arc::new(state.store.user_groups(user_id).await?);
+    caches.put(&caches.groups, user_id, epoch, groups.clone());
+    Ok(groups)
 }
 
 /// SPEC §5: a state-changing request authenticated by cookie must come from our origin.

@@ -176,6 +176,10 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
 
     let started = std::time::Instant::now();
     let mut res = next.run(req).await;
+    if may_write(&method, &path) {
+        // The handler has committed: what this instance cached before is stale now.
+        state.caches.invalidate();
+    }
     // The access log has the path only: query strings can carry tokens (`jwt=`).
     tracing::info!(
         request_id = %request_id,
@@ -232,6 +236,16 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         );
     }
     res
+}
+
+/// Whether a request can change sessions, users or groups: every state-changing method, and
+/// the two GETs that sign in and out. Their completion invalidates the instance's caches.
+fn may_write(method: &axum::http::Method, path: &str) -> bool {
+    !matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) || path == "/auth/sso"
+        || path == "/auth/logout"
 }
 
 /// Errors produced outside our handlers (unknown route, axum's own rejections) get the

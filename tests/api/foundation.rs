@@ -379,3 +379,37 @@ both_backends! {
         app.login("r@example.com", "a-new-password").await;
     }
 }
+
+both_backends! {
+    async fn a_session_revoked_on_one_instance_stops_working_on_another_within_two_seconds(mut app) {
+        app.login_admin().await;
+        let id = app.create_user("multi@example.com", Some("password123"), false).await;
+        let token = app.login("multi@example.com", "password123").await;
+        let other = spawn_instance(&app).await;
+        // The other instance has served (and cached) this session.
+        let res = other.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = app.admin(Method::DELETE, &format!("/api/user/{id}/sessions")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // This instance stops at once; the other within the cache's second.
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let res = other.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+    }
+
+    async fn group_changes_show_at_once_on_the_instance_that_made_them(mut app) {
+        app.login_admin().await;
+        let id = app.create_user("g@example.com", Some("password123"), false).await;
+        let token = app.login("g@example.com", "password123").await;
+        let me = body_json(app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap()).await;
+        assert_eq!(me["group_ids"], json!([1]));
+        let g = body_json(app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Ops"})).send().await.unwrap()).await;
+        let gid = g["id"].as_i64().unwrap();
+        let res = app.admin(Method::POST, "/api/permissions/membership").json(&json!({"group_id": gid, "user_id": id})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let me = body_json(app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap()).await;
+        assert_eq!(me["group_ids"], json!([1, gid]));
+    }
+}

@@ -31,7 +31,7 @@ pub async fn current(
     State(state): State<AppState>,
     current: CurrentUser,
 ) -> Result<Json<UserView>> {
-    let groups = state.store.user_groups(current.user.id).await?;
+    let groups = crate::auth::user_groups(&state, current.user.id).await?;
     Ok(Json(UserView::new(&current.user, Some(&groups))))
 }
 
