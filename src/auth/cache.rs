@@ -146,10 +146,10 @@ mod tests {
         let map: TtlMap<u8, u8> = TtlMap::default();
         map.put(1, 0, 9);
         assert_eq!(map.get(&1, 0), Some(9));
-        if let Ok(mut m) = map.map.lock() {
-            if let Some(e) = m.get_mut(&1) {
-                e.at = Instant::now() - TTL;
-            }
+        if let Ok(mut m) = map.map.lock()
+            && let Some(e) = m.get_mut(&1)
+        {
+            e.at = Instant::now() - TTL;
         }
         assert_eq!(map.get(&1, 0), None);
     }
