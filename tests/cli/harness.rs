@@ -23,7 +23,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// SPEC §1: a setting changed on one process is in effect on the others within 2 s.
 pub const SETTING_PROPAGATION: Duration = Duration::from_secs(2);
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+pub use crate::support::binary::{command, listening_addr, session_cookie};
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database.
 pub struct Db {
@@ -70,20 +70,6 @@ macro_rules! cli_both_backends {
             }
         )*
     };
-}
-
-/// A `latchkey` command with a clean environment: no inherited `LATCHKEY_*` variables,
-/// plain (uncoloured) info-level logs.
-pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LATCHKEY_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env("RUST_LOG", "info,sqlx=warn").env("NO_COLOR", "1");
-    cmd
 }
 
 /// What a finished one-shot command did.
@@ -225,16 +211,6 @@ pub fn strip_ansi(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// The `ADDR:PORT` after `listening on http://` in a log line.
-pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("listening on http://").nth(1)?;
-    let addr: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
-        .collect();
-    addr.parse().ok()
 }
 
 /// A long-running `latchkey` process (server or example IdP). Its stdout and stderr lines
@@ -441,19 +417,6 @@ pub async fn password_login(server: &Proc, email: &str, password: &str) -> reqwe
         .send()
         .await
         .expect("login request")
-}
-
-/// The `latchkey.session` cookie value a response sets.
-pub fn session_cookie(res: &reqwest::Response) -> Option<String> {
-    res.headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let first = v.split(';').next()?.trim();
-            let value = first.strip_prefix("latchkey.session=")?;
-            (!value.is_empty()).then(|| value.to_owned())
-        })
 }
 
 /// GET /api/user/current with the session cookie.

@@ -4,16 +4,16 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::net::SocketAddr;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
 pub use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, SECRET};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+pub use crate::support::binary::{command, listening_addr, session_cookie};
 
 /// How long a server may take to start, or a one-shot command to finish.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -36,19 +36,6 @@ pub fn require_all() -> bool {
     std::env::var("LATCHKEY_TEST_REQUIRE_ALL")
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
         .unwrap_or(false)
-}
-
-/// A `latchkey` command with a clean environment: no inherited `LATCHKEY_*` variables.
-pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LATCHKEY_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env("RUST_LOG", "info,sqlx=warn").env("NO_COLOR", "1");
-    cmd
 }
 
 /// Runs `latchkey ARGS…` to completion (at most `DEADLINE`), with `stdin` when given;
@@ -244,16 +231,6 @@ impl Drop for Server {
     }
 }
 
-/// The `ADDR:PORT` after `listening on http://` in a log line.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("listening on http://").nth(1)?;
-    let addr: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
-        .collect();
-    addr.parse().ok()
-}
-
 /// A client that never follows redirects, with a per-request timeout.
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -276,19 +253,6 @@ pub fn login_token(email: &str, groups: Option<&[&str]>) -> String {
         claims.insert("groups".into(), json!(g));
     }
     latchkey::sso::verify::sign_hmac("HS256", &claims, SECRET.as_bytes()).expect("sign")
-}
-
-/// The `latchkey.session` cookie value a response sets.
-pub fn session_cookie(res: &reqwest::Response) -> Option<String> {
-    res.headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let first = v.split(';').next()?.trim();
-            let value = first.strip_prefix("latchkey.session=")?;
-            (!value.is_empty()).then(|| value.to_owned())
-        })
 }
 
 /// The `error` code of a JSON error body (empty when there is none).
