@@ -13,6 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::error::Result;
 
+mod sqlite_login;
+
 mod sqlite {
     pub type Db = sqlx::Sqlite;
     pub const IS_SQLITE: bool = true;
@@ -383,7 +385,13 @@ impl Store {
     /// Everything an SSO login writes, in one transaction (SPEC §4.4): the replay record,
     /// the user (created or updated), the group changes, the session and the audit rows.
     pub async fn sso_login(&self, login: &SsoLogin<'_>) -> Result<SsoOutcome> {
-        dispatch!(self, sso_login(login))
+        within_deadline(async {
+            match self {
+                Store::Sqlite(p) => sqlite_login::sso_login(p, login).await,
+                Store::Postgres(p) => postgres::sso_login(p, login).await,
+            }
+        })
+        .await
     }
 
     /// Whether a token with this replay key was already used (the dry run reads, never writes).

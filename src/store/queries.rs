@@ -1003,6 +1003,9 @@ async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64) -> Result<b
     Ok(res.rows_affected() == 1)
 }
 
+// SQLite runs the same transaction through `sqlite_login.rs` (no per-statement thread
+// hand-off); this one serves PostgreSQL.
+#[cfg_attr(not(test), allow(dead_code))]
 pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     let mut tx = begin_write(pool).await?;
     if !consume_replay(&mut tx, l.replay_key, l.replay_expires_at).await? {

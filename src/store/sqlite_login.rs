@@ -1,0 +1,248 @@
+//! The SSO login transaction on SQLite, run directly on the write connection's SQLite handle.
+//!
+//! sqlx drives a SQLite connection from its own worker thread and hands every statement
+//! over a channel: a login is about fourteen statements, so fourteen pairs of thread
+//! hand-offs, which cost several times the SQL itself (docs/performance.md). Here the whole
+//! transaction runs in one go: the write connection is taken from its pool (so writers
+//! still queue in order), its handle is locked away from the worker once, and the
+//! statements run synchronously through rusqlite on that same SQLite connection. The SQL and
+//! the rules are those of `queries.rs::sso_login`, which PostgreSQL uses; the SSO test suite
+//! runs against both.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde_json::{Map, Value, json};
+
+use super::{
+    ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditRecord, Pools, SsoLogin, SsoOutcome, User,
+};
+use crate::error::{Error, Result};
+
+fn internal(e: rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Error::DatabaseUnavailable
+        }
+        other => Error::internal(other),
+    }
+}
+
+pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
+    let mut conn = pools.write.acquire().await?;
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle();
+    // SAFETY: the handle is locked away from sqlx's worker thread until `handle` drops, which
+    // is after `db` (declared later, dropped first); `from_handle` never closes the handle.
+    let mut db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(internal)?;
+    let outcome = run(&mut db, l).map_err(|e| match e {
+        Failure::Sql(e) => internal(e),
+        Failure::Domain(e) => e,
+    });
+    drop(db);
+    drop(handle);
+    outcome
+}
+
+enum Failure {
+    Sql(rusqlite::Error),
+    Domain(Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+type R<T> = std::result::Result<T, Failure>;
+
+fn run(db: &mut rusqlite::Connection, l: &SsoLogin<'_>) -> R<SsoOutcome> {
+    // Dropping `tx` without commit rolls everything back: a refused login writes nothing.
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let fresh = tx
+        .prepare_cached(
+            "INSERT INTO replay_records (token_key, expires_at) VALUES (?1, ?2) ON CONFLICT (token_key) DO NOTHING",
+        )?
+        .execute(params![l.replay_key, l.replay_expires_at])?;
+    if fresh != 1 {
+        return Ok(SsoOutcome::Replayed);
+    }
+    let now = l.session.now;
+    let attrs = Value::Object(l.login_attributes.clone()).to_string();
+    let existing: Option<(i64, bool)> = tx
+        .prepare_cached("SELECT id, is_active FROM users WHERE email = ?1")?
+        .query_row(params![l.email], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (user_id, created) = match existing {
+        None if !l.provisioning_enabled => return Ok(SsoOutcome::NotProvisioned),
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, \
+                 login_attributes, created_at, updated_at, last_login) VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6)",
+            )?
+            .execute(params![l.email, l.first_name, l.last_name, l.subject, attrs, now])?;
+            let id = tx.last_insert_rowid();
+            add_member(&tx, id, ALL_USERS_GROUP_ID)?;
+            (id, true)
+        }
+        Some((_, false)) => return Ok(SsoOutcome::Deactivated),
+        Some((id, true)) => {
+            tx.prepare_cached(
+                "UPDATE users SET first_name = COALESCE(?2, first_name), last_name = COALESCE(?3, last_name), \
+                 login_attributes = ?4, sso_source = 'jwt', sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, \
+                 last_login = ?6 WHERE id = ?1",
+            )?
+            .execute(params![id, l.first_name, l.last_name, attrs, l.subject, now])?;
+            (id, false)
+        }
+    };
+    let base = AuditRecord {
+        user_id: Some(user_id),
+        email: Some(l.email.to_owned()),
+        ..l.audit.clone()
+    };
+    let audit = |kind: &'static str,
+                 outcome: &'static str,
+                 reason: Option<&str>,
+                 details: Value|
+     -> R<()> {
+        let r = &base;
+        tx.prepare_cached(
+            "INSERT INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            r.at, kind, outcome, reason, r.actor_id, r.user_id, r.email, r.ip, r.request_id,
+            details.to_string()
+        ])?;
+        Ok(())
+    };
+    if created {
+        audit("user_created", "success", None, json!({"source": "jwt"}))?;
+    }
+    let (mut added, mut removed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some((wanted, managed)) = &l.group_sync {
+        let current: BTreeSet<i64> = if created {
+            BTreeSet::from([ALL_USERS_GROUP_ID])
+        } else {
+            let mut stmt =
+                tx.prepare_cached("SELECT group_id FROM memberships WHERE user_id = ?1")?;
+            let ids = stmt.query_map(params![user_id], |r| r.get::<_, i64>(0))?;
+            ids.collect::<std::result::Result<_, _>>()?
+        };
+        let diff = crate::sso::claims::group_diff(&current, wanted, managed);
+        for gid in diff.add {
+            if add_member(&tx, user_id, gid)? {
+                if gid == ADMINISTRATORS_GROUP_ID {
+                    set_superuser(&tx, user_id, true, now)?;
+                }
+                audit(
+                    "group_added",
+                    "success",
+                    None,
+                    json!({"group_id": gid, "source": "jwt"}),
+                )?;
+                added.push(gid);
+            }
+        }
+        for gid in diff.remove {
+            if gid == ADMINISTRATORS_GROUP_ID {
+                let others: i64 = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE AND id <> ?1",
+                    )?
+                    .query_row(params![user_id], |r| r.get(0))?;
+                if others == 0 {
+                    let details = json!({"group_id": gid, "source": "jwt"});
+                    audit("group_removed", "skipped", Some("last_admin_kept"), details)?;
+                    kept.push(gid);
+                    continue;
+                }
+                set_superuser(&tx, user_id, false, now)?;
+            }
+            let gone = tx
+                .prepare_cached("DELETE FROM memberships WHERE user_id = ?1 AND group_id = ?2")?
+                .execute(params![user_id, gid])?;
+            if gone > 0 {
+                audit(
+                    "group_removed",
+                    "success",
+                    None,
+                    json!({"group_id": gid, "source": "jwt"}),
+                )?;
+                removed.push(gid);
+            }
+        }
+    }
+    let s = &l.session;
+    tx.prepare_cached(
+        "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
+         VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7)",
+    )?
+    .execute(params![s.id_hash, user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
+    audit("sso_login", "success", None, json!({"created": created}))?;
+    let user = load_user(&tx, user_id)?;
+    tx.commit()?;
+    Ok(SsoOutcome::LoggedIn {
+        user: Box::new(user),
+        created,
+        added,
+        removed,
+        kept,
+    })
+}
+
+/// Adds a membership if the group exists; whether a row was added.
+fn add_member(tx: &rusqlite::Transaction<'_>, user_id: i64, group_id: i64) -> R<bool> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO memberships (user_id, group_id) SELECT ?1, id FROM groups WHERE id = ?2 \
+             ON CONFLICT (user_id, group_id) DO NOTHING",
+        )?
+        .execute(params![user_id, group_id])?;
+    Ok(n > 0)
+}
+
+fn set_superuser(tx: &rusqlite::Transaction<'_>, user_id: i64, value: bool, now: i64) -> R<()> {
+    tx.prepare_cached("UPDATE users SET is_superuser = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![user_id, value, now])?;
+    Ok(())
+}
+
+fn load_user(tx: &rusqlite::Transaction<'_>, id: i64) -> R<User> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, \
+         login_attributes, created_at, updated_at, last_login FROM users WHERE id = ?1",
+    )?;
+    let user = stmt
+        .query_row(params![id], |r| {
+            let attrs: String = r.get(9)?;
+            let login_attributes = match serde_json::from_str(&attrs) {
+                Ok(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            Ok(User {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                first_name: r.get(2)?,
+                last_name: r.get(3)?,
+                has_password: r.get::<_, Option<String>>(4)?.is_some(),
+                sso_source: r.get(5)?,
+                sso_subject: r.get(6)?,
+                is_active: r.get(7)?,
+                is_superuser: r.get(8)?,
+                login_attributes,
+                created_at: r.get(10)?,
+                updated_at: r.get(11)?,
+                last_login: r.get(12)?,
+            })
+        })
+        .optional()?;
+    user.ok_or_else(|| Failure::Domain(Error::not_found("User")))
+}
