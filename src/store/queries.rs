@@ -59,6 +59,7 @@ async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
 }
 
 /// A copy of `template` for another kind of event about `user_id`.
+#[allow(dead_code)] // used by `sso_login`, which only PostgreSQL calls
 fn audit_row(
     template: &AuditRecord,
     kind: &'static str,
@@ -1005,7 +1006,7 @@ async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64) -> Result<b
 
 // SQLite runs the same transaction through `sqlite_login.rs` (no per-statement thread
 // hand-off); this one serves PostgreSQL.
-#[cfg_attr(not(test), allow(dead_code))]
+#[allow(dead_code)]
 pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     let mut tx = begin_write(pool).await?;
     if !consume_replay(&mut tx, l.replay_key, l.replay_expires_at).await? {
