@@ -45,6 +45,8 @@ pub enum Store {
 pub struct Pools<DB: sqlx::Database> {
     pub read: sqlx::Pool<DB>,
     pub write: sqlx::Pool<DB>,
+    /// SSO logins waiting for the next group commit (SQLite; see `sqlite_login`).
+    logins: sqlite_login::Queue,
 }
 
 impl<DB: sqlx::Database> Clone for Pools<DB> {
@@ -52,6 +54,7 @@ impl<DB: sqlx::Database> Clone for Pools<DB> {
         Pools {
             read: self.read.clone(),
             write: self.write.clone(),
+            logins: self.logins.clone(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl Store {
             Ok(Store::Postgres(Pools {
                 read: pool.clone(),
                 write: pool,
+                logins: Default::default(),
             }))
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -137,17 +141,25 @@ impl Store {
                 .synchronous(synchronous)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            // A local file connection does not go stale: no ping before each use (it would
+            // be one more round trip to sqlx's worker thread per query).
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.clone())
                 .await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;
-            Ok(Store::Sqlite(Pools { read, write }))
+            Ok(Store::Sqlite(Pools {
+                read,
+                write,
+                logins: Default::default(),
+            }))
         } else {
             anyhow::bail!("unsupported database URL (use sqlite://path/to/file.db or postgres://…)")
         }

@@ -1,4 +1,5 @@
-//! The SSO login transaction on SQLite, run directly on the write connection's SQLite handle.
+//! The SSO login transaction on SQLite, run directly on the write connection's SQLite handle,
+//! with group commit.
 //!
 //! sqlx drives a SQLite connection from its own worker thread and hands every statement
 //! over a channel: a login is about fourteen statements, so fourteen pairs of thread
@@ -8,6 +9,14 @@
 //! statements run synchronously through rusqlite on that same SQLite connection. The SQL and
 //! the rules are those of `queries.rs::sso_login`, which PostgreSQL uses; the SSO test suite
 //! runs against both.
+//!
+//! Group commit: every login first joins a queue. Whoever gets the write connection takes
+//! the whole queue and runs it as one transaction, each login inside its own savepoint (a
+//! refused login rolls back to its savepoint and leaves nothing behind), then commits once and
+//! answers everybody. Concurrent logins thus share one commit and one write of the pages
+//! they touch, and nobody is answered before the commit that makes their login durable. A
+//! login whose job another connection holder already ran finds the queue empty and just
+//! collects its answer.
 
 use std::collections::BTreeSet;
 
@@ -33,20 +42,142 @@ fn internal(e: rusqlite::Error) -> Error {
     }
 }
 
+/// A login waiting for the write connection, with everything it needs owned.
+#[derive(Debug)]
+pub struct Job {
+    replay_key: String,
+    replay_expires_at: i64,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    subject: Option<String>,
+    login_attributes: Map<String, Value>,
+    provisioning_enabled: bool,
+    group_sync: Option<(BTreeSet<i64>, BTreeSet<i64>)>,
+    session: super::NewSession,
+    audit: AuditRecord,
+    reply: tokio::sync::oneshot::Sender<Result<SsoOutcome>>,
+}
+
+/// The logins waiting for the next commit.
+pub type Queue = std::sync::Arc<std::sync::Mutex<Vec<Job>>>;
+
+/// The most logins one transaction takes; the rest wait for the next one.
+const MAX_BATCH: usize = 256;
+
 pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
-    let mut conn = pools.write.acquire().await?;
-    let mut handle = conn.lock_handle().await?;
-    let raw = handle.as_raw_handle();
-    // SAFETY: the handle is locked away from sqlx's worker thread until `handle` drops, which
-    // is after `db` (declared later, dropped first); `from_handle` never closes the handle.
-    let mut db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(internal)?;
-    let outcome = run(&mut db, l).map_err(|e| match e {
-        Failure::Sql(e) => internal(e),
-        Failure::Domain(e) => e,
-    });
-    drop(db);
-    drop(handle);
-    outcome
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = Job {
+        replay_key: l.replay_key.to_owned(),
+        replay_expires_at: l.replay_expires_at,
+        email: l.email.to_owned(),
+        first_name: l.first_name.map(str::to_owned),
+        last_name: l.last_name.map(str::to_owned),
+        subject: l.subject.map(str::to_owned),
+        login_attributes: l.login_attributes.clone(),
+        provisioning_enabled: l.provisioning_enabled,
+        group_sync: l.group_sync.clone(),
+        session: l.session.clone(),
+        audit: l.audit.clone(),
+        reply,
+    };
+    push(&pools.logins, job);
+    let mut answer = answer;
+    loop {
+        {
+            let mut conn = pools.write.acquire().await?;
+            let batch = take(&pools.logins);
+            if !batch.is_empty() {
+                let mut handle = conn.lock_handle().await?;
+                let raw = handle.as_raw_handle();
+                // SAFETY: the handle is locked away from sqlx's worker thread until `handle`
+                // drops, after `db`; `from_handle` never closes the handle.
+                match unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) } {
+                    Ok(mut db) => run_batch(&mut db, batch),
+                    Err(e) => fail_all(batch, &internal(e)),
+                }
+                drop(handle);
+            }
+        }
+        // Answers are sent before the connection is released, so an empty answer here means
+        // this login is still queued (behind a full batch): take the connection again.
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "the login batch was dropped"
+                )));
+            }
+        }
+    }
+}
+
+fn push(queue: &Queue, job: Job) {
+    match queue.lock() {
+        Ok(mut q) => q.push(job),
+        Err(poisoned) => poisoned.into_inner().push(job),
+    }
+}
+
+fn take(queue: &Queue) -> Vec<Job> {
+    let mut q = match queue.lock() {
+        Ok(q) => q,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let n = q.len().min(MAX_BATCH);
+    q.drain(..n).collect()
+}
+
+fn fail_all(batch: Vec<Job>, e: &Error) {
+    for job in batch {
+        let _ = job.reply.send(Err(copy_error(e)));
+    }
+}
+
+/// Errors are not `Clone` (they can hold a source); what a batch failure tells each login.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::DatabaseUnavailable => Error::DatabaseUnavailable,
+        other => Error::internal(anyhow::anyhow!("{other}")),
+    }
+}
+
+/// One transaction for the whole batch, a savepoint per login, one commit, then the answers.
+fn run_batch(db: &mut rusqlite::Connection, batch: Vec<Job>) {
+    let mut tx = match db.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(batch, &internal(e)),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for job in &batch {
+        let outcome = match tx.savepoint() {
+            Ok(mut sp) => {
+                let outcome = run(&sp, job);
+                let keep = matches!(outcome, Ok(SsoOutcome::LoggedIn { .. }));
+                let ended = if keep {
+                    sp.commit()
+                } else {
+                    sp.rollback().and_then(|()| sp.commit())
+                };
+                match ended {
+                    Ok(()) => outcome,
+                    Err(e) => Err(Failure::Sql(e)),
+                }
+            }
+            Err(e) => Err(Failure::Sql(e)),
+        };
+        results.push(outcome.map_err(|f| match f {
+            Failure::Sql(e) => internal(e),
+            Failure::Domain(e) => e,
+        }));
+    }
+    if let Err(e) = tx.commit() {
+        return fail_all(batch, &internal(e));
+    }
+    for (job, result) in batch.into_iter().zip(results) {
+        let _ = job.reply.send(result);
+    }
 }
 
 enum Failure {
@@ -62,9 +193,8 @@ impl From<rusqlite::Error> for Failure {
 
 type R<T> = std::result::Result<T, Failure>;
 
-fn run(db: &mut rusqlite::Connection, l: &SsoLogin<'_>) -> R<SsoOutcome> {
-    // Dropping `tx` without commit rolls everything back: a refused login writes nothing.
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// One login inside its savepoint; the caller keeps or rolls back the savepoint.
+fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
     let fresh = tx
         .prepare_cached(
             "INSERT INTO replay_records (token_key, expires_at) VALUES (?1, ?2) ON CONFLICT (token_key) DO NOTHING",
@@ -88,7 +218,7 @@ fn run(db: &mut rusqlite::Connection, l: &SsoLogin<'_>) -> R<SsoOutcome> {
             )?
             .execute(params![l.email, l.first_name, l.last_name, l.subject, attrs, now])?;
             let id = tx.last_insert_rowid();
-            add_member(&tx, id, ALL_USERS_GROUP_ID)?;
+            add_member(tx, id, ALL_USERS_GROUP_ID)?;
             (id, true)
         }
         Some((_, false)) => return Ok(SsoOutcome::Deactivated),
@@ -138,9 +268,9 @@ fn run(db: &mut rusqlite::Connection, l: &SsoLogin<'_>) -> R<SsoOutcome> {
         };
         let diff = crate::sso::claims::group_diff(&current, wanted, managed);
         for gid in diff.add {
-            if add_member(&tx, user_id, gid)? {
+            if add_member(tx, user_id, gid)? {
                 if gid == ADMINISTRATORS_GROUP_ID {
-                    set_superuser(&tx, user_id, true, now)?;
+                    set_superuser(tx, user_id, true, now)?;
                 }
                 audit(
                     "group_added",
@@ -164,7 +294,7 @@ fn run(db: &mut rusqlite::Connection, l: &SsoLogin<'_>) -> R<SsoOutcome> {
                     kept.push(gid);
                     continue;
                 }
-                set_superuser(&tx, user_id, false, now)?;
+                set_superuser(tx, user_id, false, now)?;
             }
             let gone = tx
                 .prepare_cached("DELETE FROM memberships WHERE user_id = ?1 AND group_id = ?2")?
@@ -187,8 +317,7 @@ fn run(db: &mut rusqlite::Connection, l: &SsoLogin<'_>) -> R<SsoOutcome> {
     )?
     .execute(params![s.id_hash, user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
     audit("sso_login", "success", None, json!({"created": created}))?;
-    let user = load_user(&tx, user_id)?;
-    tx.commit()?;
+    let user = load_user(tx, user_id)?;
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),
         created,
@@ -199,7 +328,7 @@ fn run(db: &mut rusqlite::Connection, l: &SsoLogin<'_>) -> R<SsoOutcome> {
 }
 
 /// Adds a membership if the group exists; whether a row was added.
-fn add_member(tx: &rusqlite::Transaction<'_>, user_id: i64, group_id: i64) -> R<bool> {
+fn add_member(tx: &rusqlite::Connection, user_id: i64, group_id: i64) -> R<bool> {
     let n = tx
         .prepare_cached(
             "INSERT INTO memberships (user_id, group_id) SELECT ?1, id FROM groups WHERE id = ?2 \
@@ -209,13 +338,13 @@ fn add_member(tx: &rusqlite::Transaction<'_>, user_id: i64, group_id: i64) -> R<
     Ok(n > 0)
 }
 
-fn set_superuser(tx: &rusqlite::Transaction<'_>, user_id: i64, value: bool, now: i64) -> R<()> {
+fn set_superuser(tx: &rusqlite::Connection, user_id: i64, value: bool, now: i64) -> R<()> {
     tx.prepare_cached("UPDATE users SET is_superuser = ?2, updated_at = ?3 WHERE id = ?1")?
         .execute(params![user_id, value, now])?;
     Ok(())
 }
 
-fn load_user(tx: &rusqlite::Transaction<'_>, id: i64) -> R<User> {
+fn load_user(tx: &rusqlite::Connection, id: i64) -> R<User> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, \
          login_attributes, created_at, updated_at, last_login FROM users WHERE id = ?1",
