@@ -84,23 +84,34 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
     push(&pools.logins, job);
     let mut answer = answer;
     loop {
-        {
-            let mut conn = pools.write.acquire().await?;
-            let batch = take(&pools.logins);
-            if !batch.is_empty() {
-                let mut handle = conn.lock_handle().await?;
-                let raw = handle.as_raw_handle();
-                // SAFETY: the handle is locked away from sqlx's worker thread until `handle`
-                // drops, after `db`; `from_handle` never closes the handle.
-                match unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) } {
-                    Ok(mut db) => run_batch(&mut db, batch),
-                    Err(e) => fail_all(batch, &internal(e)),
-                }
-                drop(handle);
+        // Either another connection holder answers this login, or this task takes the
+        // connection and runs the queue itself. Waiting on both means a login that someone
+        // else committed is woken once, by its answer, instead of queueing for the connection
+        // only to find nothing left to do.
+        let mut conn = tokio::select! {
+            biased;
+            result = &mut answer => {
+                return result.unwrap_or_else(|_| {
+                    Err(Error::internal(anyhow::anyhow!("the login batch was dropped")))
+                });
             }
+            conn = pools.write.acquire() => conn?,
+        };
+        let batch = take(&pools.logins);
+        if !batch.is_empty() {
+            let mut handle = conn.lock_handle().await?;
+            let raw = handle.as_raw_handle();
+            // SAFETY: the handle is locked away from sqlx's worker thread until `handle`
+            // drops, after `db`; `from_handle` never closes the handle.
+            match unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) } {
+                Ok(mut db) => run_batch(&mut db, batch),
+                Err(e) => fail_all(batch, &internal(e)),
+            }
+            drop(handle);
         }
-        // Answers are sent before the connection is released, so an empty answer here means
-        // this login is still queued (behind a full batch): take the connection again.
+        drop(conn);
+        // Answers are sent before the connection is released: an empty answer here means
+        // this login is still queued (behind a full batch), so go round again.
         match answer.try_recv() {
             Ok(result) => return result,
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
