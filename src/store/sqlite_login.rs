@@ -15,8 +15,8 @@
 //! refused login rolls back to its savepoint and leaves nothing behind), then commits once and
 //! answers everybody. Concurrent logins thus share one commit and one write of the pages
 //! they touch, and nobody is answered before the commit that makes their login durable. A
-//! login whose job another connection holder already ran finds the queue empty and just
-//! collects its answer.
+//! queued login waits on its answer and on the connection at once, so one that another
+//! holder commits is woken by its answer alone.
 
 use std::collections::BTreeSet;
 
