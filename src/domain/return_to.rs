@@ -285,9 +285,15 @@ fn hex_value(b: u8) -> Option<u8> {
 /// absolute input the re-serialised absolute URL. Either way the raw input is never echoed.
 pub fn location(raw: Option<&str>, target: &url::Url) -> String {
     let relative = raw.is_none_or(|r| r.is_empty() || r.starts_with('/'));
-    if !relative {
-        return target.to_string();
+    if relative {
+        relative_reference(target)
+    } else {
+        target.to_string()
     }
+}
+
+/// Path, query and fragment of a URL: the same place, relative to its own origin.
+pub fn relative_reference(target: &url::Url) -> String {
     let mut out = target.path().to_owned();
     if let Some(q) = target.query() {
         out.push('?');

@@ -194,16 +194,7 @@ async fn handle(
         if let Some(t) = target {
             // Relative to our site when it is ours: the IdP hands it back as return_to.
             let value = if t.origin() == base.origin() {
-                let mut rel = t.path().to_owned();
-                if let Some(q) = t.query() {
-                    rel.push('?');
-                    rel.push_str(q);
-                }
-                if let Some(f) = t.fragment() {
-                    rel.push('#');
-                    rel.push_str(f);
-                }
-                rel
+                crate::domain::return_to::relative_reference(&t)
             } else {
                 t.to_string()
             };

@@ -7,11 +7,8 @@ use url::Url;
 
 use crate::domain::group_mappings::GroupMappings;
 
-/// The algorithms Latchkey can verify (SPEC §3 `jwt-algorithms`).
-pub const KNOWN_ALGORITHMS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-    "ES384", "EdDSA",
-];
+/// The algorithms Latchkey can verify (SPEC §3 `jwt-algorithms`): the verifier's own list.
+pub use crate::sso::verify::KNOWN_ALGORITHMS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -276,10 +276,7 @@ pub async fn update_user(
 
     let loses_admin = before.is_superuser && before.is_active && (!is_superuser || !is_active);
     if loses_admin && other_active_admins(&mut tx, id).await? == 0 {
-        return Err(Error::LastAdmin(
-            "This is the last active administrator: make another user an administrator first."
-                .into(),
-        ));
+        return Err(last_admin_error());
     }
     let res = sqlx::query(
         "UPDATE users SET email = $2, first_name = $3, last_name = $4, is_superuser = $5, is_active = $6, updated_at = $7 WHERE id = $1",
@@ -494,6 +491,12 @@ pub async fn create_group(pool: &Pool, name: &str, audit: &AuditRecord) -> Resul
     })
 }
 
+fn last_admin_error() -> Error {
+    Error::LastAdmin(
+        "This is the last active administrator: make another user an administrator first.".into(),
+    )
+}
+
 fn builtin_group_error() -> Error {
     Error::Forbidden(
         "The built-in groups All Users and Administrators cannot be renamed or deleted.".into(),
@@ -656,10 +659,7 @@ pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Res
     if group_id == ADMINISTRATORS_GROUP_ID {
         if user.is_active && user.is_superuser && other_active_admins(&mut tx, user_id).await? == 0
         {
-            return Err(Error::LastAdmin(
-                "This is the last active administrator: make another user an administrator first."
-                    .into(),
-            ));
+            return Err(last_admin_error());
         }
         set_superuser(&mut tx, user_id, false, audit.at).await?;
     }
