@@ -24,6 +24,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub const SETTING_PROPAGATION: Duration = Duration::from_secs(2);
 
 pub use crate::support::binary::{command, listening_addr, session_cookie};
+pub use crate::support::location;
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database.
 pub struct Db {
@@ -432,15 +433,6 @@ pub async fn current_user(server: &Proc, cookie: &str) -> Value {
         .expect("current user");
     assert_eq!(res.status(), StatusCode::OK);
     body_json(res).await
-}
-
-pub fn location(res: &reqwest::Response) -> String {
-    res.headers()
-        .get(reqwest::header::LOCATION)
-        .expect("Location header")
-        .to_str()
-        .expect("ASCII Location")
-        .to_owned()
 }
 
 /// Asserts a redirect to `path` on `server` (the Location may be relative or absolute).

@@ -6,6 +6,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::*;
+pub use crate::support::{add_to_group, create_group, location};
 
 /// A user with names, signed in with a password; returns (user id, session token).
 pub async fn named_user(app: &TestApp, email: &str, first: &str, last: &str) -> (i64, String) {
@@ -19,27 +20,6 @@ pub async fn named_user(app: &TestApp, email: &str, first: &str, last: &str) -> 
     let id = body_json(res).await["id"].as_i64().expect("user id");
     let token = app.login(email, "password123").await;
     (id, token)
-}
-
-pub async fn create_group(app: &TestApp, name: &str) -> i64 {
-    let res = app
-        .admin(Method::POST, "/api/permissions/group")
-        .json(&json!({"name": name}))
-        .send()
-        .await
-        .expect("create group");
-    assert_eq!(res.status(), StatusCode::OK, "create group {name}");
-    body_json(res).await["id"].as_i64().expect("group id")
-}
-
-pub async fn add_to_group(app: &TestApp, user_id: i64, group_id: i64) {
-    let res = app
-        .admin(Method::POST, "/api/permissions/membership")
-        .json(&json!({"user_id": user_id, "group_id": group_id}))
-        .send()
-        .await
-        .expect("add membership");
-    assert!(res.status().is_success(), "membership: {}", res.status());
 }
 
 pub async fn put_settings(app: &TestApp, values: Value) {
@@ -61,12 +41,6 @@ pub fn session_cookie(res: &Response) -> String {
 
 pub fn header<'a>(res: &'a Response, name: &str) -> Option<&'a str> {
     res.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-pub fn location(res: &Response) -> String {
-    header(res, "location")
-        .expect("a Location header")
-        .to_owned()
 }
 
 /// The `redirect` parameter of a `/auth/login?redirect=…` URL, decoded.

@@ -11,6 +11,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::*;
+pub use crate::support::{add_to_group, create_group, location};
 
 /// The IdP URI `configure_jwt` sets.
 pub const IDP: &str = "https://idp.example/login";
@@ -242,27 +243,6 @@ pub async fn group_ids(app: &TestApp, user_id: i64) -> Vec<i64> {
         .collect()
 }
 
-pub async fn create_group(app: &TestApp, name: &str) -> i64 {
-    let res = app
-        .admin(Method::POST, "/api/permissions/group")
-        .json(&json!({"name": name}))
-        .send()
-        .await
-        .expect("create group");
-    assert_eq!(res.status(), StatusCode::OK);
-    body_json(res).await["id"].as_i64().expect("group id")
-}
-
-pub async fn add_to_group(app: &TestApp, user_id: i64, group_id: i64) {
-    let res = app
-        .admin(Method::POST, "/api/permissions/membership")
-        .json(&json!({"group_id": group_id, "user_id": user_id}))
-        .send()
-        .await
-        .expect("add membership");
-    assert_eq!(res.status(), StatusCode::OK);
-}
-
 pub fn set_cookie(res: &Response) -> Option<String> {
     res.headers()
         .get("set-cookie")
@@ -276,14 +256,6 @@ pub fn cookie_token(set_cookie: &str) -> String {
         .strip_prefix("latchkey.session=")
         .and_then(|rest| rest.split(';').next())
         .expect("latchkey.session cookie")
-        .to_owned()
-}
-
-pub fn location(res: &Response) -> String {
-    res.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .expect("Location header")
         .to_owned()
 }
 

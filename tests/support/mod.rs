@@ -154,6 +154,42 @@ pub async fn assert_error(res: Response, status: u16, code: &str) -> Value {
     body
 }
 
+/// The `Location` header of a response (panics without one).
+pub fn location(res: &Response) -> String {
+    res.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("a Location header")
+        .to_owned()
+}
+
+/// Creates a group through the API (as the admin); returns its id.
+pub async fn create_group(app: &TestApp, name: &str) -> i64 {
+    let res = app
+        .admin(Method::POST, "/api/permissions/group")
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("create group");
+    assert_eq!(res.status(), StatusCode::OK, "create group {name}");
+    body_json(res).await["id"].as_i64().expect("group id")
+}
+
+/// Adds a user to a group through the API (as the admin).
+pub async fn add_to_group(app: &TestApp, user_id: i64, group_id: i64) {
+    let res = app
+        .admin(Method::POST, "/api/permissions/membership")
+        .json(&json!({"group_id": group_id, "user_id": user_id}))
+        .send()
+        .await
+        .expect("add membership");
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "add user {user_id} to group {group_id}"
+    );
+}
+
 pub fn now() -> i64 {
     latchkey::clock::now()
 }
