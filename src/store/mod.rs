@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::error::Result;
 
+mod sqlite_checkpoint;
 mod sqlite_login;
 
 mod sqlite {
@@ -46,7 +47,7 @@ pub struct Pools<DB: sqlx::Database> {
     pub read: sqlx::Pool<DB>,
     pub write: sqlx::Pool<DB>,
     /// SSO logins waiting for the next group commit (SQLite; see `sqlite_login`).
-    logins: sqlite_login::Queue,
+    logins: std::sync::Arc<sqlite_login::Logins>,
 }
 
 impl<DB: sqlx::Database> Clone for Pools<DB> {
@@ -124,15 +125,17 @@ impl Store {
             .strip_prefix("sqlite://")
             .or(url.strip_prefix("sqlite:"))
         {
+            sqlite_login::configure_sqlite();
             let path = path.split('?').next().unwrap_or(path);
             if let Some(dir) = std::path::Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir)?;
             }
-            let synchronous = match std::env::var("LATCHKEY_SQLITE_SYNCHRONOUS").as_deref() {
-                Ok("full") | Ok("FULL") => SqliteSynchronous::Full,
-                _ => SqliteSynchronous::Normal,
+            let (synchronous, level) = match std::env::var("LATCHKEY_SQLITE_SYNCHRONOUS").as_deref()
+            {
+                Ok("full") | Ok("FULL") => (SqliteSynchronous::Full, "FULL"),
+                _ => (SqliteSynchronous::Normal, "NORMAL"),
             };
             let opts = SqliteConnectOptions::new()
                 .filename(path)
@@ -140,7 +143,13 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(synchronous)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // Savepoint and statement journals in memory: a group-committed batch keeps
+                // a savepoint per login, and on disk their journal was a third of a login's
+                // time (docs/performance.md). Only rollbacks read it; durability is the WAL's.
+                .pragma("temp_store", "memory")
+                // Checkpoints run on a thread of their own (`sqlite_checkpoint`).
+                .pragma("wal_autocheckpoint", "0");
             // A local file connection does not go stale: no ping before each use (it would
             // be one more round trip to sqlx's worker thread per query).
             let write = SqlitePoolOptions::new()
@@ -158,7 +167,10 @@ impl Store {
             Ok(Store::Sqlite(Pools {
                 read,
                 write,
-                logins: Default::default(),
+                logins: std::sync::Arc::new(sqlite_login::Logins::new(
+                    std::path::Path::new(path),
+                    level,
+                )),
             }))
         } else {
             anyhow::bail!("unsupported database URL (use sqlite://path/to/file.db or postgres://…)")
@@ -187,6 +199,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(p) => {
+                p.logins.close();
                 p.read.close().await;
                 p.write.close().await;
             }

@@ -1,14 +1,14 @@
-//! The SSO login transaction on SQLite, run directly on the write connection's SQLite handle,
-//! with group commit.
+//! The SSO login transaction on SQLite, on a connection of its own, with group commit.
 //!
 //! sqlx drives a SQLite connection from its own worker thread and hands every statement
 //! over a channel: a login is about fourteen statements, so fourteen pairs of thread
 //! hand-offs, which cost several times the SQL itself (docs/performance.md). Here the whole
-//! transaction runs in one go: the write connection is taken from its pool (so writers
-//! still queue in order), its handle is locked away from the worker once, and the
-//! statements run synchronously through rusqlite on that same SQLite connection. The SQL and
-//! the rules are those of `queries.rs::sso_login`, which PostgreSQL uses; the SSO test suite
-//! runs against both.
+//! transaction runs in one go on a rusqlite connection kept for SSO logins alone, whose
+//! prepared statements live as long as it does. Writers still queue in order: a batch runs
+//! only while its runner holds the connection of sqlx's write pool (which it leaves unused),
+//! so no other writer of this process ever meets SQLite's lock. The SQL and the rules are
+//! those of `queries.rs::sso_login`, which PostgreSQL uses; the SSO test suite runs against
+//! both.
 //!
 //! Group commit: every login first joins a queue. Whoever gets the write connection takes
 //! the whole queue and runs it as one transaction, each login inside its own savepoint (a
@@ -19,10 +19,13 @@
 //! holder commits is woken by its answer alone.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 
+use super::sqlite_checkpoint::Checkpointer;
 use super::{
     ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditRecord, Pools, SsoLogin, SsoOutcome, User,
 };
@@ -59,13 +62,86 @@ pub struct Job {
     reply: tokio::sync::oneshot::Sender<Result<SsoOutcome>>,
 }
 
-/// The logins waiting for the next commit.
-pub type Queue = std::sync::Arc<std::sync::Mutex<Vec<Job>>>;
+/// The logins waiting for the next commit, and the connection that commits them.
+#[derive(Debug, Default)]
+pub struct Logins {
+    queue: Mutex<Vec<Job>>,
+    db: Mutex<LoginDb>,
+    /// Checkpoints the log these commits write (`None` for PostgreSQL).
+    checkpointer: Option<Checkpointer>,
+}
+
+#[derive(Debug, Default)]
+struct LoginDb {
+    /// The database file and the `synchronous` level; `None` for PostgreSQL.
+    target: Option<(PathBuf, &'static str)>,
+    /// Opened on first use, closed by [`Logins::close`].
+    conn: Option<rusqlite::Connection>,
+}
+
+impl Logins {
+    /// For the SQLite database at `path`, whose connections use this `synchronous` level.
+    pub fn new(path: &Path, synchronous: &'static str) -> Logins {
+        Logins {
+            queue: Mutex::default(),
+            db: Mutex::new(LoginDb {
+                target: Some((path.to_owned(), synchronous)),
+                conn: None,
+            }),
+            checkpointer: Some(Checkpointer::start(path.to_owned())),
+        }
+    }
+
+    /// Closes the connection (a later login opens it again) and stops the checkpoints.
+    pub fn close(&self) {
+        lock(&self.db).conn = None;
+        if let Some(c) = &self.checkpointer {
+            c.stop();
+        }
+    }
+}
+
+/// Process-wide SQLite configuration, before the first connection: no memory statistics.
+/// With them on, every allocation SQLite makes takes one global mutex, shared by all
+/// connections (about 5 % of an SSO login in a profile).
+pub fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is called before any connection of this process is
+        // opened; should SQLite already be initialised, it answers SQLITE_MISUSE and
+        // changes nothing.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0);
+        }
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Opens the login connection with the settings of the pool's connections (WAL is the
+/// database's own, set when the pools connected).
+fn open(path: &Path, synchronous: &str) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let db = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    db.busy_timeout(std::time::Duration::from_secs(10))?;
+    db.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
+         PRAGMA wal_autocheckpoint = 0;"
+    ))?;
+    db.set_prepared_statement_cache_capacity(32);
+    Ok(db)
+}
 
 /// The most logins one transaction takes; the rest wait for the next one.
 const MAX_BATCH: usize = 256;
 
 pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
+    let logins = &*pools.logins;
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job = Job {
         replay_key: l.replay_key.to_owned(),
@@ -81,14 +157,14 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
         audit: l.audit.clone(),
         reply,
     };
-    push(&pools.logins, job);
+    lock(&logins.queue).push(job);
     let mut answer = answer;
     loop {
         // Either another connection holder answers this login, or this task takes the
         // connection and runs the queue itself. Waiting on both means a login that someone
         // else committed is woken once, by its answer, instead of queueing for the connection
         // only to find nothing left to do.
-        let mut conn = tokio::select! {
+        let write = tokio::select! {
             biased;
             result = &mut answer => {
                 return result.unwrap_or_else(|_| {
@@ -97,19 +173,35 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
             }
             conn = pools.write.acquire() => conn?,
         };
-        let batch = take(&pools.logins);
+        // Let the other requests that are ready run first, up to the point where they join
+        // the queue: without this pause a runner that found the connection free would
+        // commit alone, and on a busy single core every commit would be a batch of one.
+        tokio::task::yield_now().await;
+        let batch = take(&logins.queue);
         if !batch.is_empty() {
-            let mut handle = conn.lock_handle().await?;
-            let raw = handle.as_raw_handle();
-            // SAFETY: the handle is locked away from sqlx's worker thread until `handle`
-            // drops, after `db`; `from_handle` never closes the handle.
-            match unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) } {
-                Ok(mut db) => run_batch(&mut db, batch),
-                Err(e) => fail_all(batch, &internal(e)),
+            let mut db = lock(&logins.db);
+            let LoginDb { target, conn } = &mut *db;
+            if conn.is_none()
+                && let Some((path, synchronous)) = target
+            {
+                match open(path, synchronous) {
+                    Ok(opened) => *conn = Some(opened),
+                    Err(e) => tracing::warn!(error = %e, "cannot open the SSO login connection"),
+                }
             }
-            drop(handle);
+            match conn {
+                Some(c) => {
+                    run_batch(c, batch);
+                    if let Some(checkpoints) = &logins.checkpointer {
+                        checkpoints.finish(c);
+                        checkpoints.nudge();
+                    }
+                }
+                None => fail_all(batch, &Error::DatabaseUnavailable),
+            }
         }
-        drop(conn);
+        // Held until the batch is committed: writers of this process go one at a time.
+        drop(write);
         // Answers are sent before the connection is released: an empty answer here means
         // this login is still queued (behind a full batch), so go round again.
         match answer.try_recv() {
@@ -124,18 +216,8 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
     }
 }
 
-fn push(queue: &Queue, job: Job) {
-    match queue.lock() {
-        Ok(mut q) => q.push(job),
-        Err(poisoned) => poisoned.into_inner().push(job),
-    }
-}
-
-fn take(queue: &Queue) -> Vec<Job> {
-    let mut q = match queue.lock() {
-        Ok(q) => q,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+fn take(queue: &Mutex<Vec<Job>>) -> Vec<Job> {
+    let mut q = lock(queue);
     let n = q.len().min(MAX_BATCH);
     q.drain(..n).collect()
 }

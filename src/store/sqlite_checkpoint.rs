@@ -1,0 +1,157 @@
+//! WAL checkpoints on a thread of their own, off the request path.
+//!
+//! By default SQLite checkpoints inside the commit that takes the write-ahead log past 1,000
+//! pages: that commit copies the log into the database file and waits for two `fsync`s, and
+//! every request behind it waits too (on one busy core, a pause of tens of milliseconds that
+//! showed up as the SSO p99). Latchkey turns the automatic checkpoint off on its
+//! connections and runs them here instead, shortly after logins were committed (or once a
+//! second, for the other writes):
+//!
+//! 1. a PASSIVE checkpoint, which copies the log without holding writers back;
+//! 2. if the log was long ([`TAIL_FRAMES`]), the SSO login writer, which commits nearly all
+//!    of the log, runs a second PASSIVE checkpoint right after its next commit, while it
+//!    still holds the write connection (so no commit lands meanwhile): that one copies only
+//!    what was committed during the first, and the next commit starts the log again from its
+//!    beginning. Without this step a writer that never pauses keeps the log growing for ever;
+//! 3. should the log reach [`RESTART_FRAMES`] all the same (other writers that never pause),
+//!    a RESTART checkpoint, SQLite's own way to force a restart: it holds writers back, and
+//!    they wait for it in the busy handler.
+//!
+//! Durability is unchanged: a commit is in the log before it is answered; checkpoints only
+//! move it into the database file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Checkpoint at least this often, for writes that do not nudge (everything but SSO logins).
+const PERIOD: Duration = Duration::from_secs(1);
+/// After a nudge, wait until this long after the previous checkpoint, so that one
+/// checkpoint covers the commits of several batches.
+const MIN_GAP: Duration = Duration::from_millis(25);
+/// Log length (pages) from which the login writer is asked to finish the checkpoint.
+const TAIL_FRAMES: i64 = 1_000;
+/// Log length (pages) from which the checkpoint forces a restart of the log.
+const RESTART_FRAMES: i64 = 50_000;
+
+#[derive(Debug)]
+pub struct Checkpointer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    nudged: AtomicBool,
+    stop: AtomicBool,
+    tail_wanted: AtomicBool,
+}
+
+impl Checkpointer {
+    /// Starts the checkpoint thread for the database at `path`.
+    pub fn start(path: PathBuf) -> Checkpointer {
+        let shared = Arc::new(Shared::default());
+        let inner = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("latchkey-checkpoint".into())
+            .spawn(move || run(&path, &inner))
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the checkpoint thread"))
+            .ok();
+        Checkpointer { shared, thread }
+    }
+
+    /// Commits were made: checkpoint soon.
+    pub fn nudge(&self) {
+        if !self.shared.nudged.swap(true, Ordering::AcqRel)
+            && let Some(t) = &self.thread
+        {
+            t.thread().unpark();
+        }
+    }
+
+    /// Runs step 2 on `c`, the connection of a writer that has just committed and still
+    /// holds the write connection, if the last checkpoint asked for it.
+    pub fn finish(&self, c: &rusqlite::Connection) {
+        if self.shared.tail_wanted.swap(false, Ordering::AcqRel)
+            && let Err(e) = passive(c)
+        {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+
+    /// Stops the thread (it closes its connection on its way out).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(path: &std::path::Path, shared: &Shared) {
+    let mut conn: Option<rusqlite::Connection> = None;
+    let mut last = Instant::now();
+    loop {
+        std::thread::park_timeout(PERIOD.saturating_sub(last.elapsed()));
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let nudged = shared.nudged.load(Ordering::Acquire);
+        if !nudged && last.elapsed() < PERIOD {
+            continue;
+        }
+        if let Some(wait) = MIN_GAP.checked_sub(last.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        shared.nudged.store(false, Ordering::Release);
+        last = Instant::now();
+        if conn.is_none() {
+            conn = open(path)
+                .map_err(|e| tracing::warn!(error = %e, "checkpoint: cannot open the database"))
+                .ok();
+        }
+        if let Some(c) = &conn
+            && let Err(e) = checkpoint(c, shared)
+        {
+            tracing::warn!(error = %e, "checkpoint failed");
+            conn = None;
+        }
+    }
+}
+
+fn open(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let c = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::from_secs(1))?;
+    c.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+    Ok(c)
+}
+
+/// Steps 1 and 3 described at the top; asks for step 2.
+fn checkpoint(c: &rusqlite::Connection, shared: &Shared) -> rusqlite::Result<()> {
+    let log = passive(c)?;
+    if log >= RESTART_FRAMES {
+        c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    } else if log >= TAIL_FRAMES {
+        shared.tail_wanted.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)`; the log's length in pages (-1 outside WAL mode).
+/// A checkpoint that could not finish (a reader still needs the log) is not an error: the
+/// next one goes on.
+fn passive(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+}
