@@ -238,32 +238,20 @@ fn copy_error(e: &Error) -> Error {
 
 /// One transaction for the whole batch, a savepoint per login, one commit, then the answers.
 fn run_batch(db: &mut rusqlite::Connection, batch: Vec<Job>) {
-    let mut tx = match db.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let tx = match db.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => return fail_all(batch, &internal(e)),
     };
     let mut results = Vec::with_capacity(batch.len());
     for job in &batch {
-        let outcome = match tx.savepoint() {
-            Ok(mut sp) => {
-                let outcome = run(&sp, job);
-                let keep = matches!(outcome, Ok(SsoOutcome::LoggedIn { .. }));
-                let ended = if keep {
-                    sp.commit()
-                } else {
-                    sp.rollback().and_then(|()| sp.commit())
-                };
-                match ended {
-                    Ok(()) => outcome,
-                    Err(e) => Err(Failure::Sql(e)),
-                }
+        match in_savepoint(&tx, job) {
+            Ok(outcome) => results.push(outcome.map_err(internal)),
+            // The savepoint could not be ended: nothing of the batch is kept.
+            Err(e) => {
+                drop(tx);
+                return fail_all(batch, &internal(e));
             }
-            Err(e) => Err(Failure::Sql(e)),
-        };
-        results.push(outcome.map_err(|f| match f {
-            Failure::Sql(e) => internal(e),
-            Failure::Domain(e) => e,
-        }));
+        }
     }
     if let Err(e) = tx.commit() {
         return fail_all(batch, &internal(e));
@@ -273,20 +261,30 @@ fn run_batch(db: &mut rusqlite::Connection, batch: Vec<Job>) {
     }
 }
 
-enum Failure {
-    Sql(rusqlite::Error),
-    Domain(Error),
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        Failure::Sql(e)
+/// One login in a savepoint of its own (prepared once, unlike rusqlite's `savepoint()`),
+/// kept if the login succeeded and rolled back otherwise. The outer error: the savepoint
+/// itself failed.
+fn in_savepoint(tx: &rusqlite::Connection, job: &Job) -> R<R<SsoOutcome>> {
+    tx.prepare_cached("SAVEPOINT login")?.execute([])?;
+    let outcome = run(tx, job);
+    if !matches!(outcome, Ok(SsoOutcome::LoggedIn { .. })) {
+        tx.prepare_cached("ROLLBACK TO login")?.execute([])?;
     }
+    tx.prepare_cached("RELEASE login")?.execute([])?;
+    Ok(outcome)
 }
 
-type R<T> = std::result::Result<T, Failure>;
+type R<T> = rusqlite::Result<T>;
+
+/// The user columns a login writes and answers with (`login_attributes` is the login's own).
+const USER_COLUMNS: &str = "id, email, first_name, last_name, password_hash IS NOT NULL, sso_source, \
+     sso_subject, is_active, is_superuser, created_at, updated_at, last_login";
 
 /// One login inside its savepoint; the caller keeps or rolls back the savepoint.
+///
+/// The same rules as `queries.rs::sso_login` in fewer statements: the user is inserted (or,
+/// being there already, updated) with `RETURNING`, which also gives the answer, and the
+/// login's audit rows go in with one multi-row insert at the end.
 fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
     let fresh = tx
         .prepare_cached(
@@ -298,56 +296,67 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
     }
     let now = l.session.now;
     let attrs = Value::Object(l.login_attributes.clone()).to_string();
-    let existing: Option<(i64, bool)> = tx
-        .prepare_cached("SELECT id, is_active FROM users WHERE email = ?1")?
-        .query_row(params![l.email], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (user_id, created) = match existing {
-        None if !l.provisioning_enabled => return Ok(SsoOutcome::NotProvisioned),
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(User {
+            id: r.get(0)?,
+            email: r.get(1)?,
+            first_name: r.get(2)?,
+            last_name: r.get(3)?,
+            has_password: r.get(4)?,
+            sso_source: r.get(5)?,
+            sso_subject: r.get(6)?,
+            is_active: r.get(7)?,
+            is_superuser: r.get(8)?,
+            login_attributes: l.login_attributes.clone(),
+            created_at: r.get(9)?,
+            updated_at: r.get(10)?,
+            last_login: r.get(11)?,
+        })
+    };
+    let inserted = if l.provisioning_enabled {
+        tx.prepare_cached(&format!(
+            "INSERT INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, \
+             login_attributes, created_at, updated_at, last_login) VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6) \
+             ON CONFLICT (email) DO NOTHING RETURNING {USER_COLUMNS}"
+        ))?
+        .query_row(params![l.email, l.first_name, l.last_name, l.subject, attrs, now], row)
+        .optional()?
+    } else {
+        None
+    };
+    let (mut user, created) = match inserted {
+        Some(user) => (user, true),
         None => {
-            tx.prepare_cached(
-                "INSERT INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, \
-                 login_attributes, created_at, updated_at, last_login) VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6)",
-            )?
-            .execute(params![l.email, l.first_name, l.last_name, l.subject, attrs, now])?;
-            let id = tx.last_insert_rowid();
-            add_member(tx, id, ALL_USERS_GROUP_ID)?;
-            (id, true)
+            let updated = tx
+                .prepare_cached(&format!(
+                    "UPDATE users SET first_name = COALESCE(?2, first_name), last_name = COALESCE(?3, last_name), \
+                     login_attributes = ?4, sso_source = 'jwt', sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, \
+                     last_login = ?6 WHERE email = ?1 AND is_active = TRUE RETURNING {USER_COLUMNS}"
+                ))?
+                .query_row(params![l.email, l.first_name, l.last_name, attrs, l.subject, now], row)
+                .optional()?;
+            match updated {
+                Some(user) => (user, false),
+                None => {
+                    let exists = tx
+                        .prepare_cached("SELECT 1 FROM users WHERE email = ?1")?
+                        .exists(params![l.email])?;
+                    return Ok(if exists {
+                        SsoOutcome::Deactivated
+                    } else {
+                        SsoOutcome::NotProvisioned
+                    });
+                }
+            }
         }
-        Some((_, false)) => return Ok(SsoOutcome::Deactivated),
-        Some((id, true)) => {
-            tx.prepare_cached(
-                "UPDATE users SET first_name = COALESCE(?2, first_name), last_name = COALESCE(?3, last_name), \
-                 login_attributes = ?4, sso_source = 'jwt', sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, \
-                 last_login = ?6 WHERE id = ?1",
-            )?
-            .execute(params![id, l.first_name, l.last_name, attrs, l.subject, now])?;
-            (id, false)
-        }
     };
-    let base = AuditRecord {
-        user_id: Some(user_id),
-        email: Some(l.email.to_owned()),
-        ..l.audit.clone()
-    };
-    let audit = |kind: &'static str,
-                 outcome: &'static str,
-                 reason: Option<&str>,
-                 details: Value|
-     -> R<()> {
-        let r = &base;
-        tx.prepare_cached(
-            "INSERT INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            r.at, kind, outcome, reason, r.actor_id, r.user_id, r.email, r.ip, r.request_id,
-            details.to_string()
-        ])?;
-        Ok(())
-    };
+    let user_id = user.id;
     if created {
-        audit("user_created", "success", None, json!({"source": "jwt"}))?;
+        add_member(tx, user_id, ALL_USERS_GROUP_ID)?;
+    }
+    let mut audit = Audit::default();
+    if created {
+        audit.push("user_created", "success", None, json!({"source": "jwt"}));
     }
     let (mut added, mut removed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     if let Some((wanted, managed)) = &l.group_sync {
@@ -364,13 +373,10 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
             if add_member(tx, user_id, gid)? {
                 if gid == ADMINISTRATORS_GROUP_ID {
                     set_superuser(tx, user_id, true, now)?;
+                    user.is_superuser = true;
                 }
-                audit(
-                    "group_added",
-                    "success",
-                    None,
-                    json!({"group_id": gid, "source": "jwt"}),
-                )?;
+                let details = json!({"group_id": gid, "source": "jwt"});
+                audit.push("group_added", "success", None, details);
                 added.push(gid);
             }
         }
@@ -383,22 +389,19 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
                     .query_row(params![user_id], |r| r.get(0))?;
                 if others == 0 {
                     let details = json!({"group_id": gid, "source": "jwt"});
-                    audit("group_removed", "skipped", Some("last_admin_kept"), details)?;
+                    audit.push("group_removed", "skipped", Some("last_admin_kept"), details);
                     kept.push(gid);
                     continue;
                 }
                 set_superuser(tx, user_id, false, now)?;
+                user.is_superuser = false;
             }
             let gone = tx
                 .prepare_cached("DELETE FROM memberships WHERE user_id = ?1 AND group_id = ?2")?
                 .execute(params![user_id, gid])?;
             if gone > 0 {
-                audit(
-                    "group_removed",
-                    "success",
-                    None,
-                    json!({"group_id": gid, "source": "jwt"}),
-                )?;
+                let details = json!({"group_id": gid, "source": "jwt"});
+                audit.push("group_removed", "success", None, details);
                 removed.push(gid);
             }
         }
@@ -409,8 +412,13 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
          VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7)",
     )?
     .execute(params![s.id_hash, user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
-    audit("sso_login", "success", None, json!({"created": created}))?;
-    let user = load_user(tx, user_id)?;
+    audit.push("sso_login", "success", None, json!({"created": created}));
+    let base = AuditRecord {
+        user_id: Some(user_id),
+        email: Some(l.email.to_owned()),
+        ..l.audit.clone()
+    };
+    audit.insert(tx, &base)?;
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),
         created,
@@ -418,6 +426,64 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
         removed,
         kept,
     })
+}
+
+/// The audit rows of one login, written together by [`Audit::insert`].
+#[derive(Default)]
+struct Audit {
+    rows: Vec<(&'static str, &'static str, Option<&'static str>, String)>,
+}
+
+impl Audit {
+    fn push(
+        &mut self,
+        kind: &'static str,
+        outcome: &'static str,
+        reason: Option<&'static str>,
+        details: Value,
+    ) {
+        self.rows.push((kind, outcome, reason, details.to_string()));
+    }
+
+    /// One `INSERT` for all rows, in order; what they share comes from `base`.
+    fn insert(&self, tx: &rusqlite::Connection, base: &AuditRecord) -> R<()> {
+        const COLUMNS: usize = 10;
+        let values: Vec<String> = (0..self.rows.len())
+            .map(|i| {
+                let first = i * COLUMNS + 1;
+                let params: Vec<String> =
+                    (first..first + COLUMNS).map(|n| format!("?{n}")).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) \
+             VALUES {}",
+            values.join(", ")
+        );
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut n = 1;
+        for (kind, outcome, reason, details) in &self.rows {
+            let values: [&dyn rusqlite::ToSql; COLUMNS] = [
+                &base.at,
+                kind,
+                outcome,
+                reason,
+                &base.actor_id,
+                &base.user_id,
+                &base.email,
+                &base.ip,
+                &base.request_id,
+                details,
+            ];
+            for v in values {
+                stmt.raw_bind_parameter(n, v)?;
+                n += 1;
+            }
+        }
+        stmt.raw_execute()?;
+        Ok(())
+    }
 }
 
 /// Adds a membership if the group exists; whether a row was added.
@@ -435,36 +501,4 @@ fn set_superuser(tx: &rusqlite::Connection, user_id: i64, value: bool, now: i64)
     tx.prepare_cached("UPDATE users SET is_superuser = ?2, updated_at = ?3 WHERE id = ?1")?
         .execute(params![user_id, value, now])?;
     Ok(())
-}
-
-fn load_user(tx: &rusqlite::Connection, id: i64) -> R<User> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, \
-         login_attributes, created_at, updated_at, last_login FROM users WHERE id = ?1",
-    )?;
-    let user = stmt
-        .query_row(params![id], |r| {
-            let attrs: String = r.get(9)?;
-            let login_attributes = match serde_json::from_str(&attrs) {
-                Ok(Value::Object(m)) => m,
-                _ => Map::new(),
-            };
-            Ok(User {
-                id: r.get(0)?,
-                email: r.get(1)?,
-                first_name: r.get(2)?,
-                last_name: r.get(3)?,
-                has_password: r.get::<_, Option<String>>(4)?.is_some(),
-                sso_source: r.get(5)?,
-                sso_subject: r.get(6)?,
-                is_active: r.get(7)?,
-                is_superuser: r.get(8)?,
-                login_attributes,
-                created_at: r.get(10)?,
-                updated_at: r.get(11)?,
-                last_login: r.get(12)?,
-            })
-        })
-        .optional()?;
-    user.ok_or_else(|| Failure::Domain(Error::not_found("User")))
 }
