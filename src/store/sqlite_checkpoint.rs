@@ -8,11 +8,13 @@
 //! second, for the other writes):
 //!
 //! 1. a PASSIVE checkpoint, which copies the log without holding writers back;
-//! 2. if the log was long ([`TAIL_FRAMES`]), the SSO login writer, which commits nearly all
-//!    of the log, runs a second PASSIVE checkpoint right after its next commit, while it
-//!    still holds the write connection (so no commit lands meanwhile): that one copies only
-//!    what was committed during the first, and the next commit starts the log again from its
-//!    beginning. Without this step a writer that never pauses keeps the log growing for ever;
+//! 2. if the log was long ([`TAIL_FRAMES`]), a second PASSIVE checkpoint, asked for by the
+//!    SSO login writer (which commits nearly all of the log) right after its next commit and
+//!    waited for while it still holds the write connection, so that no commit lands
+//!    meanwhile: it copies only what was committed during the first, and the next commit
+//!    starts the log again from its beginning. Without this step a writer that never pauses
+//!    keeps the log growing for ever. It runs here, not on the writer's thread, so that
+//!    requests go on being read, checked and queued during its `fsync`s;
 //! 3. should the log reach [`RESTART_FRAMES`] all the same (other writers that never pause),
 //!    a RESTART checkpoint, SQLite's own way to force a restart: it holds writers back, and
 //!    they wait for it in the busy handler.
@@ -33,6 +35,8 @@ const PERIOD: Duration = Duration::from_secs(1);
 const MIN_GAP: Duration = Duration::from_millis(25);
 /// Log length (pages) from which the login writer is asked to finish the checkpoint.
 const TAIL_FRAMES: i64 = 1_000;
+/// The longest the login writer waits for step 2.
+const TAIL_WAIT: Duration = Duration::from_secs(1);
 /// Log length (pages) from which the checkpoint forces a restart of the log.
 const RESTART_FRAMES: i64 = 50_000;
 
@@ -47,6 +51,8 @@ struct Shared {
     nudged: AtomicBool,
     stop: AtomicBool,
     tail_wanted: AtomicBool,
+    /// Step 2 asked for: told when done.
+    tail: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Checkpointer {
@@ -71,14 +77,19 @@ impl Checkpointer {
         }
     }
 
-    /// Runs step 2 on `c`, the connection of a writer that has just committed and still
-    /// holds the write connection, if the last checkpoint asked for it.
-    pub fn finish(&self, c: &rusqlite::Connection) {
-        if self.shared.tail_wanted.swap(false, Ordering::AcqRel)
-            && let Err(e) = passive(c)
-        {
-            tracing::warn!(error = %e, "checkpoint failed");
-        }
+    /// Whether the last checkpoint asked for step 2 (asked once).
+    pub fn tail_wanted(&self) -> bool {
+        self.shared.tail_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Step 2: for a writer that has just committed and holds the write connection until
+    /// this returns (at most [`TAIL_WAIT`]).
+    pub async fn finish(&self) {
+        let Some(t) = &self.thread else { return };
+        let (done, finished) = tokio::sync::oneshot::channel();
+        *lock(&self.shared.tail) = Some(done);
+        t.thread().unpark();
+        let _ = tokio::time::timeout(TAIL_WAIT, finished).await;
     }
 
     /// Stops the thread (it closes its connection on its way out).
@@ -96,34 +107,54 @@ impl Drop for Checkpointer {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn run(path: &std::path::Path, shared: &Shared) {
     let mut conn: Option<rusqlite::Connection> = None;
     let mut last = Instant::now();
     loop {
-        std::thread::park_timeout(PERIOD.saturating_sub(last.elapsed()));
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        let nudged = shared.nudged.load(Ordering::Acquire);
-        if !nudged && last.elapsed() < PERIOD {
+        let tail = lock(&shared.tail).take();
+        if let Some(done) = tail {
+            with_connection(&mut conn, path, |c| passive(c).map(drop));
+            let _ = done.send(());
             continue;
         }
-        if let Some(wait) = MIN_GAP.checked_sub(last.elapsed()) {
-            std::thread::sleep(wait);
+        let wait = if shared.nudged.load(Ordering::Acquire) {
+            MIN_GAP
+        } else {
+            PERIOD
+        };
+        if let Some(left) = wait.checked_sub(last.elapsed()) {
+            std::thread::park_timeout(left);
+            continue;
         }
         shared.nudged.store(false, Ordering::Release);
         last = Instant::now();
-        if conn.is_none() {
-            conn = open(path)
-                .map_err(|e| tracing::warn!(error = %e, "checkpoint: cannot open the database"))
-                .ok();
-        }
-        if let Some(c) = &conn
-            && let Err(e) = checkpoint(c, shared)
-        {
-            tracing::warn!(error = %e, "checkpoint failed");
-            conn = None;
-        }
+        with_connection(&mut conn, path, |c| checkpoint(c, shared));
+    }
+}
+
+/// Runs `f` on the thread's connection, opened if need be and dropped after an error.
+fn with_connection(
+    conn: &mut Option<rusqlite::Connection>,
+    path: &std::path::Path,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
+) {
+    if conn.is_none() {
+        *conn = open(path)
+            .map_err(|e| tracing::warn!(error = %e, "checkpoint: cannot open the database"))
+            .ok();
+    }
+    if let Some(c) = conn.as_ref()
+        && let Err(e) = f(c)
+    {
+        tracing::warn!(error = %e, "checkpoint failed");
+        *conn = None;
     }
 }
 

@@ -142,6 +142,9 @@ fn open(path: &Path, synchronous: &str) -> rusqlite::Result<rusqlite::Connection
 
 /// The most logins one transaction takes; the rest wait for the next one.
 const MAX_BATCH: usize = 256;
+/// How long a runner keeps the write connection for further batches; other writers of
+/// this process wait at most about this long behind a stream of logins.
+const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     let logins = &*pools.logins;
@@ -176,31 +179,27 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
             }
             conn = pools.write.acquire() => conn?,
         };
-        // Let the other requests that are ready run first, up to the point where they join
-        // the queue: without this pause a runner that found the connection free would
-        // commit alone, and on a busy single core every commit would be a batch of one.
-        tokio::task::yield_now().await;
-        let batch = take(&logins.queue);
-        if !batch.is_empty() {
-            let mut db = lock(&logins.db);
-            let LoginDb { target, conn } = &mut *db;
-            if conn.is_none()
-                && let Some((path, synchronous)) = target
-            {
-                match open(path, synchronous) {
-                    Ok(opened) => *conn = Some(opened),
-                    Err(e) => tracing::warn!(error = %e, "cannot open the SSO login connection"),
-                }
+        // Batches run while logins keep coming, up to HOLD_FOR: giving the write connection
+        // back costs a round trip to sqlx's worker thread (the pool pings it on release).
+        let held = std::time::Instant::now();
+        loop {
+            // Let the other requests that are ready run first, up to the point where they
+            // join the queue: without this pause a runner that found the connection free
+            // would commit alone, and on a busy core every commit would be a batch of one.
+            tokio::task::yield_now().await;
+            let batch = take(&logins.queue);
+            if batch.is_empty() {
+                break;
             }
-            match conn {
-                Some(c) => {
-                    run_batch(c, batch);
-                    if let Some(checkpoints) = &logins.checkpointer {
-                        checkpoints.finish(c);
-                        checkpoints.nudge();
-                    }
+            run_on_connection(logins, batch);
+            if let Some(checkpoints) = &logins.checkpointer {
+                if checkpoints.tail_wanted() {
+                    checkpoints.finish().await;
                 }
-                None => fail_all(batch, &Error::DatabaseUnavailable),
+                checkpoints.nudge();
+            }
+            if held.elapsed() >= HOLD_FOR {
+                break;
             }
         }
         // Held until the batch is committed: writers of this process go one at a time.
@@ -216,6 +215,24 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
                 )));
             }
         }
+    }
+}
+
+/// Runs the batch on the login connection, opened if need be.
+fn run_on_connection(logins: &Logins, batch: Vec<Job>) {
+    let mut db = lock(&logins.db);
+    let LoginDb { target, conn } = &mut *db;
+    if conn.is_none()
+        && let Some((path, synchronous)) = target
+    {
+        match open(path, synchronous) {
+            Ok(opened) => *conn = Some(opened),
+            Err(e) => tracing::warn!(error = %e, "cannot open the SSO login connection"),
+        }
+    }
+    match conn {
+        Some(c) => run_batch(c, batch),
+        None => fail_all(batch, &Error::DatabaseUnavailable),
     }
 }
 
