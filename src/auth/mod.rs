@@ -104,7 +104,7 @@ pub fn check_csrf(method: &Method, headers: &HeaderMap, ctx: &RequestContext) ->
         return Ok(());
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        return if origin.to_str().ok() == Some(ctx.expected_origin.as_str()) {
+        return if origin.to_str().ok() == Some(ctx.expected_origin().as_str()) {
             Ok(())
         } else {
             Err(Error::CsrfFailed)
