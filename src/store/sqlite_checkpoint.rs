@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 const PERIOD: Duration = Duration::from_secs(1);
 /// After a nudge, wait until this long after the previous checkpoint, so that one
 /// checkpoint covers the commits of several batches.
-const MIN_GAP: Duration = Duration::from_millis(25);
+const MIN_GAP: Duration = Duration::from_millis(10);
 /// Log length (pages) from which the login writer is asked to finish the checkpoint.
 const TAIL_FRAMES: i64 = 1_000;
 /// The longest the login writer waits for step 2.

@@ -144,7 +144,7 @@ fn open(path: &Path, synchronous: &str) -> rusqlite::Result<rusqlite::Connection
 const MAX_BATCH: usize = 256;
 /// How long a runner keeps the write connection for further batches; other writers of
 /// this process wait at most about this long behind a stream of logins.
-const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(10);
+const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(3);
 
 pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     let logins = &*pools.logins;
