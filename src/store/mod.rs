@@ -144,9 +144,9 @@ impl Store {
                 .synchronous(synchronous)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
-                // Savepoint and statement journals in memory: a group-committed batch keeps
-                // a savepoint per login, and on disk their journal was a third of a login's
-                // time (docs/performance.md). Only rollbacks read it; durability is the WAL's.
+                // Statement and savepoint journals and temporary tables in memory: on disk, a
+                // journal was once a third of a login's time (docs/performance.md). Only a
+                // rollback reads a journal; durability is the WAL's.
                 .pragma("temp_store", "memory")
                 // Checkpoints run on a thread of their own (`sqlite_checkpoint`).
                 .pragma("wal_autocheckpoint", "0");
