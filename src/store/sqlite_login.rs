@@ -102,8 +102,8 @@ impl Logins {
 }
 
 /// Process-wide SQLite configuration, before the first connection: no memory statistics.
-/// With them on, every allocation SQLite makes takes one global mutex, shared by all
-/// connections (about 5 % of an SSO login in a profile).
+/// With them on, every allocation SQLite makes takes one process-wide mutex, shared by all
+/// connections.
 pub fn configure_sqlite() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -202,7 +202,7 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
                 break;
             }
         }
-        // Held until the batch is committed: writers of this process go one at a time.
+        // Held until the batches are committed: writers of this process go one at a time.
         drop(write);
         // Answers are sent before the connection is released: an empty answer here means
         // this login is still queued (behind a full batch), so go round again.
