@@ -236,3 +236,68 @@ async fn sustained_logins_are_all_kept_and_the_sqlite_log_stays_short() {
         "the log reached {largest_log} bytes: it is not being checkpointed"
     );
 }
+
+/// A login that fails inside a group-committed batch on SQLite does not fail the others:
+/// the batch is rolled back and its logins run again one transaction each. The failure is
+/// injected with a trigger that refuses one session row (a stand-in for any SQL error); that
+/// login answers 500 and leaves nothing behind, every other login is answered 302 and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_fails_inside_a_batch_does_not_fail_the_others() {
+    const LOGINS: usize = 24;
+    let mut app = spawn_app(Backend::Sqlite).await.expect("sqlite app");
+    sso_ready(&mut app).await;
+    let path = app.database_url.trim_start_matches("sqlite://").to_owned();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON sessions WHEN NEW.user_agent = 'poison' \
+             BEGIN SELECT RAISE(FAIL, 'poisoned'); END;",
+        )
+        .unwrap();
+    let before = Counts::of(&app).await;
+    let mut tasks = Vec::new();
+    for i in 0..LOGINS {
+        let client = app.client.clone();
+        let url = app.url("/auth/sso");
+        let token = sign(login_claims(&format!("batch-{i}@example.com")));
+        let agent = if i == LOGINS / 2 { "poison" } else { "test" };
+        tasks.push(tokio::spawn(async move {
+            let res = client
+                .get(url)
+                .header("user-agent", agent)
+                .query(&[("jwt", token)])
+                .send()
+                .await
+                .unwrap();
+            (i, res.status().as_u16())
+        }));
+    }
+    for t in tasks {
+        let (i, status) = t.await.unwrap();
+        let expected = if i == LOGINS / 2 { 500 } else { 302 };
+        assert_eq!(status, expected, "login {i}");
+    }
+    let after = Counts::of(&app).await;
+    let kept = i64::try_from(LOGINS - 1).unwrap();
+    assert_eq!(after.users, before.users + kept);
+    assert_eq!(after.sessions, before.sessions + kept);
+    assert_eq!(after.replay_records, before.replay_records + kept);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let users_named = |email: String| -> i64 {
+        db.query_row(
+            "SELECT COUNT(*) FROM users WHERE email = ?1",
+            [email],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        users_named(format!("batch-{}@example.com", LOGINS / 2)),
+        0,
+        "the failed login left its user"
+    );
+    assert_eq!(
+        users_named(format!("batch-{}@example.com", LOGINS / 2 + 1)),
+        1
+    );
+}
