@@ -82,6 +82,27 @@ pub enum TokenFailure {
 }
 
 impl TokenFailure {
+    /// Every failure, in declaration order (the OpenAPI document lists each code).
+    pub const ALL: [TokenFailure; 17] = [
+        TokenFailure::Malformed,
+        TokenFailure::TooLarge,
+        TokenFailure::AlgNotAllowed,
+        TokenFailure::HeaderNotAllowed,
+        TokenFailure::BadSignature,
+        TokenFailure::Expired,
+        TokenFailure::NotYetValid,
+        TokenFailure::TooOld,
+        TokenFailure::IssuedInFuture,
+        TokenFailure::NeverExpires,
+        TokenFailure::ClaimInvalid,
+        TokenFailure::IssuerMismatch,
+        TokenFailure::AudienceMismatch,
+        TokenFailure::Replayed,
+        TokenFailure::MissingEmail,
+        TokenFailure::InvalidEmail,
+        TokenFailure::ClaimsTooLarge,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             TokenFailure::Malformed => "token_malformed",
@@ -244,6 +265,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_token_failure_is_listed_once() {
+        let codes: std::collections::BTreeSet<_> =
+            TokenFailure::ALL.iter().map(|f| f.code()).collect();
+        assert_eq!(codes.len(), TokenFailure::ALL.len());
+    }
 
     #[test]
     fn every_variant_maps_to_the_status_of_the_spec_table() {

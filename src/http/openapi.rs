@@ -432,7 +432,6 @@ impl Modify for SettingKeys {
 /// Every error code the server can answer with, its status and a sentence about it.
 /// The status comes from the error enum itself.
 pub fn error_catalog() -> BTreeMap<&'static str, (StatusCode, String)> {
-    use TokenFailure::*;
     let mut errors = vec![
         Error::SsoNotConfigured,
         Error::InvalidRedirect,
@@ -473,28 +472,7 @@ pub fn error_catalog() -> BTreeMap<&'static str, (StatusCode, String)> {
         },
         Error::DatabaseUnavailable,
     ];
-    errors.extend(
-        [
-            Malformed,
-            TooLarge,
-            AlgNotAllowed,
-            HeaderNotAllowed,
-            BadSignature,
-            Expired,
-            NotYetValid,
-            TooOld,
-            IssuedInFuture,
-            NeverExpires,
-            ClaimInvalid,
-            IssuerMismatch,
-            AudienceMismatch,
-            Replayed,
-            MissingEmail,
-            InvalidEmail,
-            ClaimsTooLarge,
-        ]
-        .map(Error::Token),
-    );
+    errors.extend(TokenFailure::ALL.map(Error::Token));
     errors
         .into_iter()
         .map(|e| {

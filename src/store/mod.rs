@@ -60,6 +60,12 @@ impl<DB: sqlx::Database> Clone for Pools<DB> {
     }
 }
 
+/// A std mutex's guard; a panic elsewhere while it was held does not make it unusable (the
+/// data under these locks stays consistent between statements).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Calls the same query function on whichever backend this store has, within
 /// [`CALL_DEADLINE`].
 macro_rules! dispatch {

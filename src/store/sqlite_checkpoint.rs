@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::lock;
+
 /// Checkpoint at least this often, for writes that do not nudge (everything but SSO logins).
 const PERIOD: Duration = Duration::from_secs(1);
 /// After a nudge, wait until this long after the previous checkpoint, so that one
@@ -105,10 +107,6 @@ impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn run(path: &std::path::Path, shared: &Shared) {

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 
+use super::lock;
 use super::sqlite_checkpoint::Checkpointer;
 use super::{
     ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditRecord, Pools, SsoLogin, SsoOutcome, User,
@@ -92,7 +93,8 @@ impl Logins {
         }
     }
 
-    /// Closes the connection (a later login opens it again) and stops the checkpoints.
+    /// Closes the connection and stops the checkpoints (for shutdown: a later login would
+    /// open the connection again, but nothing would checkpoint its log).
     pub fn close(&self) {
         lock(&self.db).conn = None;
         if let Some(c) = &self.checkpointer {
@@ -114,10 +116,6 @@ pub fn configure_sqlite() {
             rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0);
         }
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Opens the login connection with the settings of the pool's connections (WAL is the
@@ -481,18 +479,12 @@ impl Audit {
     /// One `INSERT` for all rows, in order; what they share comes from `base`.
     fn insert(&self, tx: &rusqlite::Connection, base: &AuditRecord) -> R<()> {
         const COLUMNS: usize = 10;
-        let values: Vec<String> = (0..self.rows.len())
-            .map(|i| {
-                let first = i * COLUMNS + 1;
-                let params: Vec<String> =
-                    (first..first + COLUMNS).map(|n| format!("?{n}")).collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
+        // `?` placeholders are numbered in order, so every row has the same text.
+        const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let sql = format!(
             "INSERT OR FAIL INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) \
              VALUES {}",
-            values.join(", ")
+            vec![ROW; self.rows.len()].join(", ")
         );
         let mut stmt = tx.prepare_cached(&sql)?;
         let mut n = 1;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use thirtyfour::prelude::*;
 
+use crate::support::pg::require_all;
+
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long any one wait for the page may take.
@@ -34,10 +36,6 @@ extern "C" fn kill_chromedriver() {
             libc::kill(-pgid, libc::SIGKILL);
         }
     }
-}
-
-fn require_all() -> bool {
-    std::env::var("LATCHKEY_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
 
 fn free_port() -> u16 {

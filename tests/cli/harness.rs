@@ -3,10 +3,10 @@
 //!
 //! Every wait is bounded; every child listens on 127.0.0.1 with a port chosen by the OS.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// SPEC §1: a setting changed on one process is in effect on the others within 2 s.
 pub const SETTING_PROPAGATION: Duration = Duration::from_secs(2);
 
-pub use crate::support::binary::{command, listening_addr, session_cookie};
+pub use crate::support::binary::{Outcome, Reaper, command, listening_addr, session_cookie};
 pub use crate::support::location;
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database.
@@ -73,115 +73,9 @@ macro_rules! cli_both_backends {
     };
 }
 
-/// What a finished one-shot command did.
-#[derive(Debug)]
-pub struct Outcome {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Outcome {
-    #[track_caller]
-    pub fn success(self) -> Outcome {
-        assert!(self.status.success(), "command failed: {self:#?}");
-        self
-    }
-
-    #[track_caller]
-    pub fn failure(self) -> Outcome {
-        assert!(
-            !self.status.success(),
-            "command should have failed: {self:#?}"
-        );
-        self
-    }
-
-    /// The one line a command printed (trimmed).
-    #[track_caller]
-    pub fn line(&self) -> String {
-        let lines: Vec<&str> = self.stdout.lines().filter(|l| !l.is_empty()).collect();
-        assert_eq!(lines.len(), 1, "one line expected: {self:#?}");
-        lines[0].trim().to_owned()
-    }
-}
-
-/// Kills the child on drop unless it was already reaped.
-pub struct Reaper(Option<Child>);
-
-impl Reaper {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("child still owned")
-    }
-
-    pub fn id(&self) -> u32 {
-        self.0.as_ref().expect("child still owned").id()
-    }
-
-    /// Waits at most `timeout` for the exit; `None` when it is still running.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child().try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-fn read_all(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
 /// Runs a command to completion (at most `DEADLINE`), feeding `stdin` when given.
-pub fn run_with(mut cmd: Command, stdin: Option<&str>) -> Outcome {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = Reaper(Some(cmd.spawn().expect("spawn latchkey")));
-    if let Some(input) = stdin {
-        let mut pipe = child.child().stdin.take().expect("stdin pipe");
-        // The command may exit before reading (e.g. a bad argument): ignore EPIPE.
-        let _ = pipe.write_all(input.as_bytes());
-    }
-    let out = read_all(child.child().stdout.take().expect("stdout pipe"));
-    let err = read_all(child.child().stderr.take().expect("stderr pipe"));
-    let Some(status) = child.wait_timeout(DEADLINE) else {
-        drop(child); // kills it, which closes the pipes
-        panic!(
-            "latchkey {:?} did not finish within {DEADLINE:?}; stderr: {}",
-            cmd.get_args().collect::<Vec<_>>(),
-            err.join().unwrap_or_default()
-        );
-    };
-    Outcome {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+pub fn run_with(cmd: Command, stdin: Option<&str>) -> Outcome {
+    crate::support::binary::run_with(cmd, stdin, DEADLINE)
 }
 
 /// Runs `latchkey ARGS…` (blocking; the commands are short).

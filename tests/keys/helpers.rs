@@ -121,17 +121,6 @@ pub async fn configure(app: &mut TestApp, settings: Value) {
     );
 }
 
-/// The callback asking for JSON.
-pub async fn sso_json(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .get(app.url("/auth/sso"))
-        .query(&[("jwt", token)])
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("sso callback")
-}
-
 /// Signs in with `token` and returns the user object; panics with the error otherwise.
 pub async fn accepted(app: &TestApp, token: &str, what: &str) -> Value {
     let res = sso_json(app, token).await;

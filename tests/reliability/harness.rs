@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 pub use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, SECRET};
 
 pub use crate::support::binary::{command, listening_addr, session_cookie};
+pub use crate::support::pg::require_all;
 
 /// How long a server may take to start, or a one-shot command to finish.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -32,49 +33,12 @@ pub fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-pub fn require_all() -> bool {
-    std::env::var("LATCHKEY_TEST_REQUIRE_ALL")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-        .unwrap_or(false)
-}
-
 /// Runs `latchkey ARGS…` to completion (at most `DEADLINE`), with `stdin` when given;
 /// panics unless it exits 0.
 pub fn cli(args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = command(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn latchkey");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        let _ = pipe.write_all(input.as_bytes());
-    }
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("latchkey {args:?} did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "latchkey {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    crate::support::binary::run_with(command(args), stdin, DEADLINE)
+        .success()
+        .stdout
 }
 
 pub fn settings_set(db_url: &str, key: &str, value: &str) {

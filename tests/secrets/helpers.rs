@@ -49,9 +49,9 @@ pub async fn raw_setting(url: &str, name: &str) -> Option<String> {
     rows.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
-/// `serve` on `db` with extra environment variables; waits for the listening line.
-pub fn serve_with(db: &Db, vars: &[(&str, &str)]) -> harness::Proc {
-    harness::Proc::start(command_with(
+/// `latchkey serve` on `db` on a free loopback port, with extra environment variables.
+fn serve_command(db: &Db, vars: &[(&str, &str)]) -> Command {
+    command_with(
         &[
             "serve",
             "--listen",
@@ -60,26 +60,18 @@ pub fn serve_with(db: &Db, vars: &[(&str, &str)]) -> harness::Proc {
             &db.url,
         ],
         vars,
-    ))
+    )
+}
+
+/// `serve` on `db` with extra environment variables; waits for the listening line.
+pub fn serve_with(db: &Db, vars: &[(&str, &str)]) -> harness::Proc {
+    harness::Proc::start(serve_command(db, vars))
 }
 
 /// `serve` that must refuse to start: returns its outcome (non-zero exit asserted).
 #[track_caller]
 pub fn serve_refused(db: &Db, vars: &[(&str, &str)]) -> harness::Outcome {
-    harness::run_with(
-        command_with(
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                &db.url,
-            ],
-            vars,
-        ),
-        None,
-    )
-    .failure()
+    harness::run_with(serve_command(db, vars), None).failure()
 }
 
 /// A loopback HTTP endpoint answering every request with `body` (status 200, JSON) until

@@ -177,17 +177,6 @@ pub async fn expect_refused(
     body
 }
 
-/// The callback over GET asking for JSON (`Accept: application/json`).
-pub async fn sso_json(app: &TestApp, token: &str) -> Response {
-    app.client
-        .get(app.url("/auth/sso"))
-        .query(&[("jwt", token)])
-        .header("accept", "application/json")
-        .send()
-        .await
-        .expect("sso json")
-}
-
 /// Logs in through SSO with these claims (JSON answer); returns the session token and the
 /// user object.
 pub async fn sso_login(app: &TestApp, claims: Value) -> (String, Value) {

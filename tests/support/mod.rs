@@ -155,6 +155,17 @@ pub async fn assert_error(res: Response, status: u16, code: &str) -> Value {
 }
 
 /// The `Location` header of a response (panics without one).
+/// The SSO callback over GET asking for JSON (`Accept: application/json`).
+pub async fn sso_json(app: &TestApp, token: &str) -> Response {
+    app.client
+        .get(app.url("/auth/sso"))
+        .query(&[("jwt", token)])
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("sso json")
+}
+
 pub fn location(res: &Response) -> String {
     res.headers()
         .get(reqwest::header::LOCATION)

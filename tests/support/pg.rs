@@ -250,7 +250,9 @@ impl State {
     }
 }
 
-fn require_all() -> bool {
+/// Whether every suite is mandatory (`LATCHKEY_TEST_REQUIRE_ALL=1`, set by `.ci/run`): a
+/// missing PostgreSQL, Chromium or Node.js is then a failure instead of a loud skip.
+pub fn require_all() -> bool {
     std::env::var(ENV_REQUIRE_ALL)
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
         .unwrap_or(false)
