@@ -172,7 +172,8 @@ async fn main() {
             ..
         }
     );
-    latchkey::telemetry::init(json_logs);
+    let serving = matches!(&cli.command, Command::Serve { .. });
+    latchkey::telemetry::init(json_logs, serving);
     let result = match cli.command {
         Command::Serve { listen, db, .. } => commands::serve(&listen, &db.database_url).await,
         Command::Migrate { db } => commands::migrate(&db.database_url).await,
@@ -215,6 +216,7 @@ async fn main() {
             listen,
         } => latchkey::example_idp::run(&secret, &site, &listen).await,
     };
+    latchkey::telemetry::flush();
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -32,8 +32,8 @@ pub const NO_REASON: &str = "none";
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 type LoginKey = (&'static str, &'static str, &'static str);
-type RequestKey = (&'static str, String);
-type StatusKey = (&'static str, String, u16);
+type RequestKey = (&'static str, &'static str);
+type StatusKey = (&'static str, &'static str, u16);
 
 /// The registry one `App` owns (in its state).
 pub struct Metrics {
@@ -164,12 +164,12 @@ impl Metrics {
     pub fn request_finished(
         &self,
         method: &'static str,
-        route: &str,
+        route: &'static str,
         status: u16,
         elapsed: Duration,
     ) {
-        cell(&self.latency, &(method, route.to_owned())).observe(elapsed);
-        cell(&self.responses, &(method, route.to_owned(), status)).fetch_add(1, Ordering::Relaxed);
+        cell(&self.latency, &(method, route)).observe(elapsed);
+        cell(&self.responses, &(method, route, status)).fetch_add(1, Ordering::Relaxed);
     }
 
     /// The cached number of active sessions, if it is fresh enough to reuse.

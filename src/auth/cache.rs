@@ -1,5 +1,6 @@
 //! A short-lived, in-process cache of what every authenticated request reads: the session
-//! with its user, and a user's groups. It saves the database round trips of the most common
+//! with its user, and what is derived from them (the user's groups, the current-user
+//! body). It saves the database round trips of the most common
 //! request (a session check) without weakening revocation:
 //!
 //! - an entry lives at most [`TTL`] (1 s), so a change made on another instance or by the
@@ -15,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -77,12 +78,35 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
     }
 }
 
+/// A live session as this instance caches it: the row and its user, plus what requests
+/// derive from them, computed once per entry. Everything here lives as long as the entry
+/// (at most [`TTL`], and never past a write of this instance).
+#[derive(Debug)]
+pub struct LiveSession {
+    pub session: crate::store::SessionRow,
+    pub user: crate::store::User,
+    /// The user's groups, read from the database by the first request that needs them.
+    pub groups: OnceLock<Arc<Vec<crate::store::Group>>>,
+    /// The `GET /api/user/current` body, serialised by the first request that asks.
+    pub current_body: OnceLock<bytes::Bytes>,
+}
+
+impl LiveSession {
+    pub fn new(session: crate::store::SessionRow, user: crate::store::User) -> LiveSession {
+        LiveSession {
+            session,
+            user,
+            groups: OnceLock::new(),
+            current_body: OnceLock::new(),
+        }
+    }
+}
+
 /// The caches of one server instance.
 #[derive(Default)]
 pub struct Caches {
     epoch: AtomicU64,
-    pub sessions: TtlMap<String, (crate::store::SessionRow, crate::store::User)>,
-    pub groups: TtlMap<i64, std::sync::Arc<Vec<crate::store::Group>>>,
+    pub sessions: TtlMap<String, Arc<LiveSession>>,
 }
 
 impl Caches {
@@ -119,15 +143,42 @@ impl Caches {
 mod tests {
     use super::*;
 
+    fn live() -> Arc<LiveSession> {
+        let session = crate::store::SessionRow {
+            id_hash: "a".into(),
+            user_id: 1,
+            created_at: 0,
+            expires_at: 1,
+            last_seen_at: 0,
+            auth_method: "jwt".into(),
+        };
+        let user = crate::store::User {
+            id: 1,
+            email: "a@example.com".into(),
+            first_name: None,
+            last_name: None,
+            sso_source: None,
+            sso_subject: None,
+            is_active: true,
+            is_superuser: false,
+            login_attributes: Default::default(),
+            has_password: false,
+            created_at: 0,
+            updated_at: 0,
+            last_login: None,
+        };
+        Arc::new(LiveSession::new(session, user))
+    }
+
     #[test]
     fn entries_are_served_within_their_epoch_only() {
         let caches = Caches::default();
         let before = caches.epoch();
-        caches.put(&caches.groups, 7, before, std::sync::Arc::new(Vec::new()));
-        assert!(caches.get(&caches.groups, &7).is_some());
+        caches.put(&caches.sessions, "a".into(), before, live());
+        assert!(caches.get(&caches.sessions, &"a".into()).is_some());
         caches.invalidate();
         assert!(
-            caches.get(&caches.groups, &7).is_none(),
+            caches.get(&caches.sessions, &"a".into()).is_none(),
             "a write forgets what was read before it"
         );
     }
@@ -137,8 +188,8 @@ mod tests {
         let caches = Caches::default();
         let read_at = caches.epoch();
         caches.invalidate(); // a write commits while the read runs
-        caches.put(&caches.groups, 1, read_at, std::sync::Arc::new(Vec::new()));
-        assert!(caches.get(&caches.groups, &1).is_none());
+        caches.put(&caches.sessions, "a".into(), read_at, live());
+        assert!(caches.get(&caches.sessions, &"a".into()).is_none());
     }
 
     #[test]

@@ -13,15 +13,27 @@ use axum::http::{HeaderMap, Method, header};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::http::context::RequestContext;
-use crate::store::{Group, SessionRow, User};
+use std::sync::Arc;
 
-/// The signed-in user of a request.
+pub use cache::LiveSession;
+
+use crate::store::Group;
+
+/// The signed-in user of a request. It derefs to the cached [`LiveSession`], so
+/// `current.user` and `current.session` read the shared entry without copying it.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
-    pub user: User,
-    pub session: SessionRow,
+    pub live: Arc<LiveSession>,
     /// Authenticated by the cookie (CSRF rules apply) rather than the header.
     pub via_cookie: bool,
+}
+
+impl std::ops::Deref for CurrentUser {
+    type Target = LiveSession;
+
+    fn deref(&self) -> &LiveSession {
+        &self.live
+    }
 }
 
 /// The signed-in user, who must be an administrator.
@@ -48,7 +60,7 @@ pub fn request_token(headers: &HeaderMap) -> Option<(String, bool)> {
 /// Loads the session behind `token` if it is live: not expired, not idle too long, and
 /// its user active. Served from the instance's cache when it has a fresh entry (see
 /// `cache`: revocations reach it within a second).
-pub async fn live_session(state: &AppState, token: &str) -> Result<Option<(SessionRow, User)>> {
+pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<LiveSession>>> {
     if token.len() > 256 {
         return Ok(None);
     }
@@ -58,44 +70,46 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<(Sessi
         Some(hit) => Some(hit),
         None => {
             let epoch = caches.epoch();
-            let loaded = state.store.session_user(&hash).await?;
+            let loaded = state
+                .store
+                .session_user(&hash)
+                .await?
+                .map(|(session, user)| Arc::new(LiveSession::new(session, user)));
             if let Some(v) = &loaded {
                 caches.put(&caches.sessions, hash.clone(), epoch, v.clone());
             }
             loaded
         }
     };
-    let Some((session, user)) = found else {
+    let Some(live) = found else {
         return Ok(None);
     };
     let now = crate::clock::now();
-    if session.expires_at <= now || !user.is_active {
+    if live.session.expires_at <= now || !live.user.is_active {
         return Ok(None);
     }
     let eff = state.settings.current();
     if let Some(idle) = eff.int("session-idle-timeout-minutes") {
-        if now - session.last_seen_at > idle * 60 {
+        if now - live.session.last_seen_at > idle * 60 {
             return Ok(None);
         }
         // Bounded write rate: refresh last_seen_at at most once a minute per session.
-        if now - session.last_seen_at >= 60 {
+        if now - live.session.last_seen_at >= 60 {
             state.store.touch_session(&hash, now).await?;
             caches.forget(&caches.sessions, &hash);
         }
     }
-    Ok(Some((session, user)))
+    Ok(Some(live))
 }
 
-/// A user's groups, from the instance's cache when fresh.
-pub async fn user_groups(state: &AppState, user_id: i64) -> Result<std::sync::Arc<Vec<Group>>> {
-    let caches = &state.caches;
-    if let Some(hit) = caches.get(&caches.groups, &user_id) {
-        return Ok(hit);
+/// The groups of a live session's user: read from the database by the first request of
+/// the cache entry that needs them, then shared by the entry's other requests.
+pub async fn live_groups(state: &AppState, live: &LiveSession) -> Result<Arc<Vec<Group>>> {
+    if let Some(groups) = live.groups.get() {
+        return Ok(groups.clone());
     }
-    let epoch = caches.epoch();
-    let groups = std::sync::Arc::new(state.store.user_groups(user_id).await?);
-    caches.put(&caches.groups, user_id, epoch, groups.clone());
-    Ok(groups)
+    let groups = Arc::new(state.store.user_groups(live.user.id).await?);
+    Ok(live.groups.get_or_init(|| groups).clone())
 }
 
 /// SPEC §5: a state-changing request authenticated by cookie must come from our origin.
@@ -125,17 +139,13 @@ impl FromRequestParts<AppState> for CurrentUser {
         }
         let ctx = RequestContext::from_parts(parts);
         let (token, via_cookie) = request_token(&parts.headers).ok_or(Error::Unauthenticated)?;
-        let (session, user) = live_session(state, &token)
+        let live = live_session(state, &token)
             .await?
             .ok_or(Error::Unauthenticated)?;
         if via_cookie {
             check_csrf(&parts.method, &parts.headers, &ctx)?;
         }
-        let current = CurrentUser {
-            user,
-            session,
-            via_cookie,
-        };
+        let current = CurrentUser { live, via_cookie };
         parts.extensions.insert(current.clone());
         Ok(current)
     }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -136,9 +136,14 @@ fn wants_html(headers: &HeaderMap, path: &str) -> bool {
         .is_some_and(|a| a.contains("text/html"))
 }
 
-/// Middleware: builds the RequestContext, then renders error bodies and adds the headers
-/// every response carries.
+/// The one middleware of every route: builds the RequestContext; after the handler,
+/// renders error bodies, adds the headers every response carries (and the page headers of
+/// HTML responses), writes the access log line and counts the request in the metrics under
+/// its route template. One layer rather than one per concern: each layer boxes and moves
+/// the request's future once more.
 pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = crate::http::metrics::route_label(req.extensions().get::<MatchedPath>());
     // A version-4 UUID from the thread's generator: no system call per request.
     let request_id = uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
@@ -186,7 +191,6 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     let method = req.method().clone();
     req.extensions_mut().insert(ctx);
 
-    let started = std::time::Instant::now();
     let mut res = next.run(req).await;
     if may_write(&method, &path) {
         // The handler has committed: what this instance cached before is stale now.
@@ -247,6 +251,13 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             HeaderValue::from_static("same-origin"),
         );
     }
+    crate::http::ui::add_page_headers(&state, path.starts_with("/admin"), &mut res);
+    state.metrics.request_finished(
+        crate::metrics::method_label(&method),
+        route,
+        res.status().as_u16(),
+        started.elapsed(),
+    );
     res
 }
 

@@ -96,10 +96,10 @@ async fn check(
     uri: &Uri,
 ) -> Result<Response> {
     if let Some((token, _)) = auth::request_token(headers)
-        && let Some((_, user)) = auth::live_session(state, &token).await?
+        && let Some(live) = auth::live_session(state, &token).await?
     {
-        let groups = state.store.user_groups(user.id).await?;
-        return Ok(identity_response(&user, &groups));
+        let groups = auth::live_groups(state, &live).await?;
+        return Ok(identity_response(&live.user, &groups));
     }
     let Some(wanted) = wanted_page(uri, headers) else {
         return Err(Error::Unauthenticated);

@@ -1,19 +1,20 @@
-//! `GET /metrics` (Prometheus text format) and the middleware that times every request
-//! by its route template.
+//! `GET /metrics` (Prometheus text format) and the route label under which
+//! `context::finish` times every request.
 //!
 //! The endpoint is public, like `/api/health`: Prometheus scrapes anonymously, and what it
 //! shows is counts only — no emails, user ids, IP addresses or raw paths
 //! (docs/decisions.md, "Metrics are public").
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::metrics::{UNMATCHED_ROUTE, method_label};
+use crate::metrics::UNMATCHED_ROUTE;
 
 /// Media type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -51,22 +52,39 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     res
 }
 
-/// Middleware (added with `Router::layer`, so it runs after routing and sees the
-/// `MatchedPath`): records each request's latency and status under its route template,
-/// never the raw path, which would carry ids and make the label set unbounded.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let res = next.run(req).await;
-    state.metrics.request_finished(
-        method,
-        route.as_deref().unwrap_or(UNMATCHED_ROUTE),
-        res.status().as_u16(),
-        started.elapsed(),
-    );
-    res
+/// The label of a request's route: its matched template from the route table (never the
+/// raw path, which would carry ids and make the label set unbounded), or
+/// [`UNMATCHED_ROUTE`]. Static, so counting a request copies no string.
+pub fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    static LABELS: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    let labels =
+        LABELS.get_or_init(|| crate::http::ROUTES.iter().map(|r| (r.path, r.path)).collect());
+    matched
+        .and_then(|m| labels.get(m.as_str()).copied())
+        .unwrap_or(UNMATCHED_ROUTE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_is_labelled_by_its_route_template_from_the_table() {
+        let label = |m: MatchedPath| async move { route_label(Some(&m)) };
+        let mut app = axum::Router::new()
+            .route("/api/user/{id}", axum::routing::get(label))
+            .route("/not/in/the/table", axum::routing::get(label));
+        for (uri, want) in [
+            ("/api/user/17", "/api/user/{id}"),
+            ("/not/in/the/table", UNMATCHED_ROUTE),
+        ] {
+            let req = axum::http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let res = tower::Service::call(&mut app, req).await.unwrap();
+            let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+            assert_eq!(body, want, "{uri}");
+        }
+        assert_eq!(route_label(None), UNMATCHED_ROUTE);
+    }
 }

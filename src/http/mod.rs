@@ -118,20 +118,11 @@ pub fn routes() -> Router<AppState> {
 pub fn router(state: AppState) -> Router {
     routes()
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        // `Router::layer` runs after routing, so `finish` knows the route template
+        // (MatchedPath) it counts the request under.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::finish,
-        ))
-        // Around `finish`, so HTML error pages get the page headers too (CSP, framing).
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            ui::security_headers,
-        ))
-        // Outermost, so the latency includes error rendering; `Router::layer` runs after
-        // routing, so the route template (MatchedPath) is known.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
         ))
         .with_state(state)
 }

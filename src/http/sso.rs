@@ -242,8 +242,8 @@ async fn handle(
         LoginResult::Replayed { email } => {
             // Refresh or back button: a browser already signed in as this user just goes on.
             if let Some((existing, _)) = auth::request_token(headers)
-                && let Some((_, user)) = auth::live_session(state, &existing).await?
-                && user.email == email
+                && let Some(live) = auth::live_session(state, &existing).await?
+                && live.user.email == email
                 && !wants_json(headers)
             {
                 return Ok(redirect_to(&target));
@@ -274,8 +274,9 @@ pub async fn logout(
     let eff = state.settings.current();
     let mut location = "/auth/login".to_owned();
     if let Some((token, _)) = auth::request_token(&headers)
-        && let Some((session_row, user)) = auth::live_session(&state, &token).await?
+        && let Some(live) = auth::live_session(&state, &token).await?
     {
+        let (session_row, user) = (&live.session, &live.user);
         let mut row = audit(&ctx, "logout", "success");
         row.user_id = Some(user.id);
         row.actor_id = Some(user.id);

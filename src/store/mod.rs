@@ -62,7 +62,7 @@ impl<DB: sqlx::Database> Clone for Pools<DB> {
 
 /// A std mutex's guard; a panic elsewhere while it was held does not make it unusable (the
 /// data under these locks stays consistent between statements).
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -6,10 +6,9 @@ pub mod admin;
 pub mod assets;
 pub mod directory;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::app::AppState;
@@ -55,7 +54,7 @@ impl Chrome {
     }
 }
 
-/// Renders a template into an HTML response (headers are added by `security_headers`).
+/// Renders a template into an HTML response (headers are added by `add_page_headers`).
 pub fn render(t: &impl askama::Template) -> Result<Response> {
     let html = t.render().map_err(Error::internal)?;
     Ok(Html(html).into_response())
@@ -105,11 +104,7 @@ pub async fn signed_in(headers: &HeaderMap, state: &AppState) -> Result<Option<C
     };
     Ok(auth::live_session(state, &token)
         .await?
-        .map(|(session, user)| CurrentUser {
-            user,
-            session,
-            via_cookie,
-        }))
+        .map(|live| CurrentUser { live, via_cookie }))
 }
 
 /// A redirect to the sign-in page that comes back to this page afterwards.
@@ -126,27 +121,26 @@ fn to_login(parts: &Parts) -> Response {
     (StatusCode::FOUND, [(header::LOCATION, target)]).into_response()
 }
 
-/// Middleware: the security headers of every HTML page (SPEC §7). Scripts and styles only
-/// from our own /assets (no inline script), no plugins, forms post to this site (or to an
-/// allowed origin, where a sign-in may continue).
+/// The security headers of every HTML page (SPEC §7), added by `context::finish` to any
+/// `text/html` response. Scripts and styles only from our own /assets (no inline script),
+/// no plugins, forms post to this site (or to an allowed origin, where a sign-in may
+/// continue).
 ///
 /// Framing follows `session-cookie-samesite`: with `None` the operator wants Latchkey in
 /// iframes of their apps, so the sign-in and home pages may be framed by this site and the
 /// `redirect-allowed-origins`; otherwise nothing may frame us. Admin pages are never
 /// framable (clickjacking on settings toggles).
-pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let admin = req.uri().path().starts_with("/admin");
-    let mut res = next.run(req).await;
+pub fn add_page_headers(state: &AppState, admin_page: bool, res: &mut Response) {
     let is_html = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/html"));
     if !is_html {
-        return res;
+        return;
     }
     let eff = state.settings.current();
-    let ancestors = frame_ancestors(&eff, admin);
+    let ancestors = frame_ancestors(&eff, admin_page);
     let csp = content_security_policy(&eff, &ancestors);
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&csp) {
@@ -163,7 +157,6 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
     );
-    res
 }
 
 /// The `frame-ancestors` sources for a page.
