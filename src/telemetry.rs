@@ -116,6 +116,9 @@ mod tests {
         Line { urgent: false }.write_all(b"an info line\n").unwrap();
         assert!(crate::store::lock(&BUFFER).ends_with(b"an info line\n"));
         Line { urgent: true }.write_all(b"a warning\n").unwrap();
-        assert!(crate::store::lock(&BUFFER).is_empty(), "written out, in order");
+        assert!(
+            crate::store::lock(&BUFFER).is_empty(),
+            "written out, in order"
+        );
     }
 }

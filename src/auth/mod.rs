@@ -70,11 +70,16 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         Some(hit) => Some(hit),
         None => {
             let epoch = caches.epoch();
-            let loaded = state
-                .store
-                .session_user(&hash)
-                .await?
-                .map(|(session, user)| Arc::new(LiveSession::new(session, user)));
+            let loaded =
+                state
+                    .store
+                    .session_identity(&hash)
+                    .await?
+                    .map(|(session, user, groups)| {
+                        let live = LiveSession::new(session, user);
+                        let _ = live.groups.set(Arc::new(groups));
+                        Arc::new(live)
+                    });
             if let Some(v) = &loaded {
                 caches.put(&caches.sessions, hash.clone(), epoch, v.clone());
             }

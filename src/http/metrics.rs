@@ -57,8 +57,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// [`UNMATCHED_ROUTE`]. Static, so counting a request copies no string.
 pub fn route_label(matched: Option<&MatchedPath>) -> &'static str {
     static LABELS: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
-    let labels =
-        LABELS.get_or_init(|| crate::http::ROUTES.iter().map(|r| (r.path, r.path)).collect());
+    let labels = LABELS.get_or_init(|| {
+        crate::http::ROUTES
+            .iter()
+            .map(|r| (r.path, r.path))
+            .collect()
+    });
     matched
         .and_then(|m| labels.get(m.as_str()).copied())
         .unwrap_or(UNMATCHED_ROUTE)

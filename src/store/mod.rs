@@ -15,6 +15,7 @@ use crate::error::Result;
 
 mod sqlite_checkpoint;
 mod sqlite_login;
+mod sqlite_read;
 
 mod sqlite {
     pub type Db = sqlx::Sqlite;
@@ -48,6 +49,8 @@ pub struct Pools<DB: sqlx::Database> {
     pub write: sqlx::Pool<DB>,
     /// SSO logins waiting for the next group commit (SQLite; see `sqlite_login`).
     logins: std::sync::Arc<sqlite_login::Logins>,
+    /// The session check's reads (SQLite; see `sqlite_read`).
+    reads: std::sync::Arc<sqlite_read::Reads>,
 }
 
 impl<DB: sqlx::Database> Clone for Pools<DB> {
@@ -56,6 +59,7 @@ impl<DB: sqlx::Database> Clone for Pools<DB> {
             read: self.read.clone(),
             write: self.write.clone(),
             logins: self.logins.clone(),
+            reads: self.reads.clone(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl Store {
                 read: pool.clone(),
                 write: pool,
                 logins: Default::default(),
+                reads: Default::default(),
             }))
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -177,6 +182,7 @@ impl Store {
                     std::path::Path::new(path),
                     level,
                 )),
+                reads: std::sync::Arc::new(sqlite_read::Reads::new(std::path::Path::new(path))),
             }))
         } else {
             anyhow::bail!("unsupported database URL (use sqlite://path/to/file.db or postgres://…)")
@@ -206,6 +212,7 @@ impl Store {
         match self {
             Store::Sqlite(p) => {
                 p.logins.close();
+                p.reads.close();
                 p.read.close().await;
                 p.write.close().await;
             }
@@ -313,8 +320,16 @@ impl Store {
         dispatch!(self, create_session(s, audit))
     }
 
-    pub async fn session_user(&self, id_hash: &str) -> Result<Option<(SessionRow, User)>> {
-        dispatch!(self, session_user(id_hash))
+    /// A session, its user and the user's groups. On SQLite this runs inline, on the
+    /// calling thread (`sqlite_read`: a few microseconds, and WAL readers never wait).
+    pub async fn session_identity(
+        &self,
+        id_hash: &str,
+    ) -> Result<Option<(SessionRow, User, Vec<Group>)>> {
+        match self {
+            Store::Sqlite(p) => p.reads.session_identity(id_hash),
+            Store::Postgres(p) => within_deadline(postgres::session_identity(p, id_hash)).await,
+        }
     }
 
     pub async fn touch_session(&self, id_hash: &str, now: i64) -> Result<()> {

@@ -714,7 +714,13 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
     Ok(())
 }
 
-pub async fn session_user(pool: &Pool, id_hash: &str) -> Result<Option<(SessionRow, User)>> {
+/// A session, its user and the user's groups (PostgreSQL; SQLite reads them through
+/// `sqlite_read`).
+#[allow(dead_code)]
+pub async fn session_identity(
+    pool: &Pool,
+    id_hash: &str,
+) -> Result<Option<(SessionRow, User, Vec<Group>)>> {
     let mut conn = pool.read.acquire().await?;
     let session: Option<SessionRow> = sqlx::query_as(
         "SELECT id_hash, user_id, created_at, expires_at, last_seen_at, auth_method FROM sessions WHERE id_hash = $1",
@@ -725,8 +731,16 @@ pub async fn session_user(pool: &Pool, id_hash: &str) -> Result<Option<(SessionR
     let Some(session) = session else {
         return Ok(None);
     };
-    let user = user_in(&mut conn, session.user_id).await?;
-    Ok(user.map(|u| (session, u.user)))
+    let Some(user) = user_in(&mut conn, session.user_id).await? else {
+        return Ok(None);
+    };
+    let groups = sqlx::query_as(
+        "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 ORDER BY g.id",
+    )
+    .bind(user.user.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some((session, user.user, groups)))
 }
 
 pub async fn touch_session(pool: &Pool, id_hash: &str, now: i64) -> Result<()> {

@@ -32,7 +32,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-fn internal(e: rusqlite::Error) -> Error {
+pub(super) fn internal(e: rusqlite::Error) -> Error {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(

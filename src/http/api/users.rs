@@ -1,9 +1,9 @@
 //! Users: the current user and the admin endpoints of SPEC §6.
 
 use axum::Json;
-use axum::response::IntoResponse;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
