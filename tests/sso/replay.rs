@@ -189,8 +189,8 @@ both_backends! {
 /// Group commit under sustained load on SQLite: every login of a long burst from 32
 /// concurrent clients is answered 302 and kept (users, sessions, replay records), and the
 /// write-ahead log is checkpointed and restarted meanwhile although the committing writer
-/// never pauses (`src/store/sqlite_checkpoint.rs`). Without that, the log would keep every
-/// page these logins wrote (about 75 MB here).
+/// never pauses (`src/store/sqlite_checkpoint.rs`: restarted from about 5,000 pages, 20 MiB).
+/// Without that, the log would keep every page these logins wrote (about 75 MB here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_logins_are_all_kept_and_the_sqlite_log_stays_short() {
     const CLIENTS: usize = 32;
@@ -232,7 +232,7 @@ async fn sustained_logins_are_all_kept_and_the_sqlite_log_stays_short() {
     assert_eq!(after.sessions, before.sessions + n);
     assert_eq!(after.replay_records, before.replay_records + n);
     assert!(
-        largest_log < 16 * 1024 * 1024,
+        largest_log < 32 * 1024 * 1024,
         "the log reached {largest_log} bytes: it is not being checkpointed"
     );
 }
