@@ -10,13 +10,14 @@
 //! 1. a PASSIVE checkpoint, which copies the log without holding writers back, repeated
 //!    while commits made during the previous one added many pages (each round copies only
 //!    those, so the rounds get shorter);
-//! 2. if the log was long ([`TAIL_FRAMES`]), a second PASSIVE checkpoint, asked for by the
-//!    SSO login writer (which commits nearly all of the log) right after its next commit and
-//!    waited for while it still holds the write connection, so that no commit lands
-//!    meanwhile: it copies only what was committed during the last round, and the next commit
-//!    starts the log again from its beginning. Without this step a writer that never pauses
-//!    keeps the log growing for ever. It runs here, not on the writer's thread, so that
-//!    requests go on being read, checked and queued during its `fsync`s;
+//! 2. if the log was long ([`TAIL_FRAMES`]), a last PASSIVE checkpoint, which the SSO login
+//!    writer (which commits nearly all of the log) runs itself on its own connection right
+//!    after its next commit, while it still holds the write connection, so that no commit
+//!    lands meanwhile: it copies only what was committed during the last round, and the next
+//!    commit starts the log again from its beginning. Without this step a writer that never
+//!    pauses keeps the log growing for ever. Thanks to the rounds of step 1 the rest is short:
+//!    run on the writer's thread it takes well under a millisecond, while waiting for this
+//!    thread to do it took 2–3 ms of held-back logins on a shared core;
 //! 3. should the log reach [`RESTART_FRAMES`] all the same (other writers that never pause),
 //!    a RESTART checkpoint, SQLite's own way to force a restart: it holds writers back, and
 //!    they wait for it in the busy handler.
@@ -30,23 +31,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::lock;
-
 /// Checkpoint at least this often, for writes that do not nudge (everything but SSO logins).
 const PERIOD: Duration = Duration::from_secs(1);
 /// After a nudge, wait until this long after the previous checkpoint, so that one
 /// checkpoint covers the commits of several batches.
 const MIN_GAP: Duration = Duration::from_millis(30);
-/// Log length (pages) from which the login writer is asked to finish the checkpoint: every
-/// step 2 holds logins back for a moment (about 2 ms at 15k logins/s on one core), so it
-/// comes about ten times a second, with a log of about 20 MiB at most.
+/// Log length (pages) from which the login writer is asked to finish the checkpoint (step
+/// 2): about ten times a second at 15k logins/s, with a log of about 20 MiB at most.
 const TAIL_FRAMES: i64 = 5_000;
 /// Step 1 repeats (at most this many more times) while the previous round found at least
 /// [`CATCH_UP_FRAMES`] new pages in the log.
 const CATCH_UP_ROUNDS: usize = 4;
 const CATCH_UP_FRAMES: i64 = 64;
-/// The longest the login writer waits for step 2.
-const TAIL_WAIT: Duration = Duration::from_secs(1);
 /// Log length (pages) from which the checkpoint forces a restart of the log.
 const RESTART_FRAMES: i64 = 50_000;
 
@@ -61,8 +57,6 @@ struct Shared {
     nudged: AtomicBool,
     stop: AtomicBool,
     tail_wanted: AtomicBool,
-    /// Step 2 asked for: told when done.
-    tail: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Checkpointer {
@@ -92,16 +86,6 @@ impl Checkpointer {
         self.shared.tail_wanted.swap(false, Ordering::AcqRel)
     }
 
-    /// Step 2: for a writer that has just committed and holds the write connection until
-    /// this returns (at most [`TAIL_WAIT`]).
-    pub async fn finish(&self) {
-        let Some(t) = &self.thread else { return };
-        let (done, finished) = tokio::sync::oneshot::channel();
-        *lock(&self.shared.tail) = Some(done);
-        t.thread().unpark();
-        let _ = tokio::time::timeout(TAIL_WAIT, finished).await;
-    }
-
     /// Stops the thread (it closes its connection on its way out).
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
@@ -123,12 +107,6 @@ fn run(path: &std::path::Path, shared: &Shared) {
     loop {
         if shared.stop.load(Ordering::Acquire) {
             return;
-        }
-        let tail = lock(&shared.tail).take();
-        if let Some(done) = tail {
-            with_connection(&mut conn, path, |c| passive(c).map(drop));
-            let _ = done.send(());
-            continue;
         }
         let wait = if shared.nudged.load(Ordering::Acquire) {
             MIN_GAP

@@ -192,7 +192,7 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
             run_on_connection(logins, batch);
             if let Some(checkpoints) = &logins.checkpointer {
                 if checkpoints.tail_wanted() {
-                    checkpoints.finish().await;
+                    finish_checkpoint(logins);
                 }
                 checkpoints.nudge();
             }
@@ -231,6 +231,18 @@ fn run_on_connection(logins: &Logins, batch: Vec<Job>) {
     match conn {
         Some(c) => run_batch(c, batch),
         None => fail_all(batch, &Error::DatabaseUnavailable),
+    }
+}
+
+/// Step 2 of `sqlite_checkpoint`, on the login connection, right after its commit and
+/// before any other: the checkpoint thread has copied nearly all of the log, so this copies
+/// the short rest, and the next commit starts the log from its beginning.
+fn finish_checkpoint(logins: &Logins) {
+    let db = lock(&logins.db);
+    if let Some(c) = &db.conn
+        && let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    {
+        tracing::warn!(error = %e, "checkpoint failed");
     }
 }
 
