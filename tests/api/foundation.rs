@@ -412,4 +412,22 @@ both_backends! {
         let me = body_json(app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap()).await;
         assert_eq!(me["group_ids"], json!([1, gid]));
     }
+
+    async fn group_changes_reach_another_instance_within_the_cache_second(mut app) {
+        app.login_admin().await;
+        let id = app.create_user("g2@example.com", Some("password123"), false).await;
+        let token = app.login("g2@example.com", "password123").await;
+        let other = spawn_instance(&app).await;
+        // The other instance has served (and cached) this session's answer.
+        let me = body_json(other.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap()).await;
+        assert_eq!(me["group_ids"], json!([1]));
+        let g = body_json(app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Ops"})).send().await.unwrap()).await;
+        let gid = g["id"].as_i64().unwrap();
+        let res = app.admin(Method::POST, "/api/permissions/membership").json(&json!({"group_id": gid, "user_id": id})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let me = body_json(other.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap()).await;
+        assert_eq!(me["group_ids"], json!([1, gid]));
+        assert_eq!(me["groups"][1]["name"], "Ops");
+    }
 }
