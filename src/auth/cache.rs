@@ -78,25 +78,28 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
     }
 }
 
-/// A live session as this instance caches it: the row and its user, plus what requests
-/// derive from them, computed once per entry. Everything here lives as long as the entry
-/// (at most [`TTL`], and never past a write of this instance).
+/// A live session as this instance caches it: the row, its user and the user's groups (read
+/// together), plus the answer derived from them, computed once per entry. Everything here
+/// lives as long as the entry (at most [`TTL`], and never past a write of this instance).
 #[derive(Debug)]
 pub struct LiveSession {
     pub session: crate::store::SessionRow,
     pub user: crate::store::User,
-    /// The user's groups, read from the database by the first request that needs them.
-    pub groups: OnceLock<Arc<Vec<crate::store::Group>>>,
+    pub groups: Vec<crate::store::Group>,
     /// The `GET /api/user/current` body, serialised by the first request that asks.
     pub current_body: OnceLock<bytes::Bytes>,
 }
 
 impl LiveSession {
-    pub fn new(session: crate::store::SessionRow, user: crate::store::User) -> LiveSession {
+    pub fn new(
+        session: crate::store::SessionRow,
+        user: crate::store::User,
+        groups: Vec<crate::store::Group>,
+    ) -> LiveSession {
         LiveSession {
             session,
             user,
-            groups: OnceLock::new(),
+            groups,
             current_body: OnceLock::new(),
         }
     }
@@ -167,7 +170,7 @@ mod tests {
             updated_at: 0,
             last_login: None,
         };
-        Arc::new(LiveSession::new(session, user))
+        Arc::new(LiveSession::new(session, user, Vec::new()))
     }
 
     #[test]

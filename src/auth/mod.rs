@@ -17,8 +17,6 @@ use std::sync::Arc;
 
 pub use cache::LiveSession;
 
-use crate::store::Group;
-
 /// The signed-in user of a request. It derefs to the cached [`LiveSession`], so
 /// `current.user` and `current.session` read the shared entry without copying it.
 #[derive(Debug, Clone)]
@@ -70,16 +68,11 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         Some(hit) => Some(hit),
         None => {
             let epoch = caches.epoch();
-            let loaded =
-                state
-                    .store
-                    .session_identity(&hash)
-                    .await?
-                    .map(|(session, user, groups)| {
-                        let live = LiveSession::new(session, user);
-                        let _ = live.groups.set(Arc::new(groups));
-                        Arc::new(live)
-                    });
+            let loaded = state
+                .store
+                .session_identity(&hash)
+                .await?
+                .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
             if let Some(v) = &loaded {
                 caches.put(&caches.sessions, hash.clone(), epoch, v.clone());
             }
@@ -105,16 +98,6 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         }
     }
     Ok(Some(live))
-}
-
-/// The groups of a live session's user: read from the database by the first request of
-/// the cache entry that needs them, then shared by the entry's other requests.
-pub async fn live_groups(state: &AppState, live: &LiveSession) -> Result<Arc<Vec<Group>>> {
-    if let Some(groups) = live.groups.get() {
-        return Ok(groups.clone());
-    }
-    let groups = Arc::new(state.store.user_groups(live.user.id).await?);
-    Ok(live.groups.get_or_init(|| groups).clone())
 }
 
 /// SPEC §5: a state-changing request authenticated by cookie must come from our origin.

@@ -98,8 +98,7 @@ async fn check(
     if let Some((token, _)) = auth::request_token(headers)
         && let Some(live) = auth::live_session(state, &token).await?
     {
-        let groups = auth::live_groups(state, &live).await?;
-        return Ok(identity_response(&live.user, &groups));
+        return Ok(identity_response(&live.user, &live.groups));
     }
     let Some(wanted) = wanted_page(uri, headers) else {
         return Err(Error::Unauthenticated);

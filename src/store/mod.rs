@@ -558,12 +558,21 @@ struct UserRow {
     last_login: Option<i64>,
 }
 
+/// A user's groups, by id (`$1`: the user id). Both backends and the rusqlite session read
+/// use it.
+const USER_GROUPS_SQL: &str = "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 ORDER BY g.id";
+
+/// The stored `login_attributes` text as a map (anything but a JSON object reads as empty).
+fn attributes_from_json(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
 impl UserRow {
     fn into_user(self) -> UserWithPassword {
-        let login_attributes = match serde_json::from_str(&self.login_attributes) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
+        let login_attributes = attributes_from_json(&self.login_attributes);
         UserWithPassword {
             user: User {
                 id: self.id,

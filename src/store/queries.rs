@@ -395,12 +395,10 @@ async fn group_ids_of(conn: &mut Conn, user_id: i64) -> Result<BTreeSet<i64>> {
 }
 
 pub async fn user_groups(pool: &Pool, user_id: i64) -> Result<Vec<Group>> {
-    Ok(sqlx::query_as(
-        "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 ORDER BY g.id",
-    )
-    .bind(user_id)
-    .fetch_all(&pool.read)
-    .await?)
+    Ok(sqlx::query_as(super::USER_GROUPS_SQL)
+        .bind(user_id)
+        .fetch_all(&pool.read)
+        .await?)
 }
 
 pub async fn count_other_active_admins(pool: &Pool, user_id: i64) -> Result<i64> {
@@ -734,12 +732,10 @@ pub async fn session_identity(
     let Some(user) = user_in(&mut conn, session.user_id).await? else {
         return Ok(None);
     };
-    let groups = sqlx::query_as(
-        "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 ORDER BY g.id",
-    )
-    .bind(user.user.id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let groups = sqlx::query_as(super::USER_GROUPS_SQL)
+        .bind(user.user.id)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(Some((session, user.user, groups)))
 }
 

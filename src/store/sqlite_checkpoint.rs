@@ -119,45 +119,30 @@ fn run(path: &std::path::Path, shared: &Shared) {
         }
         shared.nudged.store(false, Ordering::Release);
         last = Instant::now();
-        with_connection(&mut conn, path, |c| checkpoint(c, shared));
-    }
-}
-
-/// Runs `f` on the thread's connection, opened if need be and dropped after an error.
-fn with_connection(
-    conn: &mut Option<rusqlite::Connection>,
-    path: &std::path::Path,
-    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>,
-) {
-    if conn.is_none() {
-        *conn = open(path)
+        // The thread's connection, opened if need be and dropped after an error.
+        if conn.is_none() {
+            conn = super::sqlite_login::connect(
+                path,
+                Duration::from_secs(1),
+                "PRAGMA wal_autocheckpoint = 0;",
+            )
             .map_err(|e| tracing::warn!(error = %e, "checkpoint: cannot open the database"))
             .ok();
+        }
+        if let Some(c) = &conn
+            && let Err(e) = checkpoint(c, shared)
+        {
+            tracing::warn!(error = %e, "checkpoint failed");
+            conn = None;
+        }
     }
-    if let Some(c) = conn.as_ref()
-        && let Err(e) = f(c)
-    {
-        tracing::warn!(error = %e, "checkpoint failed");
-        *conn = None;
-    }
-}
-
-fn open(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    let c = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    c.busy_timeout(Duration::from_secs(1))?;
-    c.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-    Ok(c)
 }
 
 /// Steps 1 and 3 described at the top; asks for step 2.
 fn checkpoint(c: &rusqlite::Connection, shared: &Shared) -> rusqlite::Result<()> {
     let mut log = passive(c)?;
-    // Catch up with what was committed meanwhile, until little is: what is still to copy
-    // when the writer waits in step 2 is then short, and so is the wait.
+    // Catch up with what was committed meanwhile, until little is: what the writer still
+    // copies in step 2 is then short.
     for _ in 0..CATCH_UP_ROUNDS {
         let now = passive(c)?;
         let added = now - log;
@@ -177,6 +162,6 @@ fn checkpoint(c: &rusqlite::Connection, shared: &Shared) -> rusqlite::Result<()>
 /// Runs `PRAGMA wal_checkpoint(PASSIVE)`; the log's length in pages (-1 outside WAL mode).
 /// A checkpoint that could not finish (a reader still needs the log) is not an error: the
 /// next one goes on.
-fn passive(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+pub(super) fn passive(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
     c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
 }

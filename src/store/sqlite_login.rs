@@ -118,22 +118,37 @@ pub fn configure_sqlite() {
     });
 }
 
-/// Opens the login connection with the settings of the pool's connections (WAL is the
-/// database's own, set when the pools connected).
-fn open(path: &Path, synchronous: &str) -> rusqlite::Result<rusqlite::Connection> {
+/// A rusqlite connection to the database file, used by one thread at a time, with this busy
+/// timeout and these pragmas (WAL is the database's own, set when the pools connected). The
+/// login, checkpoint and session-read connections are all opened here.
+pub(super) fn connect(
+    path: &Path,
+    busy_timeout: std::time::Duration,
+    pragmas: &str,
+) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     let db = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    db.busy_timeout(std::time::Duration::from_secs(10))?;
+    db.busy_timeout(busy_timeout)?;
+    db.execute_batch(pragmas)?;
+    Ok(db)
+}
+
+/// Opens the login connection with the settings of the pool's connections.
+fn open(path: &Path, synchronous: &str) -> rusqlite::Result<rusqlite::Connection> {
     // No foreign-key checks here: every row a login writes refers to the user it has just
     // written and to groups it selects (`add_member`), and checking costs a statement
     // journal per insert. The other connections keep them, with their cascades.
-    db.execute_batch(&format!(
-        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
-         PRAGMA wal_autocheckpoint = 0;"
-    ))?;
+    let db = connect(
+        path,
+        std::time::Duration::from_secs(10),
+        &format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
+             PRAGMA wal_autocheckpoint = 0;"
+        ),
+    )?;
     db.set_prepared_statement_cache_capacity(32);
     Ok(db)
 }
@@ -172,11 +187,7 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
         // only to find nothing left to do.
         let write = tokio::select! {
             biased;
-            result = &mut answer => {
-                return result.unwrap_or_else(|_| {
-                    Err(Error::internal(anyhow::anyhow!("the login batch was dropped")))
-                });
-            }
+            result = &mut answer => return result.unwrap_or_else(|_| Err(batch_dropped())),
             conn = pools.write.acquire() => conn?,
         };
         // Batches run while logins keep coming, up to HOLD_FOR: giving the write connection
@@ -189,12 +200,6 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
                 break;
             }
             run_on_connection(logins, batch);
-            if let Some(checkpoints) = &logins.checkpointer {
-                if checkpoints.tail_wanted() {
-                    finish_checkpoint(logins);
-                }
-                checkpoints.nudge();
-            }
             if held.elapsed() >= HOLD_FOR {
                 break;
             }
@@ -206,11 +211,7 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
         match answer.try_recv() {
             Ok(result) => return result,
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "the login batch was dropped"
-                )));
-            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(batch_dropped()),
         }
     }
 }
@@ -233,7 +234,7 @@ async fn gather(logins: &Logins) {
     }
 }
 
-/// Runs the batch on the login connection, opened if need be.
+/// Runs the batch on the login connection, opened if need be, then tells the checkpoints.
 fn run_on_connection(logins: &Logins, batch: Vec<Job>) {
     let mut db = lock(&logins.db);
     let LoginDb { target, conn } = &mut *db;
@@ -245,22 +246,26 @@ fn run_on_connection(logins: &Logins, batch: Vec<Job>) {
             Err(e) => tracing::warn!(error = %e, "cannot open the SSO login connection"),
         }
     }
-    match conn {
-        Some(c) => run_batch(c, batch),
-        None => fail_all(batch, &Error::DatabaseUnavailable),
+    let Some(c) = conn else {
+        return fail_all(batch, &Error::DatabaseUnavailable);
+    };
+    run_batch(c, batch);
+    if let Some(checkpoints) = &logins.checkpointer {
+        // Step 2 of `sqlite_checkpoint`, right after this commit and before any other: the
+        // checkpoint thread has copied nearly all of the log, so this copies the short rest,
+        // and the next commit starts the log from its beginning.
+        if checkpoints.tail_wanted()
+            && let Err(e) = super::sqlite_checkpoint::passive(c)
+        {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+        checkpoints.nudge();
     }
 }
 
-/// Step 2 of `sqlite_checkpoint`, on the login connection, right after its commit and
-/// before any other: the checkpoint thread has copied nearly all of the log, so this copies
-/// the short rest, and the next commit starts the log from its beginning.
-fn finish_checkpoint(logins: &Logins) {
-    let db = lock(&logins.db);
-    if let Some(c) = &db.conn
-        && let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-    {
-        tracing::warn!(error = %e, "checkpoint failed");
-    }
+/// A login whose batch was dropped before answering (its runner's future was cancelled).
+fn batch_dropped() -> Error {
+    Error::internal(anyhow::anyhow!("the login batch was dropped"))
 }
 
 fn take(queue: &Mutex<Vec<Job>>) -> Vec<Job> {

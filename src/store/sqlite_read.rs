@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{OptionalExtension, params};
-use serde_json::{Map, Value};
 
 use super::{Group, SessionRow, User, lock};
 use crate::error::Result;
@@ -35,9 +34,6 @@ const SESSION_USER: &str = "SELECT s.id_hash, s.user_id, s.created_at, s.expires
      u.id, u.email, u.first_name, u.last_name, u.password_hash IS NOT NULL, u.sso_source, u.sso_subject, \
      u.is_active, u.is_superuser, u.login_attributes, u.created_at, u.updated_at, u.last_login \
      FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?1";
-
-const USER_GROUPS: &str = "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id \
-     WHERE m.user_id = ?1 ORDER BY g.id";
 
 impl Reads {
     pub fn new(path: &Path) -> Reads {
@@ -77,10 +73,7 @@ impl Reads {
                         sso_subject: r.get(12)?,
                         is_active: r.get(13)?,
                         is_superuser: r.get(14)?,
-                        login_attributes: match serde_json::from_str(&attributes) {
-                            Ok(Value::Object(m)) => m,
-                            _ => Map::new(),
-                        },
+                        login_attributes: super::attributes_from_json(&attributes),
                         created_at: r.get(16)?,
                         updated_at: r.get(17)?,
                         last_login: r.get(18)?,
@@ -92,7 +85,7 @@ impl Reads {
                 return Ok(None);
             };
             let groups = tx
-                .prepare_cached(USER_GROUPS)?
+                .prepare_cached(super::USER_GROUPS_SQL)?
                 .query_map(params![user.id], |r| {
                     Ok(Group {
                         id: r.get(0)?,
@@ -130,18 +123,16 @@ impl Reads {
 }
 
 fn open(path: Option<&Path>) -> rusqlite::Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
     let Some(path) = path else {
         return Err(rusqlite::Error::InvalidPath(PathBuf::new()));
     };
-    let db = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
     // A reader waits only in rare moments (the first connection after a crash recovers the
     // log index); a short wait keeps the calling thread from stalling long on one.
-    db.busy_timeout(std::time::Duration::from_millis(500))?;
-    db.execute_batch("PRAGMA query_only = ON; PRAGMA temp_store = MEMORY;")?;
+    let db = super::sqlite_login::connect(
+        path,
+        std::time::Duration::from_millis(500),
+        "PRAGMA query_only = ON; PRAGMA temp_store = MEMORY;",
+    )?;
     db.set_prepared_statement_cache_capacity(8);
     Ok(db)
 }

@@ -28,16 +28,12 @@ use crate::store::{NewUser, UserPatch, UserQuery};
     responses((status = 200, body = UserView)),
     extensions(("x-error-codes" = json!(["unauthenticated", "database_unavailable"])))
 )]
-pub async fn current(
-    State(state): State<AppState>,
-    current: CurrentUser,
-) -> Result<axum::response::Response> {
+pub async fn current(current: CurrentUser) -> Result<axum::response::Response> {
     // Serialised once per cache entry: the entry's other requests send the same bytes.
     let body = match current.current_body.get() {
         Some(body) => body.clone(),
         None => {
-            let groups = crate::auth::live_groups(&state, &current).await?;
-            let view = UserView::new(&current.user, Some(&groups));
+            let view = UserView::new(&current.user, Some(&current.groups));
             let body = bytes::Bytes::from(serde_json::to_vec(&view).map_err(Error::internal)?);
             current.current_body.get_or_init(|| body).clone()
         }
