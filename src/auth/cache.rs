@@ -15,7 +15,7 @@
 //! outliving the write.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -35,14 +35,48 @@ struct Entry<V> {
 
 /// One map of cached values, valid for one epoch and at most [`TTL`].
 pub struct TtlMap<K, V> {
-    map: Mutex<HashMap<K, Entry<V>>>,
+    map: Mutex<HashMap<K, Entry<V>, Seeded>>,
 }
 
 impl<K: Eq + Hash, V: Clone> Default for TtlMap<K, V> {
     fn default() -> Self {
         TtlMap {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(HashMap::with_hasher(Seeded(rand::random()))),
         }
+    }
+}
+
+/// The maps' hasher: a multiply-and-rotate mix of the key's bytes with a per-process seed.
+/// SipHash over a session's 32-byte digest was about 2 % of a session check. A weak hasher
+/// is safe here because the keys are SHA-256 digests, already uniform, and only those of
+/// sessions this server issued are ever stored: nobody can fill the map with keys chosen to
+/// collide.
+#[derive(Clone, Copy)]
+struct Seeded(u64);
+
+impl BuildHasher for Seeded {
+    type Hasher = Mix;
+
+    fn build_hasher(&self) -> Mix {
+        Mix(self.0)
+    }
+}
+
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(26);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -109,7 +143,8 @@ impl LiveSession {
 #[derive(Default)]
 pub struct Caches {
     epoch: AtomicU64,
-    pub sessions: TtlMap<String, Arc<LiveSession>>,
+    /// Keyed by the SHA-256 of the session token (`session::token_digest`).
+    pub sessions: TtlMap<[u8; 32], Arc<LiveSession>>,
 }
 
 impl Caches {
@@ -177,11 +212,11 @@ mod tests {
     fn entries_are_served_within_their_epoch_only() {
         let caches = Caches::default();
         let before = caches.epoch();
-        caches.put(&caches.sessions, "a".into(), before, live());
-        assert!(caches.get(&caches.sessions, &"a".into()).is_some());
+        caches.put(&caches.sessions, [1; 32], before, live());
+        assert!(caches.get(&caches.sessions, &[1; 32]).is_some());
         caches.invalidate();
         assert!(
-            caches.get(&caches.sessions, &"a".into()).is_none(),
+            caches.get(&caches.sessions, &[1; 32]).is_none(),
             "a write forgets what was read before it"
         );
     }
@@ -191,8 +226,8 @@ mod tests {
         let caches = Caches::default();
         let read_at = caches.epoch();
         caches.invalidate(); // a write commits while the read runs
-        caches.put(&caches.sessions, "a".into(), read_at, live());
-        assert!(caches.get(&caches.sessions, &"a".into()).is_none());
+        caches.put(&caches.sessions, [1; 32], read_at, live());
+        assert!(caches.get(&caches.sessions, &[1; 32]).is_none());
     }
 
     #[test]

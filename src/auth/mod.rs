@@ -62,19 +62,19 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
     if token.len() > 256 {
         return Ok(None);
     }
-    let hash = session::hash_token(token);
+    let digest = session::token_digest(token);
     let caches = &state.caches;
-    let found = match caches.get(&caches.sessions, &hash) {
+    let found = match caches.get(&caches.sessions, &digest) {
         Some(hit) => Some(hit),
         None => {
             let epoch = caches.epoch();
             let loaded = state
                 .store
-                .session_identity(&hash)
+                .session_identity(&hex::encode(digest))
                 .await?
                 .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
             if let Some(v) = &loaded {
-                caches.put(&caches.sessions, hash.clone(), epoch, v.clone());
+                caches.put(&caches.sessions, digest, epoch, v.clone());
             }
             loaded
         }
@@ -93,8 +93,11 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         }
         // Bounded write rate: refresh last_seen_at at most once a minute per session.
         if now - live.session.last_seen_at >= 60 {
-            state.store.touch_session(&hash, now).await?;
-            caches.forget(&caches.sessions, &hash);
+            state
+                .store
+                .touch_session(&live.session.id_hash, now)
+                .await?;
+            caches.forget(&caches.sessions, &digest);
         }
     }
     Ok(Some(live))

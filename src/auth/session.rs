@@ -19,8 +19,15 @@ pub fn new_token() -> (String, String) {
     (token, hash)
 }
 
+/// The SHA-256 of a token, as stored (64 lower-case hex characters).
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(token_digest(token))
+}
+
+/// The SHA-256 of a token as bytes: the session cache's key, so that a cache hit needs no
+/// hex encoding.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// 64 lower-case hex characters from 32 random bytes ("Generate key").
