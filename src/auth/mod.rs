@@ -68,9 +68,9 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         Some(hit) => Some(hit),
         None => {
             let epoch = caches.epoch();
-            let loaded = state
-                .store
-                .session_identity(&hex::encode(digest))
+            // Boxed: the database read's future is large, and inline it would make every
+            // request's future that large, copied as it moves, cache hit or not.
+            let loaded = Box::pin(state.store.session_identity(&hex::encode(digest)))
                 .await?
                 .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
             if let Some(v) = &loaded {
@@ -93,10 +93,7 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         }
         // Bounded write rate: refresh last_seen_at at most once a minute per session.
         if now - live.session.last_seen_at >= 60 {
-            state
-                .store
-                .touch_session(&live.session.id_hash, now)
-                .await?;
+            Box::pin(state.store.touch_session(&live.session.id_hash, now)).await?;
             caches.forget(&caches.sessions, &digest);
         }
     }
