@@ -106,8 +106,10 @@ pub async fn sso_get(
 ) -> Response {
     let query = req.uri().query().unwrap_or("").to_owned();
     let params = params_from_pairs(url::form_urlencoded::parse(query.as_bytes()).into_owned());
+    // Boxed, here and in `sso_post`: the login's future is large (the store, the key
+    // fetch), and the router moves the handler's future into a box of its own.
     sso_headers(
-        handle(&state, &ctx, &headers, params)
+        Box::pin(handle(&state, &ctx, &headers, params))
             .await
             .unwrap_or_else(IntoResponse::into_response),
     )
@@ -154,7 +156,7 @@ pub async fn sso_post(
         } else {
             params_from_pairs(url::form_urlencoded::parse(&body).into_owned())
         };
-        handle(&state, &ctx, &headers, params).await
+        Box::pin(handle(&state, &ctx, &headers, params)).await
     }
     .await;
     sso_headers(result.unwrap_or_else(IntoResponse::into_response))
