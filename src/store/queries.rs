@@ -58,6 +58,31 @@ async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
     Ok(())
 }
 
+/// Several audit rows in one statement, in order (their ids follow the order of the rows).
+#[allow(dead_code)] // used by `sso_login`, which only PostgreSQL calls
+async fn insert_audits(conn: &mut Conn, rows: &[AuditRecord]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.at)
+            .push_bind(r.kind)
+            .push_bind(r.outcome)
+            .push_bind(r.reason.clone())
+            .push_bind(r.actor_id)
+            .push_bind(r.user_id)
+            .push_bind(r.email.clone())
+            .push_bind(r.ip.clone())
+            .push_bind(r.request_id.clone())
+            .push_bind(r.details.to_string());
+    });
+    q.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// A copy of `template` for another kind of event about `user_id`.
 #[allow(dead_code)] // used by `sso_login`, which only PostgreSQL calls
 fn audit_row(
@@ -89,8 +114,15 @@ pub async fn admin_exists(pool: &Pool) -> Result<bool> {
     Ok(row.try_get::<i64, _>(0)? > 0)
 }
 
-const SELECT_USER_BY_ID: &str = "SELECT id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, login_attributes, created_at, updated_at, last_login FROM users WHERE id = $1";
-const SELECT_USER_BY_EMAIL: &str = "SELECT id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, login_attributes, created_at, updated_at, last_login FROM users WHERE email = $1";
+/// The columns of a `UserRow`, for `SELECT` and `RETURNING` (a macro, for `concat!`).
+macro_rules! user_fields {
+    () => {
+        "id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, login_attributes, created_at, updated_at, last_login"
+    };
+}
+const SELECT_USER_BY_ID: &str = concat!("SELECT ", user_fields!(), " FROM users WHERE id = $1");
+const SELECT_USER_BY_EMAIL: &str =
+    concat!("SELECT ", user_fields!(), " FROM users WHERE email = $1");
 
 async fn user_in(conn: &mut Conn, id: i64) -> Result<Option<UserWithPassword>> {
     let row: Option<UserRow> = sqlx::query_as(SELECT_USER_BY_ID)
@@ -219,13 +251,15 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
             .replace('_', "\\_");
         format!("%{escaped}%")
     });
-    let rows: Vec<UserRow> = sqlx::query_as(
-        "SELECT id, email, first_name, last_name, password_hash, sso_source, sso_subject, is_active, is_superuser, login_attributes, created_at, updated_at, last_login FROM users \
+    let rows: Vec<UserRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_fields!(),
+        " FROM users \
          WHERE (CAST($1 AS TEXT) IS NULL OR lower(email) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
          OR lower(COALESCE(first_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
          OR lower(COALESCE(last_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\') \
-         AND ($2 = TRUE OR is_active = TRUE) ORDER BY id LIMIT $3 OFFSET $4",
-    )
+         AND ($2 = TRUE OR is_active = TRUE) ORDER BY id LIMIT $3 OFFSET $4"
+    ))
     .bind(&pattern)
     .bind(q.include_inactive)
     .bind(q.limit)
@@ -682,7 +716,19 @@ pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Res
 
 // --- sessions ------------------------------------------------------------------------------
 
+/// Inserts the session and sets the user's `last_login`.
 async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
+    insert_session_row(conn, s).await?;
+    sqlx::query("UPDATE users SET last_login = $2 WHERE id = $1")
+        .bind(s.user_id)
+        .bind(s.now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts the session only (the caller has set `last_login`).
+async fn insert_session_row(conn: &mut Conn, s: &NewSession) -> Result<()> {
     sqlx::query(
         "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
          VALUES ($1, $2, $3, $4, $3, $5, $6, $7)",
@@ -696,11 +742,6 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
     .bind(&s.user_agent)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE users SET last_login = $2 WHERE id = $1")
-        .bind(s.user_id)
-        .bind(s.now)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
@@ -1015,7 +1056,9 @@ async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64) -> Result<b
 }
 
 // SQLite runs the same transaction through `sqlite_login.rs` (no per-statement thread
-// hand-off); this one serves PostgreSQL.
+// hand-off); this one serves PostgreSQL. Every statement is a round trip to the server, so
+// the user comes back from its INSERT or UPDATE (`RETURNING`), `last_login` is set there,
+// and the login's audit rows go in one INSERT at the end: 9–10 round trips instead of 14.
 #[allow(dead_code)]
 pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     let mut tx = begin_write(pool).await?;
@@ -1025,15 +1068,16 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     let now = l.session.now;
     let attrs = Value::Object(l.login_attributes.clone()).to_string();
     let mut existing = user_by_email_in(&mut tx, l.email).await?;
-    let mut created_id = None;
+    let mut inserted = None;
     if existing.is_none() {
         if !l.provisioning_enabled {
             return Ok(SsoOutcome::NotProvisioned);
         }
-        let row = sqlx::query(
-            "INSERT INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, login_attributes, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'jwt', $4, TRUE, FALSE, $5, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING id",
-        )
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "INSERT INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, login_attributes, created_at, updated_at, last_login) \
+             VALUES ($1, $2, $3, 'jwt', $4, TRUE, FALSE, $5, $6, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING ",
+            user_fields!()
+        ))
         .bind(l.email)
         .bind(l.first_name)
         .bind(l.last_name)
@@ -1044,32 +1088,34 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         .await?;
         match row {
             Some(row) => {
-                let id: i64 = row.try_get(0)?;
-                add_member(&mut tx, id, ALL_USERS_GROUP_ID).await?;
-                created_id = Some(id);
+                let user = row.into_user().user;
+                add_member(&mut tx, user.id, ALL_USERS_GROUP_ID).await?;
+                inserted = Some(user);
             }
             // A concurrent first login of the same email (PostgreSQL) committed the user
             // while this insert waited: carry on with that user.
             None => existing = user_by_email_in(&mut tx, l.email).await?,
         }
     }
-    let (user_id, created) = match (created_id, existing) {
-        (Some(id), _) => (id, true),
+    let (mut user, created) = match (inserted, existing) {
+        (Some(user), _) => (user, true),
         (None, Some(u)) if !u.user.is_active => return Ok(SsoOutcome::Deactivated),
         (None, Some(u)) => {
-            sqlx::query(
+            let row: UserRow = sqlx::query_as(concat!(
                 "UPDATE users SET first_name = COALESCE($2, first_name), last_name = COALESCE($3, last_name), \
-                 login_attributes = $4, sso_source = 'jwt', sso_subject = COALESCE($5, sso_subject), updated_at = $6 WHERE id = $1",
-            )
+                 login_attributes = $4, sso_source = 'jwt', sso_subject = COALESCE($5, sso_subject), updated_at = $6, \
+                 last_login = $6 WHERE id = $1 RETURNING ",
+                user_fields!()
+            ))
             .bind(u.user.id)
             .bind(l.first_name)
             .bind(l.last_name)
             .bind(&attrs)
             .bind(l.subject)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-            (u.user.id, false)
+            (row.into_user().user, false)
         }
         (None, None) => {
             return Err(Error::Conflict(
@@ -1077,43 +1123,41 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
             ));
         }
     };
-    let email = Some(l.email.to_owned());
+    let user_id = user.id;
     let base = AuditRecord {
         user_id: Some(user_id),
-        email: email.clone(),
+        email: Some(l.email.to_owned()),
         ..l.audit.clone()
     };
+    let mut audit = Vec::new();
     if created {
-        insert_audit(
-            &mut tx,
-            &audit_row(
-                &base,
-                "user_created",
-                "success",
-                serde_json::json!({"source": "jwt"}),
-            ),
-        )
-        .await?;
+        audit.push(audit_row(
+            &base,
+            "user_created",
+            "success",
+            serde_json::json!({"source": "jwt"}),
+        ));
     }
     let (mut added, mut removed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     if let Some((wanted, managed)) = &l.group_sync {
-        let current = group_ids_of(&mut tx, user_id).await?;
+        let current = if created {
+            BTreeSet::from([ALL_USERS_GROUP_ID])
+        } else {
+            group_ids_of(&mut tx, user_id).await?
+        };
         let diff = crate::sso::claims::group_diff(&current, wanted, managed);
         for gid in diff.add {
             if add_member(&mut tx, user_id, gid).await? {
                 if gid == ADMINISTRATORS_GROUP_ID {
                     set_superuser(&mut tx, user_id, true, now).await?;
+                    user.is_superuser = true;
                 }
-                insert_audit(
-                    &mut tx,
-                    &audit_row(
-                        &base,
-                        "group_added",
-                        "success",
-                        serde_json::json!({"group_id": gid, "source": "jwt"}),
-                    ),
-                )
-                .await?;
+                audit.push(audit_row(
+                    &base,
+                    "group_added",
+                    "success",
+                    serde_json::json!({"group_id": gid, "source": "jwt"}),
+                ));
                 added.push(gid);
             }
         }
@@ -1128,23 +1172,20 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
                         serde_json::json!({"group_id": gid, "source": "jwt"}),
                     );
                     row.reason = Some("last_admin_kept".into());
-                    insert_audit(&mut tx, &row).await?;
+                    audit.push(row);
                     kept.push(gid);
                     continue;
                 }
                 set_superuser(&mut tx, user_id, false, now).await?;
+                user.is_superuser = false;
             }
             if remove_member(&mut tx, user_id, gid).await? {
-                insert_audit(
-                    &mut tx,
-                    &audit_row(
-                        &base,
-                        "group_removed",
-                        "success",
-                        serde_json::json!({"group_id": gid, "source": "jwt"}),
-                    ),
-                )
-                .await?;
+                audit.push(audit_row(
+                    &base,
+                    "group_removed",
+                    "success",
+                    serde_json::json!({"group_id": gid, "source": "jwt"}),
+                ));
                 removed.push(gid);
             }
         }
@@ -1153,21 +1194,14 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         user_id,
         ..l.session.clone()
     };
-    insert_session(&mut tx, &session).await?;
-    insert_audit(
-        &mut tx,
-        &audit_row(
-            &base,
-            "sso_login",
-            "success",
-            serde_json::json!({"created": created}),
-        ),
-    )
-    .await?;
-    let user = user_in(&mut tx, user_id)
-        .await?
-        .ok_or_else(|| Error::not_found("User"))?
-        .user;
+    insert_session_row(&mut tx, &session).await?;
+    audit.push(audit_row(
+        &base,
+        "sso_login",
+        "success",
+        serde_json::json!({"created": created}),
+    ));
+    insert_audits(&mut tx, &audit).await?;
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),

@@ -146,6 +146,32 @@ both_backends! {
         assert!(group_events(&app, "group_removed", id).await.is_empty());
     }
 
+    async fn a_logins_audit_rows_are_in_order_and_its_answer_is_the_stored_user(mut app) {
+        let g = sync_ready(&mut app, json!({})).await;
+        let (_, u) = sso_login(&app, claims("order@example.com", Some(json!(["eng"])))).await;
+        let id = u["id"].as_i64().unwrap();
+        assert!(u["last_login"].is_string(), "last_login in the answer: {u}");
+        let stored = app.admin(Method::GET, &format!("/api/user/{id}")).send().await.unwrap();
+        let stored = body_json(stored).await;
+        for field in ["email", "first_name", "last_name", "last_login", "is_superuser", "login_attributes"] {
+            assert_eq!(u[field], stored[field], "{field}: {u} / {stored}");
+        }
+        let newest = app.audit_events("limit=3").await;
+        let kinds: Vec<&str> = newest.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["sso_login", "group_added", "user_created"], "newest first");
+        assert_eq!(newest[1]["details"]["group_id"], json!(g.eng));
+        assert!(newest.iter().all(|e| e["request_id"] == newest[0]["request_id"] && e["user_id"] == json!(id)));
+
+        let (_, u) = sso_login(&app, claims("order@example.com", Some(json!(["ops"])))).await;
+        assert_eq!(u["id"], json!(id));
+        let newest = app.audit_events("limit=3").await;
+        let kinds: Vec<&str> = newest.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["sso_login", "group_removed", "group_added"], "newest first");
+        assert_eq!(newest[1]["details"]["group_id"], json!(g.eng));
+        assert_eq!(newest[2]["details"]["group_id"], json!(g.ops));
+        assert_eq!(group_ids(&app, id).await, vec![1, g.ops]);
+    }
+
     async fn mapped_administrators_makes_a_superuser_and_removal_takes_it_away(mut app) {
         sync_ready(&mut app, json!({"admins": [2]})).await;
         let (session, u) = sso_login(&app, claims("boss@example.com", Some(json!(["admins"])))).await;
