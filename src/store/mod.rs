@@ -558,6 +558,11 @@ struct UserRow {
     last_login: Option<i64>,
 }
 
+/// The columns of an audit row as every insert of one lists them (sqlx's and the SQLite login
+/// writer's), in the order their values are bound.
+const AUDIT_COLUMNS: &str =
+    "at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details";
+
 /// A user's groups, by id (`$1`: the user id). Both backends and the rusqlite session read
 /// use it.
 const USER_GROUPS_SQL: &str = "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 ORDER BY g.id";

@@ -39,34 +39,18 @@ pub async fn ping(pool: &Pool) -> Result<()> {
 }
 
 async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(r.at)
-    .bind(r.kind)
-    .bind(r.outcome)
-    .bind(&r.reason)
-    .bind(r.actor_id)
-    .bind(r.user_id)
-    .bind(&r.email)
-    .bind(&r.ip)
-    .bind(&r.request_id)
-    .bind(r.details.to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    insert_audits(conn, std::slice::from_ref(r)).await
 }
 
-/// Several audit rows in one statement, in order (their ids follow the order of the rows).
-#[allow(dead_code)] // used by `sso_login`, which only PostgreSQL calls
+/// Audit rows in one statement, in order (their ids follow the order of the rows).
 async fn insert_audits(conn: &mut Conn, rows: &[AuditRecord]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut q = sqlx::QueryBuilder::new(
-        "INSERT INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) ",
-    );
+    let mut q = sqlx::QueryBuilder::new(format!(
+        "INSERT INTO audit_events ({}) ",
+        super::AUDIT_COLUMNS
+    ));
     q.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
             .push_bind(r.kind)

@@ -516,8 +516,8 @@ impl Audit {
         // `?` placeholders are numbered in order, so every row has the same text.
         const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
         let sql = format!(
-            "INSERT OR FAIL INTO audit_events (at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details) \
-             VALUES {}",
+            "INSERT OR FAIL INTO audit_events ({}) VALUES {}",
+            super::AUDIT_COLUMNS,
             vec![ROW; self.rows.len()].join(", ")
         );
         let mut stmt = tx.prepare_cached(&sql)?;
