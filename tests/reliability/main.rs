@@ -8,6 +8,7 @@
 //!   moments ≥ 20 times: integrity, durability of every acknowledged login, no partial rows;
 //! * `pg_faults` — PostgreSQL stopped and started under load (a dedicated cluster): every
 //!   answer is a success or 503 `database_unavailable`, no hang, recovery without restart;
+//!   and the same cluster reached through its Unix socket;
 //! * `load` — 30 s of mixed traffic over 256 connections against the real binary: no 5xx,
 //!   bounded memory.
 //!

@@ -6,7 +6,8 @@
 //! a restart, within a bounded time.
 //!
 //! It runs on a dedicated throwaway cluster (`support::pg::dedicated_cluster`), so stopping
-//! it does not disturb tests using the shared one.
+//! it does not disturb tests using the shared one. A second test on such a cluster connects
+//! through its Unix socket instead of TCP.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -335,4 +336,38 @@ async fn database_outage_answers_503_and_recovers_without_restart() {
         "the outage was visible to clients"
     );
     server.kill9();
+}
+
+/// A PostgreSQL on the same machine reached through its Unix socket (README, "Deployment with
+/// PostgreSQL"): the CLI and the server connect with `?host=SOCKET_DIR`, an SSO login is
+/// written and its session answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_url_serves_logins_and_sessions() {
+    let _heavy = heavy().await;
+    let Some(cluster) = pg::dedicated_cluster() else {
+        return;
+    };
+    let db_url = cluster.socket_database_url();
+    configure_jwt(&db_url);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&db_url, &dir.path().join("server.log"), &[]);
+    let http = client(CLIENT_TIMEOUT);
+    let res = http
+        .get(server.url("/auth/sso"))
+        .query(&[("jwt", login_token("socket@example.com", None).as_str())])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 302, "login over the socket:\n{}", server.log_tail(20));
+    let session = session_cookie(&res).expect("session cookie");
+    let me = http
+        .get(server.url("/api/user/current"))
+        .header("Cookie", format!("latchkey.session={session}"))
+        .send()
+        .await
+        .expect("current user");
+    assert_eq!(me.status(), 200);
+    let body: serde_json::Value = me.json().await.expect("body");
+    assert_eq!(body["email"], "socket@example.com");
 }

@@ -107,6 +107,20 @@ impl DedicatedCluster {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A fresh empty database on this cluster, reached through the cluster's Unix socket
+    /// (`?host=SOCKET_DIR&port=PORT`) instead of TCP. The URL's host name is `socket.invalid`,
+    /// which no resolver knows: a client that ignored the socket directory could not connect.
+    pub fn socket_database_url(&self) -> String {
+        let tcp = self.database_url();
+        let name = tcp.rsplit('/').next().unwrap_or_default();
+        let c = &self.cluster;
+        format!(
+            "postgres://{SUPERUSER}@socket.invalid/{name}?host={}&port={}",
+            c.root.display(),
+            c.port
+        )
+    }
+
     /// `pg_ctl stop -m MODE` (`smart`, `fast` or `immediate`), waiting until it is down.
     pub fn stop(&self, mode: &str) -> Result<(), String> {
         let c = &self.cluster;
