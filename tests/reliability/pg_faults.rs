@@ -359,7 +359,12 @@ async fn a_unix_socket_url_serves_logins_and_sessions() {
         .send()
         .await
         .expect("login");
-    assert_eq!(res.status(), 302, "login over the socket:\n{}", server.log_tail(20));
+    assert_eq!(
+        res.status(),
+        302,
+        "login over the socket:\n{}",
+        server.log_tail(20)
+    );
     let session = session_cookie(&res).expect("session cookie");
     let me = http
         .get(server.url("/api/user/current"))
