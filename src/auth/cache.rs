@@ -183,7 +183,7 @@ mod tests {
 
     fn live() -> Arc<LiveSession> {
         let session = crate::store::SessionRow {
-            id_hash: "a".into(),
+            id_hash: vec![1; 32],
             user_id: 1,
             created_at: 0,
             expires_at: 1,

@@ -70,7 +70,7 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
             let epoch = caches.epoch();
             // Boxed: the database read's future is large, and inline it would make every
             // request's future that large, copied as it moves, cache hit or not.
-            let loaded = Box::pin(state.store.session_identity(&hex::encode(digest)))
+            let loaded = Box::pin(state.store.session_identity(&digest))
                 .await?
                 .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
             if let Some(v) = &loaded {

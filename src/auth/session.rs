@@ -1,5 +1,5 @@
 //! Session tokens and the cookie. The cookie carries 256 random bits; the database keeps
-//! only their SHA-256.
+//! only their SHA-256 (as 32 bytes).
 
 use base64::Engine;
 use rand::RngCore;
@@ -11,21 +11,20 @@ pub const COOKIE_NAME: &str = "latchkey.session";
 pub const HEADER_NAME: &str = "x-latchkey-session";
 
 /// A new random session token (43 base64url characters) and its stored hash.
-pub fn new_token() -> (String, String) {
+pub fn new_token() -> (String, [u8; 32]) {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let hash = hash_token(&token);
+    let hash = token_digest(&token);
     (token, hash)
 }
 
-/// The SHA-256 of a token, as stored (64 lower-case hex characters).
+/// The SHA-256 of a token as 64 lower-case hex characters: how setup tokens are stored.
 pub fn hash_token(token: &str) -> String {
     hex::encode(token_digest(token))
 }
 
-/// The SHA-256 of a token as bytes: the session cache's key, so that a cache hit needs no
-/// hex encoding.
+/// The SHA-256 of a token as bytes: how sessions are stored, and the session cache's key.
 pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -84,7 +83,9 @@ mod tests {
         let (b, hb) = new_token();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert_eq!(ha, hash_token(&a));
+        let digest: [u8; 32] = Sha256::digest(a.as_bytes()).into();
+        assert_eq!(ha, digest);
+        assert_eq!(hash_token(&a), hex::encode(digest));
         assert_ne!(ha, hb);
         assert_eq!(random_hex_token().len(), 64);
     }

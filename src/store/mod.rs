@@ -324,7 +324,7 @@ impl Store {
     /// calling thread (`sqlite_read`: a few microseconds, and WAL readers never wait).
     pub async fn session_identity(
         &self,
-        id_hash: &str,
+        id_hash: &[u8],
     ) -> Result<Option<(SessionRow, User, Vec<Group>)>> {
         match self {
             Store::Sqlite(p) => p.reads.session_identity(id_hash),
@@ -332,11 +332,15 @@ impl Store {
         }
     }
 
-    pub async fn touch_session(&self, id_hash: &str, now: i64) -> Result<()> {
+    pub async fn touch_session(&self, id_hash: &[u8], now: i64) -> Result<()> {
         dispatch!(self, touch_session(id_hash, now))
     }
 
-    pub async fn delete_session(&self, id_hash: &str, audit: Option<&AuditRecord>) -> Result<bool> {
+    pub async fn delete_session(
+        &self,
+        id_hash: &[u8],
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool> {
         dispatch!(self, delete_session(id_hash, audit))
     }
 
@@ -653,7 +657,8 @@ pub struct GroupMember {
 
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    pub id_hash: String,
+    /// The SHA-256 of the session token.
+    pub id_hash: [u8; 32],
     pub user_id: i64,
     pub now: i64,
     pub expires_at: i64,
@@ -664,7 +669,7 @@ pub struct NewSession {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
-    pub id_hash: String,
+    pub id_hash: Vec<u8>,
     pub user_id: i64,
     pub created_at: i64,
     pub expires_at: i64,

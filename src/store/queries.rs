@@ -723,7 +723,7 @@ async fn insert_session_row(conn: &mut Conn, s: &NewSession) -> Result<()> {
         "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
          VALUES ($1, $2, $3, $4, $3, $5, $6, $7)",
     )
-    .bind(&s.id_hash)
+    .bind(&s.id_hash[..])
     .bind(s.user_id)
     .bind(s.now)
     .bind(s.expires_at)
@@ -748,7 +748,7 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
 #[allow(dead_code)]
 pub async fn session_identity(
     pool: &Pool,
-    id_hash: &str,
+    id_hash: &[u8],
 ) -> Result<Option<(SessionRow, User, Vec<Group>)>> {
     let mut conn = pool.read.acquire().await?;
     let session: Option<SessionRow> = sqlx::query_as(
@@ -770,7 +770,7 @@ pub async fn session_identity(
     Ok(Some((session, user.user, groups)))
 }
 
-pub async fn touch_session(pool: &Pool, id_hash: &str, now: i64) -> Result<()> {
+pub async fn touch_session(pool: &Pool, id_hash: &[u8], now: i64) -> Result<()> {
     sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1")
         .bind(id_hash)
         .bind(now)
@@ -781,7 +781,7 @@ pub async fn touch_session(pool: &Pool, id_hash: &str, now: i64) -> Result<()> {
 
 pub async fn delete_session(
     pool: &Pool,
-    id_hash: &str,
+    id_hash: &[u8],
     audit: Option<&AuditRecord>,
 ) -> Result<bool> {
     let mut tx = begin_write(pool).await?;
@@ -1196,7 +1196,7 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     );
     let mut values = q.separated(", ");
     values
-        .push_bind(&s.id_hash)
+        .push_bind(&s.id_hash[..])
         .push_bind(user_id)
         .push_bind(s.now)
         .push_bind(s.expires_at)

@@ -47,7 +47,7 @@ impl Reads {
     /// snapshot (one read transaction).
     pub fn session_identity(
         &self,
-        id_hash: &str,
+        id_hash: &[u8],
     ) -> Result<Option<(SessionRow, User, Vec<Group>)>> {
         self.with(|db| {
             let tx = db.unchecked_transaction()?;
@@ -143,6 +143,6 @@ mod tests {
 
     #[test]
     fn without_a_database_file_a_read_is_an_error_not_a_panic() {
-        assert!(Reads::default().session_identity("x").is_err());
+        assert!(Reads::default().session_identity(b"x").is_err());
     }
 }

@@ -1,3 +1,5 @@
+use std::str::FromStr;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -331,8 +333,8 @@ both_backends! {
         app.create_user("s@example.com", Some("password123"), false).await;
         let expired = app.login("s@example.com", "password123").await;
         let idle = app.login("s@example.com", "password123").await;
-        let hash = latchkey::auth::session::hash_token(&expired);
-        let idle_hash = latchkey::auth::session::hash_token(&idle);
+        let hash = latchkey::auth::session::token_digest(&expired).to_vec();
+        let idle_hash = latchkey::auth::session::token_digest(&idle).to_vec();
         let past = now() - 10;
         let old = now() - 3600;
         match &app.store {
@@ -429,5 +431,97 @@ both_backends! {
         let me = body_json(other.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap()).await;
         assert_eq!(me["group_ids"], json!([1, gid]));
         assert_eq!(me["groups"][1]["name"], "Ops");
+    }
+}
+
+/// A session issued before session ids were stored as bytes (migration 0002) still works after
+/// the upgrade, and is stored as the 32 bytes of its SHA-256.
+async fn a_session_from_before_binary_ids_survives_the_upgrade(backend: Backend) {
+    let Some((url, dir)) = crate::support::database_url(backend) else {
+        return;
+    };
+    let token = "pre-upgrade-session-token-0123456789abcdefghij";
+    let hex_hash = latchkey::auth::session::hash_token(token);
+    let at = now();
+    // The schema as the first release left it, with a user and one of its sessions.
+    macro_rules! at_first_version {
+        ($pool:expr, $dir:literal) => {{
+            let pool = $pool;
+            let mut first = sqlx::migrate!($dir);
+            first.migrations = first.migrations.iter().take(1).cloned().collect::<Vec<_>>().into();
+            first.run(&pool).await.expect("first migration");
+            sqlx::query("INSERT INTO users (email, is_active, is_superuser, login_attributes, created_at, updated_at) \
+                         VALUES ('before@example.com', TRUE, FALSE, '{}', $1, $1)")
+                .bind(at).execute(&pool).await.expect("user");
+            sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method) \
+                         SELECT $1, id, $2, $3, $2, 'password' FROM users WHERE email = 'before@example.com'")
+                .bind(&hex_hash).bind(at).bind(at + 3600).execute(&pool).await.expect("session");
+            pool.close().await;
+        }};
+    }
+    match backend {
+        Backend::Sqlite => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            at_first_version!(
+                sqlx::SqlitePool::connect_with(opts).await.unwrap(),
+                "./migrations/sqlite"
+            )
+        }
+        Backend::Postgres => at_first_version!(
+            sqlx::PgPool::connect(&url).await.unwrap(),
+            "./migrations/postgres"
+        ),
+    }
+
+    let app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
+    let res = app
+        .as_user(token, Method::GET, "/api/user/current")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_json(res).await["email"], "before@example.com");
+    let stored: Vec<Vec<u8>> = match &app.store {
+        latchkey::store::Store::Sqlite(p) => sqlx::query_scalar("SELECT id_hash FROM sessions")
+            .fetch_all(&p.read)
+            .await
+            .unwrap(),
+        latchkey::store::Store::Postgres(p) => sqlx::query_scalar("SELECT id_hash FROM sessions")
+            .fetch_all(&p.read)
+            .await
+            .unwrap(),
+    };
+    assert_eq!(
+        stored,
+        vec![latchkey::auth::session::token_digest(token).to_vec()]
+    );
+    // Signing out finds it by its new key.
+    let res = app
+        .as_user(token, Method::DELETE, "/api/session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = app
+        .as_user(token, Method::GET, "/api/user/current")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "unauthenticated").await;
+}
+
+mod a_session_from_before_binary_ids {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survives_the_upgrade_on_sqlite() {
+        a_session_from_before_binary_ids_survives_the_upgrade(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survives_the_upgrade_on_postgres() {
+        a_session_from_before_binary_ids_survives_the_upgrade(Backend::Postgres).await;
     }
 }

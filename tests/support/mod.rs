@@ -66,7 +66,8 @@ pub async fn spawn_instance(of: &TestApp) -> TestApp {
     spawn_on(of.backend, &of.database_url, None, HashMap::new()).await
 }
 
-async fn spawn_on(
+/// Starts the server on the database at `url` (migrating it first, as `serve` does).
+pub async fn spawn_on(
     backend: Backend,
     url: &str,
     dir: Option<tempfile::TempDir>,
