@@ -361,6 +361,36 @@ both_backends! {
         assert_error(res, 401, "unauthenticated").await;
     }
 
+    async fn an_idle_timeout_refreshes_the_last_seen_time_of_a_used_session(app) {
+        app.create_user("seen@example.com", Some("password123"), false).await;
+        let token = app.login("seen@example.com", "password123").await;
+        app.store
+            .write_settings(&[("session-idle-timeout-minutes".to_owned(), Some("30".to_owned()))], &[])
+            .await
+            .unwrap();
+        // Seen two minutes ago: within the idle timeout, and old enough to be refreshed.
+        let hash = latchkey::auth::session::token_digest(&token).to_vec();
+        let before = now() - 120;
+        let set = "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2";
+        let get = "SELECT last_seen_at FROM sessions WHERE id_hash = $1";
+        match &app.store {
+            latchkey::store::Store::Sqlite(p) => {
+                sqlx::query(set).bind(before).bind(&hash).execute(&p.write).await.unwrap();
+            }
+            latchkey::store::Store::Postgres(p) => {
+                sqlx::query(set).bind(before).bind(&hash).execute(&p.write).await.unwrap();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let seen: i64 = match &app.store {
+            latchkey::store::Store::Sqlite(p) => sqlx::query_scalar(get).bind(&hash).fetch_one(&p.read).await.unwrap(),
+            latchkey::store::Store::Postgres(p) => sqlx::query_scalar(get).bind(&hash).fetch_one(&p.read).await.unwrap(),
+        };
+        assert!(seen >= now() - 5, "last_seen_at {seen} was not refreshed (set to {before})");
+    }
+
     async fn admins_revoke_every_session_of_a_user(mut app) {
         app.login_admin().await;
         let id = app.create_user("r@example.com", Some("password123"), false).await;
