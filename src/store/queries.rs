@@ -39,21 +39,14 @@ pub async fn ping(pool: &Pool) -> Result<()> {
 }
 
 async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
-    insert_audits(conn, std::slice::from_ref(r)).await
-}
-
-/// Audit rows in one statement, in order (their ids follow the order of the rows).
-async fn insert_audits(conn: &mut Conn, rows: &[AuditRecord]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let mut q = sqlx::QueryBuilder::new("");
-    push_audit_insert(&mut q, rows);
+    push_audit_insert(&mut q, std::slice::from_ref(r));
     q.build().execute(&mut *conn).await?;
     Ok(())
 }
 
-/// Appends `INSERT INTO audit_events … VALUES …` for these rows (at least one) to `q`.
+/// Appends `INSERT INTO audit_events … VALUES …` for these rows (at least one) to `q`, in
+/// order (their ids follow the order of the rows).
 fn push_audit_insert(q: &mut sqlx::QueryBuilder<Db>, rows: &[AuditRecord]) {
     q.push(format_args!(
         "INSERT INTO audit_events ({}) ",
@@ -63,12 +56,12 @@ fn push_audit_insert(q: &mut sqlx::QueryBuilder<Db>, rows: &[AuditRecord]) {
         b.push_bind(r.at)
             .push_bind(r.kind)
             .push_bind(r.outcome)
-            .push_bind(r.reason.clone())
+            .push_bind(&r.reason)
             .push_bind(r.actor_id)
             .push_bind(r.user_id)
-            .push_bind(r.email.clone())
-            .push_bind(r.ip.clone())
-            .push_bind(r.request_id.clone())
+            .push_bind(&r.email)
+            .push_bind(&r.ip)
+            .push_bind(&r.request_id)
             .push_bind(r.details.to_string());
     });
 }
@@ -708,17 +701,6 @@ pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Res
 
 /// Inserts the session and sets the user's `last_login`.
 async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
-    insert_session_row(conn, s).await?;
-    sqlx::query("UPDATE users SET last_login = $2 WHERE id = $1")
-        .bind(s.user_id)
-        .bind(s.now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Inserts the session only (the caller has set `last_login`).
-async fn insert_session_row(conn: &mut Conn, s: &NewSession) -> Result<()> {
     sqlx::query(
         "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
          VALUES ($1, $2, $3, $4, $3, $5, $6, $7)",
@@ -732,6 +714,11 @@ async fn insert_session_row(conn: &mut Conn, s: &NewSession) -> Result<()> {
     .bind(&s.user_agent)
     .execute(&mut *conn)
     .await?;
+    sqlx::query("UPDATE users SET last_login = $2 WHERE id = $1")
+        .bind(s.user_id)
+        .bind(s.now)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -347,6 +347,53 @@ impl TestApp {
         }
     }
 
+    /// Sets a time column (`expires_at` or `last_seen_at`) of the session stored under this
+    /// token's digest, which must exist.
+    pub async fn set_session_time(&self, token: &str, column: &str, at: i64) {
+        let sql = match column {
+            "expires_at" => "UPDATE sessions SET expires_at = $1 WHERE id_hash = $2",
+            "last_seen_at" => "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2",
+            other => panic!("not a session time column: {other}"),
+        };
+        let key = latchkey::auth::session::token_digest(token).to_vec();
+        let updated = match &self.store {
+            Store::Sqlite(p) => sqlx::query(sql)
+                .bind(at)
+                .bind(&key)
+                .execute(&p.write)
+                .await
+                .map(|r| r.rows_affected()),
+            Store::Postgres(p) => sqlx::query(sql)
+                .bind(at)
+                .bind(&key)
+                .execute(&p.write)
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        assert_eq!(updated.expect("update session"), 1, "session {column}");
+    }
+
+    /// The `last_seen_at` of the session stored under this token's digest, if there is one.
+    pub async fn session_last_seen(&self, token: &str) -> Option<i64> {
+        let sql = "SELECT last_seen_at FROM sessions WHERE id_hash = $1";
+        let key = latchkey::auth::session::token_digest(token).to_vec();
+        let found = match &self.store {
+            Store::Sqlite(p) => {
+                sqlx::query_scalar(sql)
+                    .bind(&key)
+                    .fetch_optional(&p.read)
+                    .await
+            }
+            Store::Postgres(p) => {
+                sqlx::query_scalar(sql)
+                    .bind(&key)
+                    .fetch_optional(&p.read)
+                    .await
+            }
+        };
+        found.expect("read session")
+    }
+
     /// The newest audit events (as the API shows them).
     pub async fn audit_events(&self, query: &str) -> Vec<Value> {
         let res = self
