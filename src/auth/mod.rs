@@ -62,7 +62,8 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
     if token.len() > 256 {
         return Ok(None);
     }
-    let digest = session::token_digest(token);
+    let key = session::session_key(token);
+    let digest = key.digest();
     let caches = &state.caches;
     let found = match caches.get(&caches.sessions, &digest) {
         Some(hit) => Some(hit),
@@ -70,7 +71,7 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
             let epoch = caches.epoch();
             // Boxed: the database read's future is large, and inline it would make every
             // request's future that large, copied as it moves, cache hit or not.
-            let loaded = Box::pin(state.store.session_identity(&digest))
+            let loaded = Box::pin(state.store.session_identity(key.as_bytes()))
                 .await?
                 .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
             if let Some(v) = &loaded {

@@ -285,7 +285,7 @@ pub async fn logout(
         row.email = Some(user.email.clone());
         state
             .store
-            .delete_session(&session::token_digest(&token), Some(&row))
+            .delete_session(session::session_key(&token).as_bytes(), Some(&row))
             .await?;
         if session_row.auth_method == "jwt"
             && let Some(uri) = eff.str("jwt-logout-redirect-uri")

@@ -657,8 +657,8 @@ pub struct GroupMember {
 
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    /// The SHA-256 of the session token.
-    pub id_hash: [u8; 32],
+    /// The session's stored key (`session::SessionKey`).
+    pub id_hash: crate::auth::session::SessionKey,
     pub user_id: i64,
     pub now: i64,
     pub expires_at: i64,

@@ -366,6 +366,39 @@ both_backends! {
         assert!(seen >= now() - 5, "last_seen_at {seen} was not refreshed (set to {before})");
     }
 
+    async fn sessions_are_stored_under_their_issue_time_and_hash(mut app) {
+        use base64::Engine;
+        use sha2::Digest;
+        app.login_admin().await;
+        app.configure_jwt().await;
+        app.create_user("k@example.com", Some("password123"), false).await;
+        let by_password = app.login("k@example.com", "password123").await;
+        let res = app.sso_callback(&sign(login_claims("k-sso@example.com")), None).await;
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap();
+        let by_sso = cookie["latchkey.session=".len()..].split(';').next().unwrap().to_owned();
+        let later = app.login("k@example.com", "password123").await;
+        let expected = |token: &str| {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap();
+            assert_eq!(raw.len(), 40, "8 bytes of issue time and 32 random: {token}");
+            let mut key = raw[..8].to_vec();
+            key.extend_from_slice(&sha2::Sha256::digest(token.as_bytes()));
+            (key, raw[8..].to_vec())
+        };
+        let keys = app.stored_session_keys().await;
+        // The admin's session, then the three above, in the order they were issued.
+        assert_eq!(keys.len(), 4);
+        let mine: Vec<Vec<u8>> = [&by_password, &by_sso, &later].iter().map(|t| expected(t).0).collect();
+        assert_eq!(keys[1..], mine[..]);
+        for token in [&by_password, &by_sso, &later] {
+            // Neither the token nor its random part is stored.
+            let random = expected(token).1;
+            assert!(keys.iter().all(|k| !k.windows(random.len()).any(|w| w == random)));
+            let res = app.as_user(token, Method::GET, "/api/user/current").send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+    }
+
     async fn admins_revoke_every_session_of_a_user(mut app) {
         app.login_admin().await;
         let id = app.create_user("r@example.com", Some("password123"), false).await;
@@ -445,7 +478,7 @@ async fn a_session_from_before_binary_ids_survives_the_upgrade(backend: Backend)
     let Some((url, dir)) = crate::support::database_url(backend) else {
         return;
     };
-    let token = "pre-upgrade-session-token-0123456789abcdefghij";
+    let token = "pre-upgrade-session-token-0123456789abcdefg"; // 43, as then issued
     let hex_hash = latchkey::auth::session::hash_token(token);
     let at = now();
     // The schema as the first release left it, with a user and one of its sessions.

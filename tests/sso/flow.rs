@@ -126,7 +126,7 @@ both_backends! {
         }
         assert!(!attrs.contains(&"Secure"), "plain http without site-url: no Secure ({cookie})");
         let token = cookie_token(&cookie);
-        assert_eq!(token.len(), 43, "256 random bits, base64url");
+        assert_eq!(token.len(), 54, "issue time and 256 random bits, base64url");
         let after = Counts::of(&app).await;
         assert_eq!(after.users, before.users + 1);
         assert_eq!(after.sessions, before.sessions + 1);

@@ -355,7 +355,9 @@ impl TestApp {
             "last_seen_at" => "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2",
             other => panic!("not a session time column: {other}"),
         };
-        let key = latchkey::auth::session::token_digest(token).to_vec();
+        let key = latchkey::auth::session::session_key(token)
+            .as_bytes()
+            .to_vec();
         let updated = match &self.store {
             Store::Sqlite(p) => sqlx::query(sql)
                 .bind(at)
@@ -376,7 +378,9 @@ impl TestApp {
     /// The `last_seen_at` of the session stored under this token's digest, if there is one.
     pub async fn session_last_seen(&self, token: &str) -> Option<i64> {
         let sql = "SELECT last_seen_at FROM sessions WHERE id_hash = $1";
-        let key = latchkey::auth::session::token_digest(token).to_vec();
+        let key = latchkey::auth::session::session_key(token)
+            .as_bytes()
+            .to_vec();
         let found = match &self.store {
             Store::Sqlite(p) => {
                 sqlx::query_scalar(sql)
@@ -392,6 +396,16 @@ impl TestApp {
             }
         };
         found.expect("read session")
+    }
+
+    /// The stored keys of all sessions, in the order of the sessions table's key.
+    pub async fn stored_session_keys(&self) -> Vec<Vec<u8>> {
+        let sql = "SELECT id_hash FROM sessions ORDER BY id_hash";
+        let found = match &self.store {
+            Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(&p.read).await,
+            Store::Postgres(p) => sqlx::query_scalar(sql).fetch_all(&p.read).await,
+        };
+        found.expect("read sessions")
     }
 
     /// The newest audit events (as the API shows them).

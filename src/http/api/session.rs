@@ -219,7 +219,7 @@ pub async fn logout(
     if let Some((token, _)) = auth::request_token(&headers) {
         state
             .store
-            .delete_session(&session::token_digest(&token), Some(&row))
+            .delete_session(session::session_key(&token).as_bytes(), Some(&row))
             .await?;
     }
     let eff = state.settings.current();
