@@ -335,9 +335,26 @@ fn run_alone(db: &mut rusqlite::Connection, job: &Job) -> R<SsoOutcome> {
 
 type R<T> = rusqlite::Result<T>;
 
-/// The user columns a login writes and answers with (`login_attributes` is the login's own).
-const USER_COLUMNS: &str = "id, email, first_name, last_name, password_hash IS NOT NULL, sso_source, \
-     sso_subject, is_active, is_superuser, created_at, updated_at, last_login";
+/// The user columns a login writes and answers with (`login_attributes` is the login's own);
+/// a macro, so that the statements below are constants (`concat!`).
+macro_rules! login_user_columns {
+    () => {
+        "id, email, first_name, last_name, password_hash IS NOT NULL, sso_source, sso_subject, \
+         is_active, is_superuser, created_at, updated_at, last_login"
+    };
+}
+const INSERT_USER: &str = concat!(
+    "INSERT OR FAIL INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, \
+     login_attributes, created_at, updated_at, last_login) VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6) \
+     ON CONFLICT (email) DO NOTHING RETURNING ",
+    login_user_columns!()
+);
+const UPDATE_USER: &str = concat!(
+    "UPDATE OR FAIL users SET first_name = COALESCE(?2, first_name), last_name = COALESCE(?3, last_name), \
+     login_attributes = ?4, sso_source = 'jwt', sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, \
+     last_login = ?6 WHERE email = ?1 AND is_active = TRUE RETURNING ",
+    login_user_columns!()
+);
 
 /// One login inside the batch's transaction. A refused login leaves the database as it
 /// found it; an error leaves it for the caller to roll back. Hence `OR FAIL` on every
@@ -376,13 +393,12 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
         })
     };
     let inserted = if l.provisioning_enabled {
-        tx.prepare_cached(&format!(
-            "INSERT OR FAIL INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, \
-             login_attributes, created_at, updated_at, last_login) VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6) \
-             ON CONFLICT (email) DO NOTHING RETURNING {USER_COLUMNS}"
-        ))?
-        .query_row(params![l.email, l.first_name, l.last_name, l.subject, attrs, now], row)
-        .optional()?
+        tx.prepare_cached(INSERT_USER)?
+            .query_row(
+                params![l.email, l.first_name, l.last_name, l.subject, attrs, now],
+                row,
+            )
+            .optional()?
     } else {
         None
     };
@@ -390,12 +406,11 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
         Some(user) => (user, true),
         None => {
             let updated = tx
-                .prepare_cached(&format!(
-                    "UPDATE OR FAIL users SET first_name = COALESCE(?2, first_name), last_name = COALESCE(?3, last_name), \
-                     login_attributes = ?4, sso_source = 'jwt', sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, \
-                     last_login = ?6 WHERE email = ?1 AND is_active = TRUE RETURNING {USER_COLUMNS}"
-                ))?
-                .query_row(params![l.email, l.first_name, l.last_name, attrs, l.subject, now], row)
+                .prepare_cached(UPDATE_USER)?
+                .query_row(
+                    params![l.email, l.first_name, l.last_name, attrs, l.subject, now],
+                    row,
+                )
                 .optional()?;
             match updated {
                 Some(user) => (user, false),
@@ -515,12 +530,26 @@ impl Audit {
         const COLUMNS: usize = 10;
         // `?` placeholders are numbered in order, so every row has the same text.
         const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        let sql = format!(
-            "INSERT OR FAIL INTO audit_events ({}) VALUES {}",
-            super::AUDIT_COLUMNS,
-            vec![ROW; self.rows.len()].join(", ")
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
+        fn sql(rows: usize) -> String {
+            format!(
+                "INSERT OR FAIL INTO audit_events ({}) VALUES {}",
+                super::AUDIT_COLUMNS,
+                vec![ROW; rows].join(", ")
+            )
+        }
+        // The statements for up to eight rows are written once; a login with more group
+        // changes than that has its statement written for it.
+        static COMMON: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| (1..=8).map(sql).collect());
+        let built;
+        let text = match self.rows.len().checked_sub(1).and_then(|i| COMMON.get(i)) {
+            Some(text) => text.as_str(),
+            None => {
+                built = sql(self.rows.len());
+                built.as_str()
+            }
+        };
+        let mut stmt = tx.prepare_cached(text)?;
         let mut n = 1;
         for (kind, outcome, reason, details) in &self.rows {
             let values: [&dyn rusqlite::ToSql; COLUMNS] = [

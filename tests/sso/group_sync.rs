@@ -232,6 +232,35 @@ both_backends! {
         assert!(!kinds.iter().any(|(k, _)| k == "group_added"), "ops was already there");
     }
 
+    async fn a_login_with_a_dozen_group_changes_audits_each_of_them(mut app) {
+        sync_ready(&mut app, json!({})).await;
+        let mut mappings = serde_json::Map::new();
+        let mut ids = vec![1];
+        for i in 0..12 {
+            let id = create_group(&app, &format!("Team {i}")).await;
+            mappings.insert(format!("team-{i}"), json!([id]));
+            ids.push(id);
+        }
+        let names: Vec<String> = mappings.keys().cloned().collect();
+        let res = app.put_settings(json!({"jwt-group-mappings": mappings})).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        // Fourteen audit rows in one login (user_created, twelve group_added, sso_login), then
+        // thirteen (twelve group_removed, sso_login).
+        for (groups, kind, want_ids) in [(json!(names), "group_added", ids.clone()), (json!([]), "group_removed", vec![1])] {
+            let res = app.sso_callback(&sign(claims("dozen@example.com", Some(groups))), None).await;
+            assert_eq!(res.status(), StatusCode::FOUND);
+            let request_id = res.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+            let events = app.audit_events("limit=100").await;
+            let of_request: Vec<&Value> = events.iter().filter(|e| e["request_id"] == json!(request_id)).collect();
+            let changed: Vec<i64> = of_request.iter().filter(|e| e["kind"] == json!(kind)).map(|e| e["details"]["group_id"].as_i64().unwrap()).collect();
+            assert_eq!(changed.len(), 12, "{kind}: {of_request:?}");
+            assert!(ids[1..].iter().all(|id| changed.contains(id)), "{kind}: {changed:?}");
+            assert_eq!(of_request.iter().filter(|e| e["kind"] == json!("sso_login")).count(), 1);
+            let user_id = of_request[0]["user_id"].as_i64().unwrap();
+            assert_eq!(group_ids(&app, user_id).await, want_ids);
+        }
+    }
+
     async fn a_refused_login_syncs_nothing(mut app) {
         let g = sync_ready(&mut app, json!({})).await;
         let (id, _) = login_with(&app, "fail@example.com", Some(json!(["both"]))).await;
