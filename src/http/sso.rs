@@ -210,9 +210,9 @@ async fn handle(
         .inspect_err(|e| state.metrics.login_failed("jwt", e.code()))?;
     let target = crate::domain::return_to::location(params.return_to.as_deref(), &target);
     let now = crate::clock::now();
-    let (session_token, id_hash) = session::new_token();
+    let (session_token, key) = session::new_token();
     let new_session = NewSession {
-        id_hash,
+        id_hash: key.as_bytes().to_vec(),
         user_id: 0,
         now,
         expires_at: now + eff.int("session-max-age-minutes").unwrap_or(20_160) * 60,

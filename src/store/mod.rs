@@ -657,8 +657,8 @@ pub struct GroupMember {
 
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    /// The session's stored key (`session::SessionKey`).
-    pub id_hash: crate::auth::session::SessionKey,
+    /// The session's stored key (`auth::session::SessionKey::as_bytes`).
+    pub id_hash: Vec<u8>,
     pub user_id: i64,
     pub now: i64,
     pub expires_at: i64,

@@ -705,7 +705,7 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
         "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
          VALUES ($1, $2, $3, $4, $3, $5, $6, $7)",
     )
-    .bind(s.id_hash.as_bytes())
+    .bind(&s.id_hash[..])
     .bind(s.user_id)
     .bind(s.now)
     .bind(s.expires_at)
@@ -1199,7 +1199,7 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     );
     let mut values = q.separated(", ");
     values
-        .push_bind(s.id_hash.as_bytes())
+        .push_bind(&s.id_hash[..])
         .push_bind(user_id)
         .push_bind(s.now)
         .push_bind(s.expires_at)

@@ -491,7 +491,7 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
         "INSERT OR FAIL INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
          VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7)",
     )?
-    .execute(params![s.id_hash.as_bytes(), user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
+    .execute(params![&s.id_hash[..], user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
     audit.push("sso_login", "success", None, json!({"created": created}));
     let base = AuditRecord {
         user_id: Some(user_id),

@@ -87,10 +87,10 @@ pub async fn open_session(
     audit_row: crate::store::AuditRecord,
 ) -> Result<String> {
     let eff = state.settings.current();
-    let (token, hash) = session::new_token();
+    let (token, key) = session::new_token();
     let now = crate::clock::now();
     let new = NewSession {
-        id_hash: hash,
+        id_hash: key.as_bytes().to_vec(),
         user_id,
         now,
         expires_at: now + eff.int("session-max-age-minutes").unwrap_or(20_160) * 60,
