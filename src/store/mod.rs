@@ -782,18 +782,31 @@ mod tests {
             before,
             limit: 50,
         };
+        // The plan of the query's SQL (its parameters unbound: the plan does not depend on
+        // their values).
+        let plan = |query: &AuditQuery| {
+            let sql = format!(
+                "EXPLAIN QUERY PLAN {}",
+                sqlite::audit_list_query(query).sql().as_str()
+            );
+            let read = p.read.clone();
+            async move {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&read)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| r.get("detail"))
+                    .collect::<Vec<String>>()
+            }
+        };
         for (query, index) in [
             (q(None, Some(7), None), "audit_events_user"),
             (q(Some("sso_login"), None, None), "audit_events_kind"),
             (q(None, None, Some(1000)), "INTEGER PRIMARY KEY"),
             (q(Some("sso_login"), Some(7), Some(1000)), "USING INDEX"),
         ] {
-            let rows = sqlite::audit_list_query("EXPLAIN QUERY PLAN ", &query)
-                .build()
-                .fetch_all(&p.read)
-                .await
-                .unwrap();
-            let plan: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+            let plan = plan(&query).await;
             assert!(
                 plan.iter().any(|d| d.contains(index)),
                 "{query:?}: {plan:?}"
@@ -804,12 +817,7 @@ mod tests {
             );
         }
         // Without a filter the newest rows come first, through the table's own order.
-        let rows = sqlite::audit_list_query("EXPLAIN QUERY PLAN ", &q(None, None, None))
-            .build()
-            .fetch_all(&p.read)
-            .await
-            .unwrap();
-        let plan: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+        let plan = plan(&q(None, None, None)).await;
         assert_eq!(plan, ["SCAN audit_events"]);
     }
 }

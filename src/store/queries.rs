@@ -908,19 +908,17 @@ pub async fn database_time(pool: &Pool) -> Result<f64> {
 
 /// The newest events that match the filters given, older than `before` if given.
 pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
-    Ok(audit_list_query("", q)
+    Ok(audit_list_query(q)
         .build_query_as()
         .fetch_all(&pool.read)
         .await?)
 }
 
-/// `list_audit`'s query after `prefix` (`EXPLAIN QUERY PLAN ` in a test). Only the filters
-/// given are in the SQL, so that the planner can use the `(kind, id)` and `(user_id, id)`
+/// `list_audit`'s query. Only the filters given are in the SQL, so that the planner can use the `(kind, id)` and `(user_id, id)`
 /// indexes and start at `before`: a condition such as `$1 IS NULL OR kind = $1` makes the
 /// database read the table from its newest row on until enough rows match.
-pub(super) fn audit_list_query(prefix: &str, q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
-    let mut sql = sqlx::QueryBuilder::<Db>::new(prefix);
-    sql.push(
+pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
+    let mut sql = sqlx::QueryBuilder::<Db>::new(
         "SELECT id, at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details \
          FROM audit_events WHERE TRUE",
     );

@@ -530,26 +530,12 @@ impl Audit {
         const COLUMNS: usize = 10;
         // `?` placeholders are numbered in order, so every row has the same text.
         const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-        fn sql(rows: usize) -> String {
-            format!(
-                "INSERT OR FAIL INTO audit_events ({}) VALUES {}",
-                super::AUDIT_COLUMNS,
-                vec![ROW; rows].join(", ")
-            )
-        }
-        // The statements for up to eight rows are written once; a login with more group
-        // changes than that has its statement written for it.
-        static COMMON: std::sync::LazyLock<Vec<String>> =
-            std::sync::LazyLock::new(|| (1..=8).map(sql).collect());
-        let built;
-        let text = match self.rows.len().checked_sub(1).and_then(|i| COMMON.get(i)) {
-            Some(text) => text.as_str(),
-            None => {
-                built = sql(self.rows.len());
-                built.as_str()
-            }
-        };
-        let mut stmt = tx.prepare_cached(text)?;
+        let sql = format!(
+            "INSERT OR FAIL INTO audit_events ({}) VALUES {}",
+            super::AUDIT_COLUMNS,
+            vec![ROW; self.rows.len()].join(", ")
+        );
+        let mut stmt = tx.prepare_cached(&sql)?;
         let mut n = 1;
         for (kind, outcome, reason, details) in &self.rows {
             let values: [&dyn rusqlite::ToSql; COLUMNS] = [

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use latchkey::app::App;
+use latchkey::auth::session::session_key;
 use latchkey::store::{NewUser, Store};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Map, Value, json};
@@ -37,6 +38,17 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// `$body` with `$p` bound to the store's pools, on either backend: sqlx's query types differ
+/// by database, so the body is written once and compiled for each.
+macro_rules! on_pools {
+    ($store:expr, $p:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($p) => $body,
+            Store::Postgres($p) => $body,
+        }
+    };
 }
 
 pub fn database_url(backend: Backend) -> Option<(String, Option<tempfile::TempDir>)> {
@@ -335,77 +347,41 @@ impl TestApp {
             "settings" => "SELECT COUNT(*) FROM settings",
             other => panic!("unknown table {other}"),
         };
-        match &self.store {
-            Store::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&p.read)
-                .await
-                .expect("count"),
-            Store::Postgres(p) => sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&p.read)
-                .await
-                .expect("count"),
-        }
+        on_pools!(&self.store, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(&p.read).await)
+            .expect("count")
     }
 
     /// Sets a time column (`expires_at` or `last_seen_at`) of the session stored under this
-    /// token's digest, which must exist.
+    /// token's key, which must exist.
     pub async fn set_session_time(&self, token: &str, column: &str, at: i64) {
         let sql = match column {
             "expires_at" => "UPDATE sessions SET expires_at = $1 WHERE id_hash = $2",
             "last_seen_at" => "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2",
             other => panic!("not a session time column: {other}"),
         };
-        let key = latchkey::auth::session::session_key(token)
-            .as_bytes()
-            .to_vec();
-        let updated = match &self.store {
-            Store::Sqlite(p) => sqlx::query(sql)
-                .bind(at)
-                .bind(&key)
-                .execute(&p.write)
-                .await
-                .map(|r| r.rows_affected()),
-            Store::Postgres(p) => sqlx::query(sql)
-                .bind(at)
-                .bind(&key)
-                .execute(&p.write)
-                .await
-                .map(|r| r.rows_affected()),
-        };
+        let key = session_key(token).as_bytes().to_vec();
+        let updated = on_pools!(&self.store, p => sqlx::query(sql)
+            .bind(at)
+            .bind(&key)
+            .execute(&p.write)
+            .await
+            .map(|r| r.rows_affected()));
         assert_eq!(updated.expect("update session"), 1, "session {column}");
     }
 
-    /// The `last_seen_at` of the session stored under this token's digest, if there is one.
+    /// The `last_seen_at` of the session stored under this token's key, if there is one.
     pub async fn session_last_seen(&self, token: &str) -> Option<i64> {
         let sql = "SELECT last_seen_at FROM sessions WHERE id_hash = $1";
-        let key = latchkey::auth::session::session_key(token)
-            .as_bytes()
-            .to_vec();
-        let found = match &self.store {
-            Store::Sqlite(p) => {
-                sqlx::query_scalar(sql)
-                    .bind(&key)
-                    .fetch_optional(&p.read)
-                    .await
-            }
-            Store::Postgres(p) => {
-                sqlx::query_scalar(sql)
-                    .bind(&key)
-                    .fetch_optional(&p.read)
-                    .await
-            }
-        };
-        found.expect("read session")
+        let key = session_key(token).as_bytes().to_vec();
+        on_pools!(&self.store, p => sqlx::query_scalar(sql).bind(&key).fetch_optional(&p.read).await)
+            .expect("read session")
     }
 
     /// The stored keys of all sessions, in the order of the sessions table's key.
     pub async fn stored_session_keys(&self) -> Vec<Vec<u8>> {
         let sql = "SELECT id_hash FROM sessions ORDER BY id_hash";
-        let found = match &self.store {
-            Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(&p.read).await,
-            Store::Postgres(p) => sqlx::query_scalar(sql).fetch_all(&p.read).await,
-        };
-        found.expect("read sessions")
+        on_pools!(&self.store, p => sqlx::query_scalar(sql).fetch_all(&p.read).await)
+            .expect("read sessions")
     }
 
     /// The newest audit events (as the API shows them).
