@@ -82,11 +82,15 @@ macro_rules! dispatch {
 }
 
 /// [`dispatch!`] without the deadline, for background work that may legitimately be long.
+///
+/// Each backend's future is boxed: otherwise the futures of the callers, up to the request's,
+/// would hold room for the larger of the two and be copied whole each time they are moved (a
+/// few per cent of an SSO login's time went to those copies).
 macro_rules! dispatch_unbounded {
     ($self:expr, $f:ident ( $($arg:expr),* )) => {
         match $self {
-            Store::Sqlite(p) => sqlite::$f(p, $($arg),*).await,
-            Store::Postgres(p) => postgres::$f(p, $($arg),*).await,
+            Store::Sqlite(p) => Box::pin(sqlite::$f(p, $($arg),*)).await,
+            Store::Postgres(p) => Box::pin(postgres::$f(p, $($arg),*)).await,
         }
     };
 }
@@ -437,8 +441,8 @@ impl Store {
     pub async fn sso_login(&self, login: &SsoLogin<'_>) -> Result<SsoOutcome> {
         within_deadline(async {
             match self {
-                Store::Sqlite(p) => sqlite_login::sso_login(p, login).await,
-                Store::Postgres(p) => postgres::sso_login(p, login).await,
+                Store::Sqlite(p) => Box::pin(sqlite_login::sso_login(p, login)).await,
+                Store::Postgres(p) => Box::pin(postgres::sso_login(p, login)).await,
             }
         })
         .await
