@@ -767,6 +767,29 @@ mod tests {
     use super::*;
     use sqlx::Row;
 
+    /// `.cargo/config.toml` builds SQLite without memory management (its shared page cache
+    /// takes a process-wide lock on every page) and with `fdatasync`, for the tests as for
+    /// the server (docs/decisions.md).
+    #[test]
+    fn sqlite_is_built_with_the_flags_of_cargo_config() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let options: Vec<String> = db
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "THREADSAFE=1"),
+            "the options are listed: {options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "built with memory management: {options:?}"
+        );
+    }
+
     /// Each filter of the audit list is answered through an index (SPEC §8: O(log n) in the
     /// number of audit rows), not by reading the table from its newest row on. The plan is
     /// SQLite's; PostgreSQL chooses by its statistics, and gets the same SQL.
