@@ -3,10 +3,15 @@
 //!
 //! `serve` writes its log through a small buffer ([`Buffered`]): one `write` system call
 //! per 32 KiB of lines or per [`FLUSH_EVERY`], rather than one per request, which was
-//! several percent of a session check. Warnings and errors are written at once (with
-//! everything buffered before them, in order), and the buffer is flushed when the process
-//! exits normally; a crash loses at most the last [`FLUSH_EVERY`] of info lines. The other
-//! commands write each line directly, so it stays in order with what they print.
+//! several percent of a session check. Those writes are made by a thread of their own
+//! (`latchkey-log`), so that a request never waits for the log file: a write can stall
+//! when the kernel holds back writers of a disk with much unwritten data. Should that
+//! thread fall behind by [`BACKLOG_BYTES`], the request that adds a line writes the buffer
+//! itself and waits, so that the buffer stays bounded. Warnings and errors are written at
+//! once (with everything buffered before them, in order), and the buffer is flushed when
+//! the process exits normally; a crash loses at most the last [`FLUSH_EVERY`] of info
+//! lines. The other commands write each line directly, so it stays in order with what they
+//! print.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -22,10 +27,21 @@ use tracing_subscriber::registry::LookupSpan;
 /// How long a buffered line may wait before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// Buffered lines are written once they reach this size.
+/// Buffered lines are handed to the log thread once they reach this size.
 const FLUSH_BYTES: usize = 32 * 1024;
 
+/// A request that finds this much waiting in the buffer writes it itself.
+const BACKLOG_BYTES: usize = 32 * FLUSH_BYTES;
+
+/// The lines not yet written.
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Held while lines are written, so that they go out in order; holds the buffer that was
+/// taken out of [`BUFFER`] (kept, with its capacity, for the next swap).
+static WRITING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// The log thread, once started.
+static LOG_THREAD: std::sync::OnceLock<std::thread::Thread> = std::sync::OnceLock::new();
 
 /// Sets up logging; `buffered` for the long-running server (see the module comment).
 pub fn init(json: bool, buffered: bool) {
@@ -48,21 +64,26 @@ pub fn init(json: bool, buffered: bool) {
     };
     // A second init (tests) keeps the first subscriber.
     if result.is_ok() && buffered {
-        let _ = std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("latchkey-log".into())
             .spawn(|| {
                 loop {
-                    std::thread::sleep(FLUSH_EVERY);
+                    std::thread::park_timeout(FLUSH_EVERY);
                     flush();
                 }
             });
+        if let Ok(handle) = started {
+            let _ = LOG_THREAD.set(handle.thread().clone());
+        }
     }
 }
 
-/// Writes out whatever the buffer holds (called on exit, and every [`FLUSH_EVERY`]).
+/// Writes out whatever the buffer holds (called on exit, by the log thread, and for
+/// warnings and errors).
 pub fn flush() {
-    let mut buf = crate::store::lock(&BUFFER);
-    write_out(&mut buf);
+    let mut out = crate::store::lock(&WRITING);
+    std::mem::swap(&mut *crate::store::lock(&BUFFER), &mut *out);
+    write_out(&mut out);
 }
 
 fn write_out(buf: &mut Vec<u8>) {
@@ -101,16 +122,51 @@ impl<'a> MakeWriter<'a> for Buffered {
 
 impl Write for Line {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut buf = crate::store::lock(&BUFFER);
-        buf.extend_from_slice(bytes);
-        if self.urgent || buf.len() >= FLUSH_BYTES {
-            write_out(&mut buf);
+        let waiting = {
+            let mut buf = crate::store::lock(&BUFFER);
+            buf.extend_from_slice(bytes);
+            buf.len()
+        };
+        let log = LOG_THREAD.get();
+        match after_line(self.urgent, waiting, log.is_some()) {
+            After::Wait => {}
+            After::Wake => {
+                if let Some(log) = log {
+                    log.unpark();
+                }
+            }
+            After::Write => flush(),
         }
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// What a line leaves to be done once it is in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum After {
+    /// Nothing: the log thread writes it within [`FLUSH_EVERY`].
+    Wait,
+    /// Wake the log thread to write the buffer now.
+    Wake,
+    /// Write the buffer before going on.
+    Write,
+}
+
+/// For a line that leaves `waiting` bytes in the buffer.
+fn after_line(urgent: bool, waiting: usize, log_thread: bool) -> After {
+    if urgent || waiting >= BACKLOG_BYTES {
+        After::Write
+    } else if waiting < FLUSH_BYTES {
+        After::Wait
+    } else if log_thread {
+        After::Wake
+    } else {
+        // No log thread (it could not start): the lines are written here.
+        After::Write
     }
 }
 
@@ -229,8 +285,12 @@ fn second_prefix(secs: u64) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The tests that use the process's buffer, one at a time.
+    static SHARED_BUFFER: Mutex<()> = Mutex::new(());
+
     #[test]
     fn info_lines_wait_and_a_warning_takes_everything_before_it_out() {
+        let _one = crate::store::lock(&SHARED_BUFFER);
         Line { urgent: false }.write_all(b"an info line\n").unwrap();
         assert!(crate::store::lock(&BUFFER).ends_with(b"an info line\n"));
         Line { urgent: true }.write_all(b"a warning\n").unwrap();
@@ -238,6 +298,44 @@ mod tests {
             crate::store::lock(&BUFFER).is_empty(),
             "written out, in order"
         );
+    }
+
+    #[test]
+    fn a_full_buffer_is_left_to_the_log_thread_until_it_falls_far_behind() {
+        assert_eq!(after_line(false, 100, true), After::Wait);
+        assert_eq!(after_line(false, FLUSH_BYTES, true), After::Wake);
+        assert_eq!(after_line(false, BACKLOG_BYTES - 1, true), After::Wake);
+        assert_eq!(after_line(false, BACKLOG_BYTES, true), After::Write);
+        assert_eq!(after_line(true, 100, true), After::Write);
+        // Without a log thread the request writes as soon as the buffer is full.
+        assert_eq!(after_line(false, 100, false), After::Wait);
+        assert_eq!(after_line(false, FLUSH_BYTES, false), After::Write);
+    }
+
+    #[test]
+    fn a_request_that_fills_the_buffer_wakes_the_log_thread_and_writes_nothing() {
+        let _one = crate::store::lock(&SHARED_BUFFER);
+        // A stand-in for the log thread that only reports being woken.
+        let (woken, wake) = std::sync::mpsc::channel();
+        let stand_in = std::thread::spawn(move || {
+            std::thread::park();
+            let _ = woken.send(());
+        });
+        assert!(LOG_THREAD.set(stand_in.thread().clone()).is_ok());
+        crate::store::lock(&BUFFER).clear();
+        let line = [b'x'; 1024];
+        for _ in 0..FLUSH_BYTES / line.len() {
+            Line { urgent: false }.write_all(&line).unwrap();
+        }
+        assert_eq!(
+            crate::store::lock(&BUFFER).len(),
+            FLUSH_BYTES,
+            "the request left the lines in the buffer"
+        );
+        wake.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the log thread was woken");
+        stand_in.join().unwrap();
+        crate::store::lock(&BUFFER).clear();
     }
 
     /// A `MakeWriter` that collects what is written.
