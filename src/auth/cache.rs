@@ -143,7 +143,7 @@ impl LiveSession {
 #[derive(Default)]
 pub struct Caches {
     epoch: AtomicU64,
-    /// Keyed by the SHA-256 of the session token (`session::SessionKey::digest`).
+    /// Keyed by the SHA-256 of the session token (`session::token_digest`).
     pub sessions: TtlMap<[u8; 32], Arc<LiveSession>>,
 }
 

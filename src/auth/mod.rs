@@ -62,18 +62,23 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
     if token.len() > 256 {
         return Ok(None);
     }
-    let key = session::session_key(token);
-    let digest = key.digest();
+    // The cache's key is the token's SHA-256; the stored key is only needed on a miss.
+    let digest = session::token_digest(token);
     let caches = &state.caches;
     let found = match caches.get(&caches.sessions, &digest) {
         Some(hit) => Some(hit),
         None => {
             let epoch = caches.epoch();
-            // Boxed: the database read's future is large, and inline it would make every
-            // request's future that large, copied as it moves, cache hit or not.
-            let loaded = Box::pin(state.store.session_identity(key.as_bytes()))
-                .await?
-                .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
+            // Boxed: the database read's future (with its deadline's timer) is large, and
+            // inline it would make every request's future that large, copied as it moves,
+            // cache hit or not.
+            let loaded = Box::pin(
+                state
+                    .store
+                    .session_identity(session::session_key(token).as_bytes()),
+            )
+            .await?
+            .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
             if let Some(v) = &loaded {
                 caches.put(&caches.sessions, digest, epoch, v.clone());
             }

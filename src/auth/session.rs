@@ -36,13 +36,6 @@ impl SessionKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
-
-    /// The SHA-256 of the token: the session cache's key.
-    pub fn digest(&self) -> [u8; 32] {
-        let mut d = [0u8; 32];
-        d.copy_from_slice(&self.bytes[self.len - 32..self.len]);
-        d
-    }
 }
 
 /// A new session token (54 base64url characters) and its stored key.
@@ -106,8 +99,8 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(token_digest(token))
 }
 
-/// The SHA-256 of a token as bytes.
-fn token_digest(token: &str) -> [u8; 32] {
+/// The SHA-256 of a token as bytes: the session cache's key, and the end of the stored key.
+pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -173,9 +166,9 @@ mod tests {
         // The key is the token's first 8 bytes, then its SHA-256: no random bit of the token.
         assert_eq!(&ka.as_bytes()[..8], &raw[..8]);
         assert_eq!(&ka.as_bytes()[8..], &digest);
-        assert_eq!(ka.digest(), digest);
+        assert_eq!(token_digest(&a), digest);
         assert_eq!(session_key(&a), ka);
-        assert_ne!(ka.digest(), kb.digest());
+        assert_ne!(&ka.as_bytes()[8..], &kb.as_bytes()[8..]);
         // Issued later, stored later in the index.
         assert!(kb.as_bytes() > ka.as_bytes());
         let micros = u64::from_be_bytes(raw[..8].try_into().unwrap());
@@ -198,7 +191,7 @@ mod tests {
         assert_eq!(old.len(), 43);
         let digest: [u8; 32] = Sha256::digest(old.as_bytes()).into();
         assert_eq!(session_key(old).as_bytes(), &digest);
-        assert_eq!(session_key(old).digest(), digest);
+        assert_eq!(token_digest(old), digest);
         // Anything else that is not 54 characters of base64url: the same.
         for odd in [
             "",

@@ -768,10 +768,11 @@ mod tests {
     use sqlx::Row;
 
     /// `.cargo/config.toml` builds SQLite without memory management (its shared page cache
-    /// takes a process-wide lock on every page) and with `fdatasync`, for the tests as for
-    /// the server (docs/decisions.md).
+    /// takes a process-wide lock on every page), for the tests as for the server
+    /// (docs/decisions.md). Its other flag, `HAVE_FDATASYNC`, is not among the options SQLite
+    /// lists.
     #[test]
-    fn sqlite_is_built_with_the_flags_of_cargo_config() {
+    fn sqlite_is_built_without_memory_management() {
         let db = rusqlite::Connection::open_in_memory().unwrap();
         let options: Vec<String> = db
             .prepare("PRAGMA compile_options")
