@@ -16,6 +16,7 @@ use crate::error::Result;
 mod sqlite_checkpoint;
 mod sqlite_login;
 mod sqlite_read;
+mod sqlite_wal_buffer;
 
 mod sqlite {
     pub type Db = sqlx::Sqlite;

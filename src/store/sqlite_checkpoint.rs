@@ -125,6 +125,7 @@ fn run(path: &std::path::Path, shared: &Shared) {
                 path,
                 Duration::from_secs(1),
                 "PRAGMA wal_autocheckpoint = 0;",
+                false,
             )
             .map_err(|e| tracing::warn!(error = %e, "checkpoint: cannot open the database"))
             .ok();

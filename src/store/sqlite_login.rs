@@ -120,17 +120,22 @@ pub fn configure_sqlite() {
 
 /// A rusqlite connection to the database file, used by one thread at a time, with this busy
 /// timeout and these pragmas (WAL is the database's own, set when the pools connected). The
-/// login, checkpoint and session-read connections are all opened here.
+/// login, checkpoint and session-read connections are all opened here; the login connection
+/// with `gather_log_writes`, through the VFS of `sqlite_wal_buffer` (the default VFS if it
+/// could not be registered).
 pub(super) fn connect(
     path: &Path,
     busy_timeout: std::time::Duration,
     pragmas: &str,
+    gather_log_writes: bool,
 ) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
-    let db = rusqlite::Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = if gather_log_writes && super::sqlite_wal_buffer::register() {
+        rusqlite::Connection::open_with_flags_and_vfs(path, flags, super::sqlite_wal_buffer::NAME)?
+    } else {
+        rusqlite::Connection::open_with_flags(path, flags)?
+    };
     db.busy_timeout(busy_timeout)?;
     db.execute_batch(pragmas)?;
     Ok(db)
@@ -148,6 +153,7 @@ fn open(path: &Path, synchronous: &str) -> rusqlite::Result<rusqlite::Connection
             "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
              PRAGMA wal_autocheckpoint = 0;"
         ),
+        true,
     )?;
     db.set_prepared_statement_cache_capacity(32);
     Ok(db)

@@ -132,6 +132,7 @@ fn open(path: Option<&Path>) -> rusqlite::Result<rusqlite::Connection> {
         path,
         std::time::Duration::from_millis(500),
         "PRAGMA query_only = ON; PRAGMA temp_store = MEMORY;",
+        false,
     )?;
     db.set_prepared_statement_cache_capacity(8);
     Ok(db)
