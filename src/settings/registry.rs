@@ -9,6 +9,7 @@ use crate::domain::group_mappings::GroupMappings;
 
 /// The algorithms Latchkey can verify (SPEC §3 `jwt-algorithms`): the verifier's own list.
 pub use crate::sso::verify::KNOWN_ALGORITHMS;
+use crate::sso::verify::{MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_AGE_SECONDS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -88,9 +89,9 @@ settings! {
         "When set, the token's iss claim must equal it.";
     "jwt-audience": Kind::Text, default "null",
         "When set, the token's aud claim must contain it.";
-    "jwt-max-age-seconds": Kind::Int { min: 1, max: 86_400 }, default "180",
+    "jwt-max-age-seconds": Kind::Int { min: 1, max: MAX_TOKEN_AGE_SECONDS }, default "180",
         "A token is accepted at most this many seconds after its iat.";
-    "jwt-clock-skew-seconds": Kind::Int { min: 0, max: 300 }, default "30",
+    "jwt-clock-skew-seconds": Kind::Int { min: 0, max: MAX_CLOCK_SKEW_SECONDS }, default "30",
         "Leeway in seconds for exp, nbf and a future iat.";
     "jwt-logout-redirect-uri": Kind::HttpUrl, default "null",
         "Where /auth/logout sends SSO users afterwards (identity provider logout).";

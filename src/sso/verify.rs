@@ -74,6 +74,14 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 /// characters. A shorter (or empty) secret is treated as "no key", so nothing verifies.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// The longest `jti` (in bytes) kept as it is in the replay key; a longer one is hashed.
+const MAX_JTI_KEY_BYTES: usize = 256;
+
+/// The largest `jwt-max-age-seconds` an administrator may set.
+pub const MAX_TOKEN_AGE_SECONDS: i64 = 86_400;
+/// The largest `jwt-clock-skew-seconds` an administrator may set.
+pub const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
+
 /// The exact, case-sensitive algorithm names `jwt-algorithms` may contain (SPEC §3).
 /// Anything else, including every spelling of `none`, is never accepted.
 pub const KNOWN_ALGORITHMS: [&str; 12] = [
@@ -139,13 +147,15 @@ pub struct VerifyPolicy<'a> {
 pub struct VerifiedToken {
     /// The parsed payload, in the token's key order.
     pub claims: Map<String, Value>,
-    /// `"jti:" + jti` when a non-empty string `jti` claim is present, else `"sha256:" +`
+    /// `"jti:" + jti` when a non-empty string `jti` claim of at most 256 bytes is present
+    /// (`"jti-sha256:" +` the lowercase hex SHA-256 of a longer one), else `"sha256:" +`
     /// lowercase hex SHA-256 of the signing input `header.payload`. The signing input, not
     /// the signature, because ECDSA signatures can be re-formed by anyone (SPEC §4.3).
     pub replay_key: String,
-    /// Unix seconds after which the token can no longer pass the time checks, so its replay
-    /// record may be forgotten: the smaller of `exp + skew` and `iat + max_age + skew`
-    /// (whichever claims are present; fractional values are rounded up).
+    /// Unix seconds after which the token can no longer pass the time checks under any
+    /// settings, so its replay record may be forgotten: the smaller of `exp + 300` and
+    /// `iat + 86,400 + 300` (whichever claims are present; fractional values are rounded up),
+    /// with the largest skew and maximum age an administrator may set.
     pub replay_expires_at: i64,
 }
 
@@ -460,7 +470,10 @@ fn run(
     }
 
     let replay_key = match jti {
-        Some(jti) => format!("jti:{jti}"),
+        Some(jti) if jti.len() <= MAX_JTI_KEY_BYTES => format!("jti:{jti}"),
+        // A longer jti is keyed by its SHA-256, so that any jti fits the key column's index
+        // (PostgreSQL's B-tree entries hold at most about 2.7 KB).
+        Some(jti) => format!("jti-sha256:{}", hex::encode(Sha256::digest(jti.as_bytes()))),
         None => format!(
             "sha256:{}",
             hex::encode(Sha256::digest(parsed.signing_input.as_bytes()))
@@ -889,21 +902,28 @@ fn check_times(
     }
 
     // The token stops passing the exp check at exp + skew and the iat check after
-    // iat + max_age + skew; the replay record must live until the earlier of the two.
-    let by_exp = exp.map(|exp| ceil_secs(exp).saturating_add(skew));
-    let by_iat = iat.map(|iat| ceil_secs(iat).saturating_add(max_age).saturating_add(skew));
-    let replay_expires_at = match (by_exp, by_iat) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => {
-            return Err(t.fail("lifetime", Reason::TokenNeverExpires, || {
-                "the token has neither iat nor exp, so it would be valid forever".to_owned()
-            }));
+    // iat + max_age + skew: it is usable until the earlier of the two.
+    let usable_until = |skew: i64, max_age: i64| {
+        let by_exp = exp.map(|exp| ceil_secs(exp).saturating_add(skew));
+        let by_iat = iat.map(|iat| ceil_secs(iat).saturating_add(max_age).saturating_add(skew));
+        match (by_exp, by_iat) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     };
+    let Some(until) = usable_until(skew, max_age) else {
+        return Err(t.fail("lifetime", Reason::TokenNeverExpires, || {
+            "the token has neither iat nor exp, so it would be valid forever".to_owned()
+        }));
+    };
     t.pass("lifetime", || {
-        format!("the token can be used until {replay_expires_at} at the latest")
+        format!("the token can be used until {until} at the latest")
     });
+    // The replay record lives as long as the token could pass these checks under any skew
+    // and maximum age an administrator may set later: raising either must not make a token
+    // that was used once usable again.
+    let replay_expires_at =
+        usable_until(MAX_CLOCK_SKEW_SECONDS, MAX_TOKEN_AGE_SECONDS).unwrap_or(until);
     Ok(Times { replay_expires_at })
 }
 
@@ -1252,7 +1272,7 @@ mod tests {
         let dot = token.rfind('.').unwrap();
         let expected = hex::encode(Sha256::digest(&token.as_bytes()[..dot]));
         assert_eq!(ok.replay_key, format!("sha256:{expected}"));
-        assert_eq!(ok.replay_expires_at, NOW + 180 + 30);
+        assert_eq!(ok.replay_expires_at, NOW + 86_400 + 300);
     }
 
     #[test]
@@ -1301,12 +1321,14 @@ mod tests {
     }
 
     #[test]
-    fn replay_expiry_is_min_of_exp_and_iat_bounds() {
+    fn replay_expiry_is_min_of_exp_and_iat_bounds_under_the_largest_skew_and_max_age() {
+        // The policy has a skew of 30 s and a maximum age of 180 s; the record must outlive
+        // the token under 300 s and 86,400 s, which an administrator may set later.
         let a = algs(&["HS256"]);
         let only_exp = hs256(r#"{"alg":"HS256"}"#, &format!(r#"{{"exp":{}}}"#, NOW + 60));
         assert_eq!(
             check(&only_exp, &policy(&a)).unwrap().replay_expires_at,
-            NOW + 90
+            NOW + 360
         );
         let both = hs256(
             r#"{"alg":"HS256"}"#,
@@ -1314,7 +1336,15 @@ mod tests {
         );
         assert_eq!(
             check(&both, &policy(&a)).unwrap().replay_expires_at,
-            NOW + 210
+            NOW + 3900
+        );
+        let long = hs256(
+            r#"{"alg":"HS256"}"#,
+            &format!(r#"{{"iat":{NOW},"exp":{}}}"#, NOW + 10 * 86_400),
+        );
+        assert_eq!(
+            check(&long, &policy(&a)).unwrap().replay_expires_at,
+            NOW + 86_700
         );
         let frac = hs256(
             r#"{"alg":"HS256"}"#,
@@ -1322,8 +1352,31 @@ mod tests {
         );
         assert_eq!(
             check(&frac, &policy(&a)).unwrap().replay_expires_at,
-            NOW + 41
+            NOW + 311
         );
+    }
+
+    #[test]
+    fn a_long_jti_is_keyed_by_its_sha256() {
+        let a = algs(&["HS256"]);
+        let key = |jti: &str| {
+            let token = hs256(
+                r#"{"alg":"HS256"}"#,
+                &format!(r#"{{"iat":{NOW},"jti":"{jti}"}}"#),
+            );
+            check(&token, &policy(&a)).unwrap().replay_key
+        };
+        let at_limit = "j".repeat(256);
+        assert_eq!(key(&at_limit), format!("jti:{at_limit}"));
+        let long = "j".repeat(3000);
+        assert_eq!(
+            key(&long),
+            format!(
+                "jti-sha256:{}",
+                hex::encode(Sha256::digest(long.as_bytes()))
+            )
+        );
+        assert_ne!(key(&long), key(&"j".repeat(3001)));
     }
 
     #[test]

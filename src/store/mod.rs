@@ -792,6 +792,86 @@ mod tests {
         );
     }
 
+    /// A login whose request gave up while it waited for the write connection (its deadline,
+    /// a client that went away) is not committed later by another login's batch: the request
+    /// was answered with an error, so the login must leave nothing behind.
+    #[tokio::test]
+    async fn a_login_whose_request_gave_up_is_not_committed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/gone.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let Store::Sqlite(p) = &store else {
+            unreachable!("a SQLite URL")
+        };
+        let attributes = Map::new();
+        let login = |email: &'static str, key: &'static str| SsoLogin {
+            replay_key: key,
+            replay_expires_at: 4_000_000_000,
+            email,
+            first_name: None,
+            last_name: None,
+            subject: None,
+            login_attributes: &attributes,
+            provisioning_enabled: true,
+            group_sync: None,
+            session: NewSession {
+                id_hash: key.as_bytes().to_vec(),
+                user_id: 0,
+                now: 1_000,
+                expires_at: 2_000,
+                auth_method: "jwt",
+                ip: None,
+                user_agent: None,
+            },
+            audit: AuditRecord {
+                at: 1_000,
+                kind: "sso_login",
+                outcome: "success",
+                reason: None,
+                actor_id: None,
+                user_id: None,
+                email: None,
+                ip: None,
+                request_id: None,
+                details: Value::Null,
+            },
+        };
+        // Another writer of this process holds the write connection, so the first login
+        // queues; its request gives up before the connection is free.
+        let writer = p.write.acquire().await.unwrap();
+        let gone = login("gone@example.com", "jti:gone");
+        let waited = tokio::time::timeout(Duration::from_millis(200), store.sso_login(&gone)).await;
+        assert!(waited.is_err(), "the login waited for the connection");
+        drop(writer);
+        // The next login takes the queue and commits.
+        let next = login("next@example.com", "jti:next");
+        assert!(matches!(
+            store.sso_login(&next).await.unwrap(),
+            SsoOutcome::LoggedIn { .. }
+        ));
+        assert!(
+            store
+                .find_user_by_email("next@example.com")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .find_user_by_email("gone@example.com")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(!store.replay_exists("jti:gone").await.unwrap());
+        let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+            .fetch_one(&p.read)
+            .await
+            .unwrap();
+        assert_eq!(sessions, 1);
+    }
+
     /// Each filter of the audit list is answered through an index (SPEC §8: O(log n) in the
     /// number of audit rows), not by reading the table from its newest row on. The plan is
     /// SQLite's; PostgreSQL chooses by its statistics, and gets the same SQL.

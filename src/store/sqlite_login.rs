@@ -274,8 +274,14 @@ fn batch_dropped() -> Error {
     Error::internal(anyhow::anyhow!("the login batch was dropped"))
 }
 
+/// The next batch: up to [`MAX_BATCH`] logins from the queue, leaving out those whose request
+/// is gone (it met its deadline, its client went away, or it failed to get the connection):
+/// nobody would be told of their outcome, and a login answered with an error must leave
+/// nothing behind. (A request that gives up after this, while its batch runs, is answered
+/// 503 although its login commits: the deadline is 10 s and a batch takes milliseconds.)
 fn take(queue: &Mutex<Vec<Job>>) -> Vec<Job> {
     let mut q = lock(queue);
+    q.retain(|job| !job.reply.is_closed());
     let n = q.len().min(MAX_BATCH);
     q.drain(..n).collect()
 }
@@ -313,7 +319,7 @@ fn run_batch(db: &mut rusqlite::Connection, batch: Vec<Job>) {
             Error::DatabaseUnavailable => fail_all(batch, &Error::DatabaseUnavailable),
             e => {
                 tracing::warn!(error = %e, logins = batch.len(), "a login batch failed; its logins run one by one");
-                for job in batch {
+                for job in batch.into_iter().filter(|job| !job.reply.is_closed()) {
                     let result = run_alone(db, &job).map_err(internal);
                     let _ = job.reply.send(result);
                 }
