@@ -237,6 +237,9 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         }
         res = out;
     }
+    if path == "/auth/sso" || path.starts_with("/auth/sso/") {
+        res = crate::http::sso::sso_headers(res);
+    }
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);

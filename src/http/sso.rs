@@ -41,8 +41,9 @@ fn params_from_pairs(pairs: impl Iterator<Item = (String, String)>) -> SsoParams
     p
 }
 
-/// Every `/auth/sso` response keeps the token out of referrers and caches.
-fn sso_headers(mut res: Response) -> Response {
+/// Every `/auth/sso` response keeps the token out of referrers and caches (SPEC §4.7); added
+/// by `context::finish` to every response under `/auth/sso`, the router's own (405) included.
+pub(super) fn sso_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(
         header::REFERRER_POLICY,
@@ -108,11 +109,9 @@ pub async fn sso_get(
     let params = params_from_pairs(url::form_urlencoded::parse(query.as_bytes()).into_owned());
     // Boxed, here and in `sso_post`: the login's future is large (the store, the key
     // fetch), and the router moves the handler's future into a box of its own.
-    sso_headers(
-        Box::pin(handle(&state, &ctx, &headers, params))
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
-    )
+    Box::pin(handle(&state, &ctx, &headers, params))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The callback with the token in a form or JSON body (keeps it out of URLs and logs).
@@ -159,7 +158,7 @@ pub async fn sso_post(
         Box::pin(handle(&state, &ctx, &headers, params)).await
     }
     .await;
-    sso_headers(result.unwrap_or_else(IntoResponse::into_response))
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -376,7 +375,7 @@ pub async fn backchannel_logout(
                 }
             },
         };
-        let subject = sso::claim_str(&verified.claims, "sub").map(str::to_owned);
+        let subject = sso::stored_subject(&verified.claims);
         if email.is_none() && subject.is_none() {
             state.store.audit(&failed(&row, "claim_invalid")).await?;
             return Err(Error::Token(TokenFailure::ClaimInvalid));
@@ -405,7 +404,7 @@ pub async fn backchannel_logout(
         }
     }
     .await;
-    sso_headers(result.unwrap_or_else(IntoResponse::into_response))
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[derive(serde::Deserialize)]

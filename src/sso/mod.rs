@@ -163,11 +163,7 @@ pub async fn login(
         }
     };
     let email = fields.email.as_str().to_owned();
-    let subject = verified
-        .claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .map(|s| s.chars().take(255).collect::<String>());
+    let subject = stored_subject(&verified.claims);
     let login = SsoLogin {
         replay_key: &verified.replay_key,
         replay_expires_at: verified.replay_expires_at,
@@ -339,4 +335,13 @@ async fn group_entries(store: &Store, eff: &Effective, ids: &[i64]) -> Result<Ve
 /// Claims of a verified token, for callers that need one directly (back-channel logout).
 pub fn claim_str<'a>(claims: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     claims.get(key).and_then(Value::as_str)
+}
+
+/// The most characters of `sub` kept on the user (`sso_subject`).
+const MAX_SUBJECT_CHARS: usize = 255;
+
+/// The token's `sub` as a login stores it on the user, and as back-channel logout looks it up:
+/// its first 255 characters.
+pub fn stored_subject(claims: &Map<String, Value>) -> Option<String> {
+    claim_str(claims, "sub").map(|s| s.chars().take(MAX_SUBJECT_CHARS).collect())
 }

@@ -305,7 +305,14 @@ both_backends! {
         assert!(page.contains("/auth/login"), "a Try again link");
         assert!(page.contains(&request_id), "the request id");
         assert!(!page.contains(&token) && !page.contains(token.rsplit('.').next().unwrap()), "no token on the page");
+        // A referrer meta tag would replace the header's policy in browsers, and the page's
+        // own requests (its style sheet, the Try again link) would carry the token's URL.
+        assert!(!page.contains("name=\"referrer\""), "no referrer meta tag on the page");
         assert_nothing_written(&app, &before, "HTML error").await;
+        // The router's own answers carry the headers too.
+        let res = app.client.put(app.url("/auth/sso")).query(&[("jwt", token.as_str())]).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_sso_headers(res.headers(), "405");
 
         // Errors of the form and JSON transports carry the headers too.
         let res = app.client.post(app.url("/auth/sso")).form(&[("jwt", "x.y.z")]).send().await.unwrap();

@@ -135,6 +135,19 @@ both_backends! {
         assert!(!session_works(&app, &session).await);
     }
 
+    async fn backchannel_logout_finds_a_user_by_a_sub_longer_than_the_stored_one(mut app) {
+        sso_ready(&mut app).await;
+        // A login keeps the first 255 characters of sub; logout looks up the same.
+        let sub = format!("idp-{}", "s".repeat(400));
+        let mut c = login_claims("longsub@example.com");
+        c["sub"] = json!(sub);
+        let (session, _) = sso_login(&app, c).await;
+        let res = backchannel_form(&app, &sign(logout_claims(None, Some(&sub)))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body_json(res).await, json!({"revoked": 1}));
+        assert!(!session_works(&app, &session).await);
+    }
+
     async fn backchannel_logout_for_an_unknown_user_revokes_nothing(mut app) {
         sso_ready(&mut app).await;
         let before = Counts::of(&app).await;
