@@ -182,7 +182,9 @@ const list = document.getElementById('mapping-list');
 const nameInput = document.getElementById('new-mapping-name');
 const nameError = document.getElementById('new-mapping-error');
 const dialogError = document.getElementById('mappings-dialog-error');
-let draft = {};
+// The dialog's working copy, without a prototype: a group named `__proto__` is a key like any
+// other (on a plain object, assigning it would set the object's prototype instead).
+let draft = Object.create(null);
 
 function renderSummary() {
   const names = Object.keys(mappings);
@@ -249,7 +251,7 @@ function renderDraft(focusName) {
 }
 
 document.getElementById('edit-mappings').addEventListener('click', () => {
-  draft = clone(mappings);
+  draft = Object.assign(Object.create(null), clone(mappings));
   nameInput.value = '';
   nameError.textContent = '';
   dialogError.textContent = '';

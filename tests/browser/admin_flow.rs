@@ -172,19 +172,20 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     // Remove one group from a mapping, and a whole mapping.
     b.click("button[aria-label='Remove Administrators from ops']")
         .await;
-    b.fill("#new-mapping-name", "contractors").await;
+    // A group name that is special to JavaScript objects is a name like any other.
+    b.fill("#new-mapping-name", "__proto__").await;
     b.click("#add-mapping").await;
-    b.find("section[data-mapping-name='contractors']").await;
+    b.find("section[data-mapping-name='__proto__']").await;
     // A mapping without groups cannot be kept.
     b.click("#mappings-done").await;
     b.wait_text(
         "#mappings-dialog-error",
-        "Choose at least one group for contractors",
+        "Choose at least one group for __proto__",
     )
     .await;
-    b.click("button[aria-label='Remove mapping contractors']")
+    b.click("button[aria-label='Remove mapping __proto__']")
         .await;
-    b.wait_gone("section[data-mapping-name='contractors']")
+    b.wait_gone("section[data-mapping-name='__proto__']")
         .await;
     let ops_chips = b.text("section[data-mapping-name='ops'] .chips").await;
     assert!(
