@@ -300,6 +300,84 @@ async fn the_login_form_keeps_the_redirect_and_shows_errors_in_place() {
     );
 }
 
+/// A fresh server without an administrator and the setup token it announces.
+async fn setup_app() -> (TestApp, String) {
+    let app = app().await;
+    let token = "5e7up".repeat(13);
+    app.store
+        .insert_setup_token(&latchkey::auth::session::hash_token(&token), now())
+        .await
+        .unwrap();
+    (app, token)
+}
+
+/// Posts the setup form with an `Origin` (none when `None`) as a browser would.
+async fn post_setup(
+    app: &TestApp,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url("/setup"))
+        .header("accept", HTML)
+        .form(form);
+    if let Some(origin) = origin {
+        req = req.header("origin", origin);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_setup_form_shows_its_errors_in_place() {
+    let (app, token) = setup_app().await;
+    let long = "x".repeat(1025);
+    for (email, password, message, not) in [
+        (
+            "admin@localhost",
+            "password123",
+            "Enter a valid email address.",
+            "The password must",
+        ),
+        (
+            "ada@example.com",
+            "short",
+            "The password must have at least 8 characters.",
+            "at most 1024",
+        ),
+        (
+            "ada@example.com",
+            long.as_str(),
+            "The password must be at most 1024 bytes long.",
+            "must have at least",
+        ),
+    ] {
+        let form = [
+            ("token", token.as_str()),
+            ("email", email),
+            ("first_name", "Ada"),
+            ("last_name", "Lovelace"),
+            ("password", password),
+        ];
+        let res = post_setup(&app, Some(&app.base), &form).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{message}");
+        assert!(header(&res, "content-type").starts_with("text/html"));
+        assert_eq!(header(&res, "cache-control"), "no-store");
+        let page = res.text().await.unwrap();
+        // The form again, with the error and what was typed (never the password).
+        assert!(page.contains("id=\"setup-form\""), "{page}");
+        assert!(page.contains(message), "{message} in {page}");
+        assert!(!page.contains(not), "{not} in {page}");
+        assert!(!page.contains("could not be understood"), "{page}");
+        assert!(page.contains(&format!("value=\"{email}\"")), "{page}");
+        assert!(page.contains("value=\"Ada\""), "{page}");
+        assert!(page.contains("value=\"Lovelace\""), "{page}");
+        assert!(page.contains(&format!("value=\"{token}\"")), "{page}");
+        assert!(!page.contains("password123"), "{page}");
+        assert_eq!(app.count("users").await, 0);
+    }
+}
+
 #[tokio::test]
 async fn admin_pages_render_what_is_stored() {
     let mut app = app().await;
