@@ -179,13 +179,16 @@ pub async fn setup_page(State(state): State<AppState>, req: Request) -> Result<R
     render(&page)
 }
 
-/// `POST /setup` from the setup form: on success a 303 to `/` signed in, else the form
-/// again with the error in place.
+/// `POST /setup` from the setup form: the origin is checked first, then the setup token
+/// (so that nobody without the link can make the server hash a password), then the
+/// fields; on success a 303 to `/` signed in, else the form again with the error in place.
 pub async fn setup_submit(
     State(state): State<AppState>,
     ctx: RequestContext,
     req: Request,
 ) -> Result<Response> {
+    // Forms come from our own pages: refusing other origins stops login CSRF.
+    auth::check_csrf(req.method(), req.headers(), &ctx)?;
     let body = read_body(req, &state).await?;
     let form: std::collections::HashMap<String, String> =
         url::form_urlencoded::parse(&body).into_owned().collect();
@@ -194,6 +197,9 @@ pub async fn setup_submit(
     let token_hash = session::hash_token(&token);
     let invalid_link =
         || Error::Forbidden("The setup link is not valid, or setup is already done.".into());
+    if !state.store.setup_token_is_live(&token_hash).await? {
+        return Err(invalid_link());
+    }
     let again = |error: &str| {
         let mut page = SetupPage::new(token.clone());
         page.email = get("email");

@@ -379,6 +379,69 @@ async fn the_setup_form_shows_its_errors_in_place() {
 }
 
 #[tokio::test]
+async fn the_setup_form_checks_the_origin_then_the_token() {
+    let (app, token) = setup_app().await;
+    let form = [
+        ("token", token.as_str()),
+        ("email", "Ada@Example.com"),
+        ("first_name", "Ada"),
+        ("password", "password123"),
+    ];
+    // Another origin, or a post without Origin or Sec-Fetch-Site, is refused.
+    for origin in [Some("https://evil.example"), Some("null"), None] {
+        let res = post_setup(&app, origin, &form).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("csrf_failed"), "{origin:?}: {page}");
+        assert_eq!(app.count("users").await, 0);
+    }
+    // A wrong token is refused before the form is looked at.
+    for email in ["ada@example.com", "admin@localhost"] {
+        let wrong = [
+            ("token", "wrong"),
+            ("email", email),
+            ("password", "password123"),
+        ];
+        let res = post_setup(&app, Some(&app.base), &wrong).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{email}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("forbidden"), "{email}: {page}");
+        assert!(!page.contains("setup-form"), "{email}: {page}");
+        assert_eq!(app.count("users").await, 0);
+    }
+    // From the same origin the token still works (Sec-Fetch-Site counts without Origin).
+    let res = app
+        .client
+        .post(app.url("/setup"))
+        .header("accept", HTML)
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&res, "location"), "/");
+    let cookie = header(&res, "set-cookie");
+    let session = cookie
+        .strip_prefix("latchkey.session=")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie");
+    let me = body_json(
+        app.as_user(session, Method::GET, "/api/user/current")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me["email"], json!("ada@example.com"));
+    assert_eq!(me["is_superuser"], json!(true));
+    // Setup is done: the token works no more.
+    let res = post_setup(&app, Some(&app.base), &form).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
 async fn admin_pages_render_what_is_stored() {
     let mut app = app().await;
     app.login_admin().await;
