@@ -16,10 +16,14 @@ struct Cli {
     command: Command,
 }
 
+// Every argument read from the environment has `hide_env_values = true`: clap would
+// otherwise print the variable's value in `--help`, and these include secrets and database
+// URLs with passwords. The help still names the variable.
+
 #[derive(Args, Clone)]
 struct DbArgs {
     /// sqlite://path/to/file.db or postgres://user:password@host/db
-    #[arg(long, env = "LATCHKEY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, env = "LATCHKEY_DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
 }
 
@@ -34,12 +38,23 @@ enum Command {
     /// Run the server (SQLite in ./latchkey-data by default; migrations run automatically).
     Serve {
         /// Address and port to listen on.
-        #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:3000")]
+        #[arg(
+            long,
+            env = "LATCHKEY_LISTEN",
+            hide_env_values = true,
+            default_value = "127.0.0.1:3000"
+        )]
         listen: String,
         #[command(flatten)]
         db: DbArgs,
         /// Log format.
-        #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value = "text")]
+        #[arg(
+            long,
+            env = "LATCHKEY_LOG_FORMAT",
+            hide_env_values = true,
+            value_enum,
+            default_value = "text"
+        )]
         log_format: LogFormat,
     },
     /// Apply database migrations and exit.
@@ -65,7 +80,7 @@ enum Command {
     /// Run a small example identity provider that signs tokens for any email and groups.
     ExampleIdp {
         /// The shared secret (jwt-shared-secret of the Latchkey server).
-        #[arg(long, env = "LATCHKEY_JWT_SHARED_SECRET")]
+        #[arg(long, env = "LATCHKEY_JWT_SHARED_SECRET", hide_env_values = true)]
         secret: String,
         /// The Latchkey server to send people back to.
         #[arg(long, default_value = "http://localhost:3000")]
@@ -155,7 +170,7 @@ enum TokenCommand {
         #[arg(long = "claim")]
         claims: Vec<String>,
         /// Sign with this secret instead of the configured jwt-shared-secret.
-        #[arg(long, env = "LATCHKEY_JWT_SHARED_SECRET")]
+        #[arg(long, env = "LATCHKEY_JWT_SHARED_SECRET", hide_env_values = true)]
         secret: Option<String>,
         #[command(flatten)]
         db: DbArgs,

@@ -27,12 +27,19 @@ impl Default for Passwords {
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// A password a person chose: at least 8 characters, at most 1 KiB.
+/// A password a person chose: at least 8 characters, at most 1 KiB. The error's message
+/// says which of the two limits was missed.
 pub fn check_new_password(password: &str) -> Result<()> {
-    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+    if password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::validation(
             "password",
-            "The password must have at least 8 characters (and at most 1024 bytes).",
+            "The password must be at most 1024 bytes long.",
+        ));
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::validation(
+            "password",
+            "The password must have at least 8 characters.",
         ));
     }
     Ok(())
@@ -86,5 +93,35 @@ impl Passwords {
         std::thread::spawn(|| {
             let _ = dummy_hash();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_password_is_refused_with_the_limit_it_missed() {
+        let message = |pw: &str| check_new_password(pw).unwrap_err().to_string();
+        assert_eq!(
+            message("seven77"),
+            "The password must have at least 8 characters."
+        );
+        // Characters, not bytes: four two-byte letters are still too short.
+        assert_eq!(
+            message("üüüü"),
+            "The password must have at least 8 characters."
+        );
+        assert_eq!(
+            message(&"x".repeat(MAX_PASSWORD_BYTES + 1)),
+            "The password must be at most 1024 bytes long."
+        );
+        // 600 two-byte letters: enough characters, too many bytes.
+        assert_eq!(
+            message(&"ü".repeat(600)),
+            "The password must be at most 1024 bytes long."
+        );
+        assert!(check_new_password("eight888").is_ok());
+        assert!(check_new_password(&"x".repeat(MAX_PASSWORD_BYTES)).is_ok());
     }
 }

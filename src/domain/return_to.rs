@@ -53,10 +53,61 @@ pub fn parse_return_to(
     let raw = match raw {
         None | Some("") => {
             let root = base.join("/").map_err(|_| InvalidRedirect)?;
-            return check_result(root, &base_origin, &[]);
+            check_origin(&root, &base_origin, &[])?;
+            check_strict(&root)?;
+            return Ok(root);
         }
         Some(raw) => raw,
     };
+    if raw.len() > MAX_REDIRECT_LEN {
+        return Err(InvalidRedirect);
+    }
+    let url = parse_on_allowed_origin(raw, base, &base_origin, allowed_origins)?;
+    check_strict(&url)?;
+    Ok(url)
+}
+
+/// [`parse_return_to`] for forward-auth (`/auth/verify`), where the target is whatever page
+/// a browser asked an app for: when the target is on an allowed origin and well-formed but
+/// fails the stricter checks of the full URL (its length, or what its percent-decoded
+/// query, fragment or path could turn into), the way back is the same origin's path
+/// without query and fragment, or, if that fails too, the origin's `/`. A target that is
+/// malformed or on another origin is still refused.
+///
+/// The stricter checks guard against what a later hop might make of a URL; an ordinary app
+/// URL such as a GET form's `?q=line1%0D%0Aline2` or a long query trips them, and refusing
+/// it would leave a signed-out browser with an error page (nginx turns a `400` from the
+/// check into a `500`) instead of the sign-in page.
+pub fn parse_return_to_or_fallback(
+    raw: Option<&str>,
+    base: &Url,
+    allowed_origins: &[String],
+) -> Result<Url, InvalidRedirect> {
+    if let Ok(url) = parse_return_to(raw, base, allowed_origins) {
+        return Ok(url);
+    }
+    let raw = raw.filter(|r| !r.is_empty()).ok_or(InvalidRedirect)?;
+    let base_origin = http_origin(base).ok_or(InvalidRedirect)?;
+    let url = parse_on_allowed_origin(raw, base, &base_origin, allowed_origins)?;
+    let mut path_only = url.clone();
+    path_only.set_query(None);
+    path_only.set_fragment(None);
+    let root = url.join("/").map_err(|_| InvalidRedirect)?;
+    // Each candidate goes through the full check again: the answer is always a target
+    // `parse_return_to` itself accepts.
+    parse_return_to(Some(path_only.as_str()), base, allowed_origins)
+        .or_else(|_| parse_return_to(Some(root.as_str()), base, allowed_origins))
+}
+
+/// Everything [`parse_return_to`] checks except the length caps and the percent-decoded
+/// checks of [`check_strict`]: the raw characters, the relative or canonical absolute
+/// spelling, the parse, the scheme, no userinfo, and an allowed origin.
+fn parse_on_allowed_origin(
+    raw: &str,
+    base: &Url,
+    base_origin: &Origin,
+    allowed_origins: &[String],
+) -> Result<Url, InvalidRedirect> {
     screen_raw(raw)?;
 
     if raw.starts_with('/') {
@@ -68,7 +119,8 @@ pub fn parse_return_to(
         let joined = base.join(raw).map_err(|_| InvalidRedirect)?;
         // Defence in depth: a relative reference must never leave the base's origin,
         // whatever the parser did with it; allowed origins do not apply here.
-        return check_result(joined, &base_origin, &[]);
+        check_origin(&joined, base_origin, &[])?;
+        return Ok(joined);
     }
 
     // Absolute: insist on the canonical `scheme://` spelling before parsing, so that
@@ -82,7 +134,8 @@ pub fn parse_return_to(
         .iter()
         .filter_map(|entry| parse_allowed_origin(entry))
         .collect();
-    check_result(url, &base_origin, &allowed)
+    check_origin(&url, base_origin, &allowed)?;
+    Ok(url)
 }
 
 /// `scheme://host[:port]` of an http(s) URL, the port only when it is not the scheme's
@@ -146,10 +199,8 @@ fn parse_allowed_origin(entry: &str) -> Option<Origin> {
 
 /// Character-level screening of the raw input, done before any parsing because the
 /// WHATWG parser (like browsers) silently strips or rewrites exactly these characters.
+/// The length cap is applied by the caller.
 fn screen_raw(raw: &str) -> Result<(), InvalidRedirect> {
-    if raw.len() > MAX_REDIRECT_LEN {
-        return Err(InvalidRedirect);
-    }
     if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
         return Err(InvalidRedirect);
     }
@@ -185,22 +236,29 @@ fn strip_prefix_ignore_ascii_case<'a>(s: &'a str, prefix: &str) -> Option<&'a st
 }
 
 /// Checks applied to every candidate *after* parsing, whatever its spelling was: the
-/// parsed URL is what we will emit, so it is what must be safe.
-fn check_result(
-    url: Url,
+/// parsed URL is what we will emit, so it is what must be safe. First where it points:
+/// http(s), no userinfo, an allowed origin.
+fn check_origin(
+    url: &Url,
     base_origin: &Origin,
     allowed: &[Origin],
-) -> Result<Url, InvalidRedirect> {
+) -> Result<(), InvalidRedirect> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(InvalidRedirect);
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(InvalidRedirect);
     }
-    let origin = http_origin(&url).ok_or(InvalidRedirect)?;
+    let origin = http_origin(url).ok_or(InvalidRedirect)?;
     if origin != *base_origin && !allowed.contains(&origin) {
         return Err(InvalidRedirect);
     }
+    Ok(())
+}
+
+/// Then the stricter checks of the whole URL: its length, and what a later hop could make
+/// of its percent-decoded path, query and fragment.
+fn check_strict(url: &Url) -> Result<(), InvalidRedirect> {
     if url.as_str().len() > MAX_REDIRECT_LEN {
         return Err(InvalidRedirect);
     }
@@ -208,7 +266,7 @@ fn check_result(
     for part in [url.query(), url.fragment()].into_iter().flatten() {
         check_decoded(part, false)?;
     }
-    Ok(url)
+    Ok(())
 }
 
 /// The path, percent-decoded round after round, must never start with `//`, and must
@@ -840,6 +898,79 @@ mod tests {
         assert!(check("/a%252Fb").is_ok());
     }
 
+    // --- forward-auth fallback --------------------------------------------------------------
+
+    fn fallback(raw: &str) -> Result<String, InvalidRedirect> {
+        parse_return_to_or_fallback(Some(raw), &base(), &allowed_list()).map(|u| u.to_string())
+    }
+
+    #[test]
+    fn fallback_keeps_what_the_strict_check_accepts() {
+        for raw in ["/x?a=1#f", "https://app.example.com/d?q=a%20b", ""] {
+            assert_eq!(
+                parse_return_to_or_fallback(Some(raw), &base(), &allowed_list()),
+                parse_return_to(Some(raw), &base(), &allowed_list()),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            parse_return_to_or_fallback(None, &base(), &[])
+                .unwrap()
+                .as_str(),
+            "https://mb.example.com/"
+        );
+    }
+
+    #[test]
+    fn fallback_drops_the_query_then_the_path_on_an_allowed_origin() {
+        // Encoded CR/LF/tab in a query or fragment (a GET form with a textarea).
+        assert_eq!(
+            fallback("https://app.example.com/search?q=line1%0D%0Aline2%09x#a%0A").unwrap(),
+            "https://app.example.com/search"
+        );
+        assert_eq!(
+            fallback("/search?q=a%0Ab").unwrap(),
+            "https://mb.example.com/search"
+        );
+        // Over the length cap because of the query, or of the path.
+        let long_query = format!(
+            "http://localhost:8080/r/7?d={}",
+            "x".repeat(MAX_REDIRECT_LEN)
+        );
+        assert_eq!(fallback(&long_query).unwrap(), "http://localhost:8080/r/7");
+        let long_path = format!("/{}?a=1", "p".repeat(MAX_REDIRECT_LEN));
+        assert_eq!(fallback(&long_path).unwrap(), "https://mb.example.com/");
+        // A path a later hop could decode into `..` or `//`.
+        assert_eq!(
+            fallback("https://app.example.com/a/%252e%252e/b?x=1").unwrap(),
+            "https://app.example.com/"
+        );
+        assert_eq!(
+            fallback("/%2F%2Fevil.com?q=%0A").unwrap(),
+            "https://mb.example.com/"
+        );
+    }
+
+    #[test]
+    fn fallback_still_refuses_other_origins_and_malformed_targets() {
+        for raw in [
+            "https://evil.example/search?q=a%0Ab",
+            "http://app.example.com/search?q=a%0Ab",
+            "https://app.example.com:8443/?q=%0A",
+            "//evil.example/?q=%0A",
+            "https://user:pw@app.example.com/?q=%0A",
+            "https://app.example.com/a\\b?q=%0A",
+            "https://app.example.com/a\nb?q=%0A",
+            " /x?q=%0A",
+            "https:app.example.com/?q=%0A",
+            "javascript:alert(1)//%0A",
+        ] {
+            assert_eq!(fallback(raw), Err(InvalidRedirect), "{raw:?}");
+        }
+        let long_elsewhere = format!("https://evil.example/?d={}", "x".repeat(MAX_REDIRECT_LEN));
+        assert_eq!(fallback(&long_elsewhere), Err(InvalidRedirect));
+    }
+
     // --- origin helpers -------------------------------------------------------------------
 
     #[test]
@@ -981,6 +1112,23 @@ mod tests {
                 prop_assert!(!url.path().starts_with("//"));
                 let again = parse_return_to(Some(url.as_str()), &base(), &allowed);
                 prop_assert_eq!(again, Ok(url.clone()), "not idempotent for {:?}", raw);
+            }
+        }
+
+        #[test]
+        fn fallback_targets_are_strictly_valid_and_on_allowed_origins(raw in payload()) {
+            let allowed = allowed_list();
+            let strict = parse_return_to(Some(&raw), &base(), &allowed);
+            match parse_return_to_or_fallback(Some(&raw), &base(), &allowed) {
+                Ok(url) => {
+                    prop_assert!(allowed_origin_set().contains(&origin_of(&url)), "{raw:?} -> {url}");
+                    let again = parse_return_to(Some(url.as_str()), &base(), &allowed);
+                    prop_assert_eq!(again, Ok(url.clone()), "not strictly valid for {:?}", raw);
+                    if let Ok(strict) = strict {
+                        prop_assert_eq!(strict, url);
+                    }
+                }
+                Err(_) => prop_assert!(strict.is_err()),
             }
         }
 

@@ -60,6 +60,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
     }
 }
 
+/// Marks a page a handler rendered itself (a form shown again with its errors, with a 4xx
+/// status): `finish` leaves its body alone instead of replacing it with the generic page
+/// it gives axum's own rejections.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderedPage;
+
 /// What an error response carries until `finish` renders it with the request id.
 #[derive(Debug, Clone)]
 pub struct ErrorPayload {
@@ -206,11 +212,11 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         "request"
     );
 
-    let payload = res
-        .extensions()
-        .get::<ErrorPayload>()
-        .cloned()
-        .or_else(|| plain_error(&res));
+    let payload = match res.extensions().get::<ErrorPayload>() {
+        Some(p) => Some(p.clone()),
+        None if res.extensions().get::<RenderedPage>().is_some() => None,
+        None => plain_error(&res),
+    };
     if let Some(p) = payload {
         if let Some(internal) = &p.internal {
             tracing::error!(request_id = %request_id, %method, %path, error = %internal, "request failed");
@@ -275,7 +281,7 @@ fn may_write(method: &axum::http::Method, path: &str) -> bool {
 }
 
 /// Errors produced outside our handlers (unknown route, axum's own rejections) get the
-/// same shape as ours.
+/// same shape as ours. Pages our handlers render ([`RenderedPage`]) are not touched.
 fn plain_error(res: &Response) -> Option<ErrorPayload> {
     let (code, message) = match res.status() {
         StatusCode::NOT_FOUND => ("not_found", "There is nothing at this address."),

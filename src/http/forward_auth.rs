@@ -15,8 +15,11 @@
 //!
 //! The wanted page is validated like `return_to` (its origin must be `site-url`'s or listed
 //! in `redirect-allowed-origins`), else `400 invalid_redirect`, so a misconfigured proxy
-//! shows up at once instead of sending people somewhere unexpected. Every answer is
-//! `Cache-Control: no-store`.
+//! shows up at once instead of sending people somewhere unexpected. A page on an allowed
+//! origin that fails only the stricter checks of the whole URL (over 2048 bytes, or an
+//! encoded CR/LF in its query, as a GET form with a textarea sends) is never refused: the
+//! way back is then its path without the query, else the origin's `/`
+//! ([`parse_return_to_or_fallback`]). Every answer is `Cache-Control: no-store`.
 //!
 //! Header values are ASCII: bytes outside printable ASCII, `%`, a leading or trailing
 //! space and (in `X-Latchkey-Groups`, whose separator it is) `,` are percent-encoded as
@@ -31,7 +34,7 @@ use url::Url;
 
 use crate::app::AppState;
 use crate::auth;
-use crate::domain::return_to::parse_return_to;
+use crate::domain::return_to::parse_return_to_or_fallback;
 use crate::error::{Error, Result};
 use crate::http::context::RequestContext;
 use crate::store::{Group, User};
@@ -56,7 +59,7 @@ pub const GROUPS_HEADER: &str = "x-latchkey-groups";
         printable ASCII.",
     security((), ("session_cookie" = []), ("session_header" = [])),
     params(
-        ("rd" = Option<String>, Query, description = "The page to come back to after signing in; validated like `return_to`."),
+        ("rd" = Option<String>, Query, description = "The page to come back to after signing in; validated like `return_to`, except that a URL on an allowed origin failing only the stricter checks (over 2048 bytes, encoded control characters) falls back to its path without the query, else `/`."),
         ("X-Original-URL" = Option<String>, Header, description = "nginx: the URL the browser asked for."),
         ("X-Forwarded-Host" = Option<String>, Header, description = "Traefik/Caddy: the host the browser asked for."),
         ("X-Forwarded-Uri" = Option<String>, Header, description = "Traefik/Caddy: the path and query the browser asked for."),
@@ -111,7 +114,7 @@ async fn check(
         Some(u) => u.clone(),
         None => Url::parse(&ctx.own_base).map_err(|_| Error::InvalidRedirect)?,
     };
-    let target = parse_return_to(
+    let target = parse_return_to_or_fallback(
         Some(wanted.url.as_str()),
         &base,
         &eff.strings("redirect-allowed-origins"),

@@ -991,6 +991,17 @@ pub async fn insert_setup_token(pool: &Pool, token_hash: &str, now: i64) -> Resu
     Ok(())
 }
 
+pub async fn setup_token_is_live(pool: &Pool, token_hash: &str) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM setup_tokens WHERE token_hash = $1), \
+         (SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE)",
+    )
+    .bind(token_hash)
+    .fetch_one(&pool.read)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)? > 0 && row.try_get::<i64, _>(1)? == 0)
+}
+
 pub async fn complete_setup(
     pool: &Pool,
     token_hash: &str,

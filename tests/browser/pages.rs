@@ -300,6 +300,147 @@ async fn the_login_form_keeps_the_redirect_and_shows_errors_in_place() {
     );
 }
 
+/// A fresh server without an administrator and the setup token it announces.
+async fn setup_app() -> (TestApp, String) {
+    let app = app().await;
+    let token = "5e7up".repeat(13);
+    app.store
+        .insert_setup_token(&latchkey::auth::session::hash_token(&token), now())
+        .await
+        .unwrap();
+    (app, token)
+}
+
+/// Posts the setup form with an `Origin` (none when `None`) as a browser would.
+async fn post_setup(
+    app: &TestApp,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url("/setup"))
+        .header("accept", HTML)
+        .form(form);
+    if let Some(origin) = origin {
+        req = req.header("origin", origin);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_setup_form_shows_its_errors_in_place() {
+    let (app, token) = setup_app().await;
+    let long = "x".repeat(1025);
+    for (email, password, message, not) in [
+        (
+            "admin@localhost",
+            "password123",
+            "Enter a valid email address.",
+            "The password must",
+        ),
+        (
+            "ada@example.com",
+            "short",
+            "The password must have at least 8 characters.",
+            "at most 1024",
+        ),
+        (
+            "ada@example.com",
+            long.as_str(),
+            "The password must be at most 1024 bytes long.",
+            "must have at least",
+        ),
+    ] {
+        let form = [
+            ("token", token.as_str()),
+            ("email", email),
+            ("first_name", "Ada"),
+            ("last_name", "Lovelace"),
+            ("password", password),
+        ];
+        let res = post_setup(&app, Some(&app.base), &form).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{message}");
+        assert!(header(&res, "content-type").starts_with("text/html"));
+        assert_eq!(header(&res, "cache-control"), "no-store");
+        let page = res.text().await.unwrap();
+        // The form again, with the error and what was typed (never the password).
+        assert!(page.contains("id=\"setup-form\""), "{page}");
+        assert!(page.contains(message), "{message} in {page}");
+        assert!(!page.contains(not), "{not} in {page}");
+        assert!(!page.contains("could not be understood"), "{page}");
+        assert!(page.contains(&format!("value=\"{email}\"")), "{page}");
+        assert!(page.contains("value=\"Ada\""), "{page}");
+        assert!(page.contains("value=\"Lovelace\""), "{page}");
+        assert!(page.contains(&format!("value=\"{token}\"")), "{page}");
+        assert!(!page.contains("password123"), "{page}");
+        assert_eq!(app.count("users").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn the_setup_form_checks_the_origin_then_the_token() {
+    let (app, token) = setup_app().await;
+    let form = [
+        ("token", token.as_str()),
+        ("email", "Ada@Example.com"),
+        ("first_name", "Ada"),
+        ("password", "password123"),
+    ];
+    // Another origin, or a post without Origin or Sec-Fetch-Site, is refused.
+    for origin in [Some("https://evil.example"), Some("null"), None] {
+        let res = post_setup(&app, origin, &form).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin:?}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("csrf_failed"), "{origin:?}: {page}");
+        assert_eq!(app.count("users").await, 0);
+    }
+    // A wrong token is refused before the form is looked at.
+    for email in ["ada@example.com", "admin@localhost"] {
+        let wrong = [
+            ("token", "wrong"),
+            ("email", email),
+            ("password", "password123"),
+        ];
+        let res = post_setup(&app, Some(&app.base), &wrong).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{email}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("forbidden"), "{email}: {page}");
+        assert!(!page.contains("setup-form"), "{email}: {page}");
+        assert_eq!(app.count("users").await, 0);
+    }
+    // From the same origin the token still works (Sec-Fetch-Site counts without Origin).
+    let res = app
+        .client
+        .post(app.url("/setup"))
+        .header("accept", HTML)
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&res, "location"), "/");
+    let cookie = header(&res, "set-cookie");
+    let session = cookie
+        .strip_prefix("latchkey.session=")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie");
+    let me = body_json(
+        app.as_user(session, Method::GET, "/api/user/current")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me["email"], json!("ada@example.com"));
+    assert_eq!(me["is_superuser"], json!(true));
+    // Setup is done: the token works no more.
+    let res = post_setup(&app, Some(&app.base), &form).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.count("users").await, 1);
+}
+
 #[tokio::test]
 async fn admin_pages_render_what_is_stored() {
     let mut app = app().await;

@@ -110,6 +110,81 @@ fn help_lists_every_command() {
 }
 
 #[test]
+fn help_names_environment_variables_but_never_shows_their_values() {
+    // clap appends `[env: NAME=value]` to the help of an argument read from the
+    // environment unless told not to: a secret or a database password set in the
+    // environment would then be printed by `--help`.
+    let env = [
+        (
+            "LATCHKEY_DATABASE_URL",
+            "postgres://dbuser:db-password-c0ffee@db.invalid/latchkey",
+        ),
+        (
+            "LATCHKEY_JWT_SHARED_SECRET",
+            "shared-secret-0123456789abcdef0123456789abcdef",
+        ),
+        ("LATCHKEY_LISTEN", "127.0.0.1:4567"),
+        ("LATCHKEY_LOG_FORMAT", "json"),
+    ];
+    let commands: [(&[&str], &[&str]); 13] = [
+        (
+            &["serve"],
+            &[
+                "LATCHKEY_DATABASE_URL",
+                "LATCHKEY_LISTEN",
+                "LATCHKEY_LOG_FORMAT",
+            ],
+        ),
+        (&["migrate"], &["LATCHKEY_DATABASE_URL"]),
+        (&["doctor"], &["LATCHKEY_DATABASE_URL"]),
+        (&["example-idp"], &["LATCHKEY_JWT_SHARED_SECRET"]),
+        (&["admin", "create"], &["LATCHKEY_DATABASE_URL"]),
+        (&["admin", "set-password"], &["LATCHKEY_DATABASE_URL"]),
+        (&["admin", "list"], &["LATCHKEY_DATABASE_URL"]),
+        (&["settings", "get"], &["LATCHKEY_DATABASE_URL"]),
+        (&["settings", "set"], &["LATCHKEY_DATABASE_URL"]),
+        (&["settings", "list"], &["LATCHKEY_DATABASE_URL"]),
+        (
+            &["settings", "rotate-encryption-key"],
+            &["LATCHKEY_DATABASE_URL"],
+        ),
+        (
+            &["token", "sign"],
+            &["LATCHKEY_DATABASE_URL", "LATCHKEY_JWT_SHARED_SECRET"],
+        ),
+        (&[], &[]),
+    ];
+    for (sub, names) in commands {
+        for flag in ["--help", "-h"] {
+            let mut args = sub.to_vec();
+            args.push(flag);
+            let mut cmd = command(&args);
+            cmd.envs(env);
+            let out = run_with(cmd, None).success();
+            let shown = format!("{}{}", out.stdout, out.stderr);
+            for (name, value) in env {
+                assert!(
+                    !shown.contains(&format!("{name}=")),
+                    "{args:?} shows {name}: {out:#?}"
+                );
+                // The log format's value is also one of its possible values.
+                if name != "LATCHKEY_LOG_FORMAT" {
+                    assert!(!shown.contains(value), "{args:?} shows {name}: {out:#?}");
+                }
+            }
+            for name in names {
+                assert!(out.stdout.contains(name), "{args:?} names {name}: {out:#?}");
+            }
+        }
+    }
+    // Hidden in the help only: the values are still used.
+    let mut cmd = command(&["token", "sign", "--email", "a@example.com"]);
+    cmd.env("LATCHKEY_JWT_SHARED_SECRET", env[1].1);
+    let out = run_with(cmd, None).success();
+    assert_signed_with(out.stdout.trim(), env[1].1);
+}
+
+#[test]
 fn usage_errors_exit_non_zero() {
     let out = run(&[]).failure();
     assert!(out.stderr.contains("Usage"), "{out:#?}");

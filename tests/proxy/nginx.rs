@@ -449,3 +449,31 @@ async fn nginx_serves_the_sign_in_pages_on_the_app_host() {
     );
     assert_eq!(echoed_header(&echo, "x-latchkey-name"), Some("Joan Clarke"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_sends_a_browser_to_sign_in_from_urls_the_redirect_check_refuses() {
+    let Some(s) = stack().await else { return };
+    let hits = s.upstream.hits.load(Ordering::SeqCst);
+    // A GET form with a textarea (encoded CR/LF in the query) and a URL over 2048 bytes:
+    // nginx turns anything but 2xx/401/403 from the check into a 500, so these must get
+    // the sign-in redirect too, with the page's path as the way back.
+    let long = format!("/reports?data={}", "x".repeat(3000));
+    for (page, back) in [
+        ("/search?q=line1%0D%0Aline2", "/search"),
+        (long.as_str(), "/reports"),
+    ] {
+        let res = s.browse(page).send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::FOUND,
+            "{page}: nginx error log:\n{}",
+            s.nginx.error_log()
+        );
+        assert_eq!(
+            location(&res),
+            login_url_for(&s.app.base, &s.nginx.url(back)),
+            "{page}"
+        );
+    }
+    assert_eq!(s.upstream.hits.load(Ordering::SeqCst), hits);
+}

@@ -57,7 +57,11 @@ impl Chrome {
 /// Renders a template into an HTML response (headers are added by `add_page_headers`).
 pub fn render(t: &impl askama::Template) -> Result<Response> {
     let html = t.render().map_err(Error::internal)?;
-    Ok(Html(html).into_response())
+    let mut res = Html(html).into_response();
+    // Whatever status the handler gives it, this page is the answer.
+    res.extensions_mut()
+        .insert(crate::http::context::RenderedPage);
+    Ok(res)
 }
 
 /// JSON for a `<script type="application/json">` block: `<` is escaped so the text can
