@@ -399,22 +399,22 @@ impl Store {
 
     // --- throttling ----------------------------------------------------------------------
 
-    pub async fn record_login_failure(&self, buckets: &[String], now: i64) -> Result<()> {
-        dispatch!(self, record_login_failure(buckets, now))
-    }
-
-    /// The times of the newest `limit` failures in `bucket` since `since`, newest first.
-    pub async fn recent_login_failures(
+    /// Reserves one login attempt in every bucket (a failure recorded before the password
+    /// is checked), unless one of them already has `limit` failures since `since`: the
+    /// check and the reservation are one transaction, so attempts running side by side
+    /// cannot all pass the check (on PostgreSQL, across instances too).
+    pub async fn reserve_login_attempt(
         &self,
-        bucket: &str,
+        buckets: &[(String, i64)],
         since: i64,
-        limit: i64,
-    ) -> Result<Vec<i64>> {
-        dispatch!(self, recent_login_failures(bucket, since, limit))
+        now: i64,
+    ) -> Result<LoginReservation> {
+        dispatch!(self, reserve_login_attempt(buckets, since, now))
     }
 
-    pub async fn clear_login_failures(&self, bucket: &str) -> Result<()> {
-        dispatch!(self, clear_login_failures(bucket))
+    /// Removes the failures reserved under `ids` and, when given, all of `bucket`'s.
+    pub async fn forget_login_failures(&self, bucket: Option<&str>, ids: &[i64]) -> Result<()> {
+        dispatch!(self, forget_login_failures(bucket, ids))
     }
 
     // --- first-run setup -----------------------------------------------------------------
@@ -502,6 +502,16 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// What [`Store::reserve_login_attempt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginReservation {
+    /// The ids of the failures recorded, one per bucket, in the order given.
+    Reserved(Vec<i64>),
+    /// Nothing recorded: a bucket is at its limit. `oldest` is the time of the oldest
+    /// counted failure (of the latest-freeing bucket when several are full).
+    Full { oldest: i64 },
 }
 
 pub const ALL_USERS_GROUP_ID: i64 = 1;

@@ -9,8 +9,9 @@ use sqlx::Row;
 
 use super::{
     ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditEvent, AuditQuery, AuditRecord, Group,
-    GroupMember, GroupSummary, NewSession, NewUser, SessionRow, SsoLogin, SsoLogoutError,
-    SsoOutcome, User, UserPatch, UserQuery, UserRow, UserWithPassword, is_unique_violation,
+    GroupMember, GroupSummary, LoginReservation, NewSession, NewUser, SessionRow, SsoLogin,
+    SsoLogoutError, SsoOutcome, User, UserPatch, UserQuery, UserRow, UserWithPassword,
+    is_unique_violation,
 };
 use crate::error::{Error, Result};
 
@@ -940,43 +941,85 @@ pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
 
 // --- throttling ----------------------------------------------------------------------------
 
-pub async fn record_login_failure(pool: &Pool, buckets: &[String], now: i64) -> Result<()> {
+/// Serialises the reservations of one throttle bucket on PostgreSQL (SQLite already
+/// serialises writers through BEGIN IMMEDIATE). The two-key form keeps these locks apart
+/// from `lock_admins`' one-key lock.
+async fn lock_bucket(conn: &mut Conn, bucket: &str) -> Result<()> {
+    if !IS_SQLITE {
+        sqlx::query("SELECT pg_advisory_xact_lock(74202, hashtext($1))")
+            .bind(bucket)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// In one write transaction: counts each bucket's failures since `since` and, when none has
+/// reached its limit, records one failure in each (the attempt about to be judged).
+pub async fn reserve_login_attempt(
+    pool: &Pool,
+    buckets: &[(String, i64)],
+    since: i64,
+    now: i64,
+) -> Result<LoginReservation> {
     let mut tx = begin_write(pool).await?;
-    for b in buckets {
-        sqlx::query("INSERT INTO login_failures (bucket, at) VALUES ($1, $2)")
-            .bind(b)
-            .bind(now)
+    let mut ordered: Vec<&str> = buckets.iter().map(|(b, _)| b.as_str()).collect();
+    ordered.sort_unstable();
+    ordered.dedup();
+    // Always in the same order, so that two reservations cannot deadlock.
+    for bucket in ordered {
+        lock_bucket(&mut tx, bucket).await?;
+    }
+    let mut oldest_full = None;
+    for (bucket, limit) in buckets {
+        let times: Vec<i64> = sqlx::query_scalar(
+            "SELECT at FROM login_failures WHERE bucket = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
+        )
+        .bind(bucket)
+        .bind(since)
+        .bind(*limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if times.len() as i64 >= *limit
+            && let Some(&oldest) = times.last()
+        {
+            oldest_full = Some(oldest_full.map_or(oldest, |o: i64| o.max(oldest)));
+        }
+    }
+    if let Some(oldest) = oldest_full {
+        return Ok(LoginReservation::Full { oldest });
+    }
+    let mut ids = Vec::with_capacity(buckets.len());
+    for (bucket, _) in buckets {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO login_failures (bucket, at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(bucket)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        ids.push(id);
+    }
+    tx.commit().await?;
+    Ok(LoginReservation::Reserved(ids))
+}
+
+/// Removes reserved failures (`ids`) and, when given, every failure of `bucket`.
+pub async fn forget_login_failures(pool: &Pool, bucket: Option<&str>, ids: &[i64]) -> Result<()> {
+    let mut tx = begin_write(pool).await?;
+    if let Some(bucket) = bucket {
+        sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
+            .bind(bucket)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for id in ids {
+        sqlx::query("DELETE FROM login_failures WHERE id = $1")
+            .bind(*id)
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
-    Ok(())
-}
-
-pub async fn recent_login_failures(
-    pool: &Pool,
-    bucket: &str,
-    since: i64,
-    limit: i64,
-) -> Result<Vec<i64>> {
-    let rows = sqlx::query(
-        "SELECT at FROM login_failures WHERE bucket = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
-    )
-    .bind(bucket)
-    .bind(since)
-    .bind(limit)
-    .fetch_all(&pool.read)
-    .await?;
-    rows.iter()
-        .map(|r| r.try_get::<i64, _>(0).map_err(Error::from))
-        .collect()
-}
-
-pub async fn clear_login_failures(pool: &Pool, bucket: &str) -> Result<()> {
-    sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
-        .bind(bucket)
-        .execute(&pool.write)
-        .await?;
     Ok(())
 }
 

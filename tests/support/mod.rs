@@ -345,10 +345,28 @@ impl TestApp {
             "audit_events" => "SELECT COUNT(*) FROM audit_events",
             "groups" => "SELECT COUNT(*) FROM groups",
             "settings" => "SELECT COUNT(*) FROM settings",
+            "login_failures" => "SELECT COUNT(*) FROM login_failures",
             other => panic!("unknown table {other}"),
         };
         on_pools!(&self.store, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(&p.read).await)
             .expect("count")
+    }
+
+    /// Failures counted in a throttle bucket (`email:…` or `ip:…`), at any time.
+    pub async fn login_failures(&self, bucket: &str) -> i64 {
+        let sql = "SELECT COUNT(*) FROM login_failures WHERE bucket = $1";
+        on_pools!(&self.store, p => sqlx::query_scalar::<_, i64>(sql).bind(bucket).fetch_one(&p.read).await)
+            .expect("count login failures")
+    }
+
+    /// The text stored for a setting, read from the database (not any instance's cache).
+    pub async fn stored_setting(&self, key: &str) -> Option<String> {
+        self.store
+            .load_settings()
+            .await
+            .expect("load settings")
+            .into_iter()
+            .find_map(|(k, v)| (k == key).then_some(v))
     }
 
     /// Sets a time column (`expires_at` or `last_seen_at`) of the session stored under this

@@ -1,0 +1,87 @@
+//! Requests that race each other, and writes made elsewhere (another instance, the CLI) that
+//! this instance's one-second settings cache has not seen yet.
+
+use std::collections::BTreeMap;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::support::*;
+
+/// Sends `n` password logins for `email` at once; returns how many got each (status, code).
+async fn concurrent_logins(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    n: usize,
+) -> BTreeMap<(u16, String), usize> {
+    let mut tries = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let req = app
+            .client
+            .post(app.url("/api/session"))
+            .json(&json!({"username": email, "password": password}));
+        tries.spawn(async move {
+            let res = req.send().await.expect("login request");
+            let status = res.status().as_u16();
+            let code = body_json(res).await["error"]
+                .as_str()
+                .unwrap_or("none")
+                .to_owned();
+            (status, code)
+        });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(answer) = tries.join_next().await {
+        *answers.entry(answer.expect("login task")).or_insert(0) += 1;
+    }
+    answers
+}
+
+both_backends! {
+    async fn concurrent_wrong_passwords_get_ten_guesses_then_429(app) {
+        app.create_user("race@example.com", Some("password123"), false).await;
+        let answers = concurrent_logins(&app, "race@example.com", "wrong-password", 30).await;
+        let expected = BTreeMap::from([
+            ((401, "invalid_credentials".to_owned()), 10),
+            ((429, "too_many_attempts".to_owned()), 20),
+        ]);
+        assert_eq!(answers, expected);
+        // One failure per guess that was judged, in each bucket; the refused ones count nowhere.
+        assert_eq!(app.login_failures("email:race@example.com").await, 10);
+        assert_eq!(app.login_failures("ip:127.0.0.1").await, 10);
+        assert_eq!(app.count("login_failures").await, 20);
+        // Throttled: even the right password is refused, and no session is opened.
+        let res = app.client.post(app.url("/api/session"))
+            .json(&json!({"username": "race@example.com", "password": "password123"}))
+            .send().await.unwrap();
+        assert_error(res, 429, "too_many_attempts").await;
+        // The sign-in form shares the throttle.
+        let res = app.client.post(app.url("/auth/login")).header("origin", app.base.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("username=race%40example.com&password=password123").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(app.count("sessions").await, 0);
+        assert_eq!(app.count("login_failures").await, 20);
+    }
+
+    async fn a_right_password_leaves_no_failure_of_its_own(app) {
+        app.create_user("right@example.com", Some("password123"), false).await;
+        let res = app.client.post(app.url("/api/session"))
+            .json(&json!({"username": "right@example.com", "password": "wrong-password"}))
+            .send().await.unwrap();
+        assert_error(res, 401, "invalid_credentials").await;
+        assert_eq!(app.login_failures("email:right@example.com").await, 1);
+        assert_eq!(app.login_failures("ip:127.0.0.1").await, 1);
+        // Concurrent right passwords (fewer than the limit) all get in.
+        let answers = concurrent_logins(&app, "right@example.com", "password123", 5).await;
+        assert_eq!(answers, BTreeMap::from([((200, "none".to_owned()), 5)]));
+        assert_eq!(app.count("sessions").await, 5);
+        // A success clears its email's failures and removes its own reservations; the IP
+        // keeps the earlier failure.
+        assert_eq!(app.login_failures("email:right@example.com").await, 0);
+        assert_eq!(app.login_failures("ip:127.0.0.1").await, 1);
+        assert_eq!(app.count("login_failures").await, 1);
+    }
+}
