@@ -362,7 +362,14 @@ impl Store {
         dispatch!(self, load_settings())
     }
 
-    /// Writes (or, for `None`, deletes) settings and their audit rows in one transaction.
+    /// Writes settings in one transaction, deciding what to write from the settings table
+    /// as read inside it ([`SettingsPlan`]).
+    pub async fn update_settings(&self, plan: &SettingsPlanner<'_>) -> Result<SettingsUpdate> {
+        dispatch!(self, update_settings(plan))
+    }
+
+    /// Writes (or, for `None`, deletes) settings and their audit rows in one transaction,
+    /// as they are.
     pub async fn write_settings(
         &self,
         changes: &[(String, Option<String>)],
@@ -502,6 +509,30 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Decides, from the settings table's rows `(key, stored text)` as read inside the write
+/// transaction, what to write; an error rolls the transaction back and is returned.
+pub type SettingsPlanner<'a> = dyn Fn(Vec<(String, String)>) -> Result<SettingsPlan> + Sync + 'a;
+
+/// What a settings write does.
+#[derive(Debug, Default)]
+pub struct SettingsPlan {
+    /// `(key, stored text)`; `None` deletes the row (the default applies).
+    pub changes: Vec<(String, Option<String>)>,
+    pub audits: Vec<AuditRecord>,
+    /// Write only if an active administrator has signed in through SSO (the lock-out guard).
+    pub requires_sso_admin: bool,
+}
+
+/// What [`Store::update_settings`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsUpdate {
+    /// The database already held every value: nothing written.
+    Unchanged,
+    Written,
+    /// Nothing written: the plan requires an SSO administrator and there is none.
+    NoSsoAdmin,
 }
 
 /// What [`Store::reserve_login_attempt`] did.

@@ -9,9 +9,9 @@ use sqlx::Row;
 
 use super::{
     ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditEvent, AuditQuery, AuditRecord, Group,
-    GroupMember, GroupSummary, LoginReservation, NewSession, NewUser, SessionRow, SsoLogin,
-    SsoLogoutError, SsoOutcome, User, UserPatch, UserQuery, UserRow, UserWithPassword,
-    is_unique_violation,
+    GroupMember, GroupSummary, LoginReservation, NewSession, NewUser, SessionRow, SettingsPlanner,
+    SettingsUpdate, SsoLogin, SsoLogoutError, SsoOutcome, User, UserPatch, UserQuery, UserRow,
+    UserWithPassword, is_unique_violation,
 };
 use crate::error::{Error, Result};
 
@@ -28,6 +28,18 @@ async fn begin_write(pool: &Pool) -> Result<Tx> {
 async fn lock_admins(conn: &mut Conn) -> Result<()> {
     if !IS_SQLITE {
         sqlx::query("SELECT pg_advisory_xact_lock(74201)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Serialises the transactions that write settings on PostgreSQL: each then reads what the
+/// one before committed.
+/// SQLite already serialises writers through BEGIN IMMEDIATE.
+async fn lock_settings(conn: &mut Conn) -> Result<()> {
+    if !IS_SQLITE {
+        sqlx::query("SELECT pg_advisory_xact_lock(74203)")
             .execute(&mut *conn)
             .await?;
     }
@@ -424,13 +436,13 @@ pub async fn count_other_active_admins(pool: &Pool, user_id: i64) -> Result<i64>
     other_active_admins(&mut conn, user_id).await
 }
 
+const SSO_ADMINS_SQL: &str = "SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE AND sso_source = 'jwt'";
+
 pub async fn count_sso_admins(pool: &Pool) -> Result<i64> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE AND sso_source = 'jwt'",
-    )
-    .fetch_one(&pool.read)
-    .await?
-    .try_get(0)?)
+    Ok(sqlx::query(SSO_ADMINS_SQL)
+        .fetch_one(&pool.read)
+        .await?
+        .try_get(0)?)
 }
 
 // --- groups --------------------------------------------------------------------------------
@@ -825,13 +837,13 @@ pub async fn load_settings(pool: &Pool) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-pub async fn write_settings(
-    pool: &Pool,
+/// Writes (or, for `None`, deletes) settings and inserts their audit rows.
+async fn apply_settings(
+    conn: &mut Conn,
     changes: &[(String, Option<String>)],
     audits: &[AuditRecord],
+    now: i64,
 ) -> Result<()> {
-    let mut tx = begin_write(pool).await?;
-    let now = audits.first().map(|a| a.at).unwrap_or_default();
     for (key, value) in changes {
         match value {
             Some(v) => {
@@ -842,22 +854,66 @@ pub async fn write_settings(
                 .bind(key)
                 .bind(v)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             }
             None => {
                 sqlx::query("DELETE FROM settings WHERE key = $1")
                     .bind(key)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
         }
     }
     for a in audits {
-        insert_audit(&mut tx, a).await?;
+        insert_audit(conn, a).await?;
     }
+    Ok(())
+}
+
+pub async fn write_settings(
+    pool: &Pool,
+    changes: &[(String, Option<String>)],
+    audits: &[AuditRecord],
+) -> Result<()> {
+    let mut tx = begin_write(pool).await?;
+    lock_settings(&mut tx).await?;
+    let now = audits.first().map(|a| a.at).unwrap_or_default();
+    apply_settings(&mut tx, changes, audits, now).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Reads the settings table inside a write transaction, lets `plan` decide what to write
+/// from those rows, and writes it in the same transaction: what changed is decided against
+/// the database, not against an instance's cache.
+pub async fn update_settings(pool: &Pool, plan: &SettingsPlanner<'_>) -> Result<SettingsUpdate> {
+    let mut tx = begin_write(pool).await?;
+    lock_settings(&mut tx).await?;
+    let rows = sqlx::query("SELECT key, value FROM settings")
+        .fetch_all(&mut *tx)
+        .await?;
+    let rows = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(String, String)>>>()?;
+    let plan = plan(rows)?;
+    if plan.changes.is_empty() {
+        return Ok(SettingsUpdate::Unchanged);
+    }
+    if plan.requires_sso_admin {
+        let sso_admins: i64 = sqlx::query(SSO_ADMINS_SQL)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if sso_admins == 0 {
+            return Ok(SettingsUpdate::NoSsoAdmin);
+        }
+    }
+    let now = plan.audits.first().map(|a| a.at).unwrap_or_default();
+    apply_settings(&mut tx, &plan.changes, &plan.audits, now).await?;
+    tx.commit().await?;
+    Ok(SettingsUpdate::Written)
 }
 
 // --- settings: re-encryption and the database clock ----------------------------------------

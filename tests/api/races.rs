@@ -85,3 +85,33 @@ both_backends! {
         assert_eq!(app.count("login_failures").await, 1);
     }
 }
+
+both_backends! {
+    async fn a_setting_changed_elsewhere_within_the_cache_second_is_still_written(mut app) {
+        app.login_admin().await;
+        let res = app.put_settings(json!({"jwt-group-sync": true, "jwt-attribute-email": "mail"})).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.audit_events("kind=setting_changed").await.len(), 2);
+        // Another instance (or the CLI) switches it back; this instance's snapshot, reloaded
+        // once a second, still says true.
+        let back = [("jwt-group-sync".to_owned(), Some("false".to_owned()))];
+        app.store.write_settings(&back, &[]).await.unwrap();
+        let res = app.put_setting("jwt-group-sync", json!(true)).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.stored_setting("jwt-group-sync").await.as_deref(), Some("true"));
+        let events = app.audit_events("kind=setting_changed").await;
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0]["details"], json!({"key": "jwt-group-sync", "old": false, "new": true}));
+
+        // The bulk form decides the same way, key by key: the value switched back elsewhere
+        // is written, the one the database already holds is not written again.
+        app.store.write_settings(&back, &[]).await.unwrap();
+        let res = app.put_settings(json!({"jwt-group-sync": true, "jwt-attribute-email": "mail"})).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.stored_setting("jwt-group-sync").await.as_deref(), Some("true"));
+        assert_eq!(app.stored_setting("jwt-attribute-email").await.as_deref(), Some("\"mail\""));
+        let events = app.audit_events("kind=setting_changed").await;
+        assert_eq!(events.len(), 4, "{events:?}");
+        assert_eq!(events[0]["details"], json!({"key": "jwt-group-sync", "old": false, "new": true}));
+    }
+}
