@@ -312,9 +312,6 @@ impl Settings {
         if wanted.is_empty() {
             return Ok(());
         }
-        if let Some((_, mappings)) = wanted.iter().find(|(d, _)| d.key == "jwt-group-mappings") {
-            self.check_mapped_groups_exist(mappings).await?;
-        }
         let plan = |rows: Vec<(String, String)>| self.plan_writes(&wanted, rows, actor, now);
         match self.store.update_settings(&plan).await? {
             SettingsUpdate::Unchanged => return Ok(()),
@@ -413,21 +410,6 @@ impl Settings {
         }
         plan.changes = self.seal_secrets(writes);
         Ok(plan)
-    }
-
-    /// Mapped groups must exist.
-    async fn check_mapped_groups_exist(&self, mappings: &Value) -> Result<()> {
-        let mappings = GroupMappings::parse(mappings)
-            .map_err(|m| Error::validation("jwt-group-mappings", m))?;
-        let ids: Vec<i64> = mappings.all_ids().into_iter().collect();
-        let found = self.store.existing_group_ids(&ids).await?;
-        if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
-            return Err(Error::validation(
-                "jwt-group-mappings",
-                format!("jwt-group-mappings: group {missing} does not exist."),
-            ));
-        }
-        Ok(())
     }
 
     /// With an encryption key, secret settings are written sealed (a fresh nonce each

@@ -285,10 +285,6 @@ impl Store {
         dispatch!(self, get_group(id))
     }
 
-    pub async fn existing_group_ids(&self, ids: &[i64]) -> Result<Vec<i64>> {
-        dispatch!(self, existing_group_ids(ids))
-    }
-
     pub async fn group_members(&self, id: i64) -> Result<Vec<GroupMember>> {
         dispatch!(self, group_members(id))
     }
@@ -363,13 +359,15 @@ impl Store {
     }
 
     /// Writes settings in one transaction, deciding what to write from the settings table
-    /// as read inside it ([`SettingsPlan`]).
+    /// as read inside it ([`SettingsPlan`]). A new `jwt-group-mappings` must name existing
+    /// groups (else 400 `validation_failed`), checked in the same transaction.
     pub async fn update_settings(&self, plan: &SettingsPlanner<'_>) -> Result<SettingsUpdate> {
         dispatch!(self, update_settings(plan))
     }
 
     /// Writes (or, for `None`, deletes) settings and their audit rows in one transaction,
-    /// as they are.
+    /// as they are (other instances, the CLI's raw writes, tests). A new
+    /// `jwt-group-mappings` must name existing groups, as with `update_settings`.
     pub async fn write_settings(
         &self,
         changes: &[(String, Option<String>)],

@@ -34,8 +34,8 @@ async fn lock_admins(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
-/// Serialises the transactions that write settings on PostgreSQL: each then reads what the
-/// one before committed.
+/// Serialises the transactions that write settings, and group deletion (which edits
+/// `jwt-group-mappings`), on PostgreSQL: each then reads what the one before committed.
 /// SQLite already serialises writers through BEGIN IMMEDIATE.
 async fn lock_settings(conn: &mut Conn) -> Result<()> {
     if !IS_SQLITE {
@@ -463,21 +463,6 @@ pub async fn get_group(pool: &Pool, id: i64) -> Result<Option<Group>> {
         .await?)
 }
 
-pub async fn existing_group_ids(pool: &Pool, ids: &[i64]) -> Result<Vec<i64>> {
-    let mut found = Vec::new();
-    for id in ids {
-        if sqlx::query("SELECT id FROM groups WHERE id = $1")
-            .bind(*id)
-            .fetch_optional(&pool.read)
-            .await?
-            .is_some()
-        {
-            found.push(*id);
-        }
-    }
-    Ok(found)
-}
-
 pub async fn group_members(pool: &Pool, id: i64) -> Result<Vec<GroupMember>> {
     Ok(sqlx::query_as(
         "SELECT m.id AS membership_id, u.id AS user_id, u.email, u.first_name, u.last_name, u.is_active \
@@ -574,6 +559,9 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
         return Err(builtin_group_error());
     }
     let mut tx = begin_write(pool).await?;
+    // A settings write checks the mapped groups exist and writes the mappings under this
+    // lock: it cannot check a group this transaction deletes, then write it back.
+    lock_settings(&mut tx).await?;
     let old: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -837,7 +825,9 @@ pub async fn load_settings(pool: &Pool) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Writes (or, for `None`, deletes) settings and inserts their audit rows.
+/// Writes (or, for `None`, deletes) settings and inserts their audit rows. A new
+/// `jwt-group-mappings` must name existing groups only (checked here, in the transaction,
+/// so a group deleted meanwhile is not missed).
 async fn apply_settings(
     conn: &mut Conn,
     changes: &[(String, Option<String>)],
@@ -847,6 +837,9 @@ async fn apply_settings(
     for (key, value) in changes {
         match value {
             Some(v) => {
+                if key == "jwt-group-mappings" {
+                    check_mapped_groups_exist(conn, v).await?;
+                }
                 sqlx::query(
                     "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -867,6 +860,26 @@ async fn apply_settings(
     }
     for a in audits {
         insert_audit(conn, a).await?;
+    }
+    Ok(())
+}
+
+/// 400 `validation_failed` on `jwt-group-mappings` when the mappings (as stored) name a
+/// group that does not exist.
+async fn check_mapped_groups_exist(conn: &mut Conn, text: &str) -> Result<()> {
+    let invalid = |m: String| Error::validation("jwt-group-mappings", m);
+    let value: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let mappings = crate::domain::group_mappings::GroupMappings::parse(&value).map_err(invalid)?;
+    for id in mappings.all_ids() {
+        let found = sqlx::query("SELECT id FROM groups WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            return Err(invalid(format!(
+                "jwt-group-mappings: group {id} does not exist."
+            )));
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::both_backends;
@@ -113,5 +113,51 @@ both_backends! {
         let events = app.audit_events("kind=setting_changed").await;
         assert_eq!(events.len(), 4, "{events:?}");
         assert_eq!(events[0]["details"], json!({"key": "jwt-group-sync", "old": false, "new": true}));
+    }
+
+    async fn mappings_naming_a_missing_group_are_refused_inside_the_write(app) {
+        let group = app.store.create_group("Eng", &audit_stub("group_created")).await.unwrap();
+        let mappings = |ids: &str| [("jwt-group-mappings".to_owned(), Some(format!("{{\"eng\":[{ids}]}}")))];
+        // Even a raw write (another instance's, the CLI's) is checked, in its transaction.
+        let err = app.store.write_settings(&mappings(&format!("{},999", group.id)), &[]).await.unwrap_err();
+        match err {
+            latchkey::error::Error::Validation { field, message } => {
+                assert_eq!(field, "jwt-group-mappings");
+                assert!(message.contains("group 999 does not exist"), "{message}");
+            }
+            other => panic!("expected validation_failed, got {other:?}"),
+        }
+        assert_eq!(app.stored_setting("jwt-group-mappings").await, None, "nothing written");
+        app.store.write_settings(&mappings(&group.id.to_string()), &[]).await.unwrap();
+        assert_eq!(
+            app.stored_setting("jwt-group-mappings").await,
+            Some(format!("{{\"eng\":[{}]}}", group.id))
+        );
+    }
+
+    async fn mappings_written_while_their_group_is_deleted_never_name_it(mut app) {
+        app.login_admin().await;
+        for round in 0..25 {
+            let gid = create_group(&app, &format!("Doomed {round}")).await;
+            let put = app.admin(Method::PUT, "/api/setting/jwt-group-mappings")
+                .json(&json!({"value": {"eng": [gid]}}))
+                .send();
+            let delete = app.admin(Method::DELETE, &format!("/api/permissions/group/{gid}")).send();
+            let (put, delete) = tokio::join!(put, delete);
+            assert_eq!(delete.unwrap().status(), StatusCode::NO_CONTENT);
+            let put = put.unwrap();
+            if put.status() != StatusCode::NO_CONTENT {
+                // The deletion came first: the group was gone when the mappings were written.
+                let body = assert_error(put, 400, "validation_failed").await;
+                assert_eq!(body["field"], json!("jwt-group-mappings"));
+            }
+            // Either way the stored mappings do not name the deleted group.
+            let stored = app.stored_setting("jwt-group-mappings").await.unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_str(&stored).unwrap_or(json!({}));
+            assert!(
+                !value["eng"].as_array().is_some_and(|ids| ids.contains(&json!(gid))),
+                "round {round}: the mappings {stored} name deleted group {gid}"
+            );
+        }
     }
 }
