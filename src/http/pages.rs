@@ -207,6 +207,13 @@ pub async fn setup_submit(
     if password::check_new_password(&pw).is_err() {
         return again("The password must have at least 8 characters.");
     }
+    let refused =
+        || Error::Forbidden("The setup link is not valid, or setup is already done.".into());
+    // As `POST /api/setup`: no argon2 for a request without a live setup token.
+    let token_hash = session::hash_token(&token);
+    if !state.store.setup_open(&token_hash).await? {
+        return Err(refused());
+    }
     let new = NewUser {
         email: email.as_str().to_owned(),
         first_name: crate::http::api::session::clean_name(form.get("first_name").cloned()),
@@ -217,16 +224,10 @@ pub async fn setup_submit(
     };
     let created = state
         .store
-        .complete_setup(
-            &session::hash_token(&token),
-            &new,
-            &audit(&ctx, "user_created", "success"),
-        )
+        .complete_setup(&token_hash, &new, &audit(&ctx, "user_created", "success"))
         .await?;
     let Some(user) = created else {
-        return Err(Error::Forbidden(
-            "The setup link is not valid, or setup is already done.".into(),
-        ));
+        return Err(refused());
     };
     let mut row = audit(&ctx, "password_login", "success");
     row.user_id = Some(user.id);

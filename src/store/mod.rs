@@ -428,6 +428,12 @@ impl Store {
         dispatch!(self, insert_setup_token(token_hash, now))
     }
 
+    /// Whether `token_hash` is a live setup token and no admin exists yet: a cheap check
+    /// before the password is hashed (`complete_setup` checks again, in its transaction).
+    pub async fn setup_open(&self, token_hash: &str) -> Result<bool> {
+        dispatch!(self, setup_open(token_hash))
+    }
+
     /// Creates the first admin if `token_hash` is a live setup token and no admin exists;
     /// `Ok(None)` when the token is unknown or an admin already exists.
     pub async fn complete_setup(

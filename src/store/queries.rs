@@ -1103,6 +1103,14 @@ pub async fn insert_setup_token(pool: &Pool, token_hash: &str, now: i64) -> Resu
     Ok(())
 }
 
+pub async fn setup_open(pool: &Pool, token_hash: &str) -> Result<bool> {
+    let known = sqlx::query("SELECT token_hash FROM setup_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(&pool.read)
+        .await?;
+    Ok(known.is_some() && !admin_exists(pool).await?)
+}
+
 pub async fn complete_setup(
     pool: &Pool,
     token_hash: &str,

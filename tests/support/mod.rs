@@ -31,6 +31,8 @@ pub struct TestApp {
     pub base: String,
     pub database_url: String,
     pub store: Store,
+    /// The server's password hasher (to see how much argon2 work requests caused).
+    pub passwords: latchkey::auth::password::Passwords,
     pub client: reqwest::Client,
     /// The admin's session token (header auth), once `login_admin` ran.
     pub admin_token: Option<String>,
@@ -90,6 +92,7 @@ pub async fn spawn_on(
         .expect("app builds");
     let addr = app.local_addr();
     let store = app.state().store.clone();
+    let passwords = app.state().passwords.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -103,6 +106,7 @@ pub async fn spawn_on(
         base: format!("http://{addr}"),
         database_url: url.to_owned(),
         store,
+        passwords,
         client,
         admin_token: None,
         backend,

@@ -296,6 +296,14 @@ pub async fn setup(
             "The password must have at least 8 characters.",
         )
     })?;
+    let refused =
+        || Error::Forbidden("The setup token is not valid, or setup is already done.".into());
+    // Checked before argon2 runs, so that clients without the token cannot make the server
+    // hash at will; `complete_setup` checks again, atomically.
+    let token_hash = session::hash_token(&body.token);
+    if !state.store.setup_open(&token_hash).await? {
+        return Err(refused());
+    }
     let hash = state.passwords.hash(body.user.password).await?;
     let new = NewUser {
         email: email.as_str().to_owned(),
@@ -308,11 +316,9 @@ pub async fn setup(
     let row = audit(&ctx, "user_created", "success");
     let user = state
         .store
-        .complete_setup(&session::hash_token(&body.token), &new, &row)
+        .complete_setup(&token_hash, &new, &row)
         .await?
-        .ok_or_else(|| {
-            Error::Forbidden("The setup token is not valid, or setup is already done.".into())
-        })?;
+        .ok_or_else(refused)?;
     let mut login = audit(&ctx, "password_login", "success");
     login.user_id = Some(user.id);
     login.actor_id = Some(user.id);
