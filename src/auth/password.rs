@@ -1,6 +1,7 @@
 //! Argon2id password hashing on blocking threads, with a bound on how many run at once
 //! (each takes 19 MiB) and a dummy hash so unknown emails cost the same time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
@@ -11,6 +12,8 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    /// Argon2 computations started (hashes and verifications, not the dummy hash's own).
+    computed: Arc<AtomicU64>,
 }
 
 impl Default for Passwords {
@@ -20,6 +23,7 @@ impl Default for Passwords {
             .unwrap_or(2);
         Passwords {
             permits: Arc::new(Semaphore::new(cores.max(1))),
+            computed: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -66,8 +70,15 @@ fn dummy_hash() -> &'static str {
 }
 
 impl Passwords {
+    /// How many argon2 computations this instance has started: the costly work a request
+    /// can make the server do (tests check that refused requests cause none).
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
+    }
+
     pub async fn hash(&self, password: String) -> Result<String> {
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        self.computed.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
             .map_err(Error::internal)?
@@ -77,6 +88,7 @@ impl Passwords {
     /// SSO-only user) so that the answer takes the same time; then returns false.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool> {
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        self.computed.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || match phc {
             Some(h) => verify_blocking(&password, &h),
             None => {

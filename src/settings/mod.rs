@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::domain::group_mappings::GroupMappings;
 use crate::error::{Error, Result};
-use crate::store::{AuditRecord, Store};
+use crate::store::{AuditRecord, SettingsPlan, SettingsUpdate, Store};
 use encryption::EncryptionKey;
 pub use registry::{Def, SETTINGS};
 
@@ -139,6 +139,9 @@ pub struct Settings {
     /// Whether the reloader already logged that a stored secret cannot be read (it logs
     /// once until the secret reads again, not every second).
     unreadable_reported: Arc<AtomicBool>,
+    /// The one setting whose stored value may be unreadable ([`Settings::load_replacing`]):
+    /// writing it replaces that value.
+    discard: Option<Arc<str>>,
 }
 
 /// Who is changing settings, for the audit log.
@@ -191,6 +194,7 @@ impl Settings {
             current: Arc::new(RwLock::new(Arc::new(effective))),
             key,
             unreadable_reported: Arc::new(AtomicBool::new(false)),
+            discard: discard.map(Arc::from),
         })
     }
 
@@ -281,19 +285,17 @@ impl Settings {
     }
 
     /// Validates and writes several settings at once: all of them or none (SPEC §6).
+    ///
+    /// Which values change (and so what is written and audited) is decided against the
+    /// database inside the write transaction, not against this instance's snapshot, which
+    /// may be up to a second behind a change made elsewhere.
     pub async fn put(&self, changes: Vec<(String, Value)>, actor: &Actor) -> Result<()> {
-        let eff = self.current();
         let now = crate::clock::now();
-        let mut writes = Vec::new();
-        let mut audits = Vec::new();
-        let mut next: HashMap<String, Value> = SETTINGS
-            .iter()
-            .map(|d| (d.key.to_owned(), eff.get(d.key).clone()))
-            .collect();
+        let mut wanted: Vec<(&'static Def, Value)> = Vec::new();
         for (key, value) in changes {
             let def = registry::def(&key)
                 .ok_or_else(|| Error::validation(&key, format!("{key} is not a setting.")))?;
-            if eff.is_env_fixed(def.key) {
+            if self.env_fixed.contains_key(def.key) {
                 return Err(Error::SettingLocked {
                     key: key.clone(),
                     env_var: def.env_var(),
@@ -305,13 +307,65 @@ impl Settings {
             let normal = def
                 .validate(value)
                 .map_err(|m| Error::validation(def.key, format!("{}: {m}.", def.key)))?;
-            let old = eff.get(def.key).clone();
-            let new_effective = if normal.is_null() {
-                def.default_value()
-            } else {
-                normal.clone()
-            };
-            next.insert(def.key.to_owned(), new_effective.clone());
+            wanted.push((def, normal));
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let plan = |rows: Vec<(String, String)>| self.plan_writes(&wanted, rows, actor, now);
+        match self.store.update_settings(&plan).await? {
+            SettingsUpdate::Unchanged => return Ok(()),
+            SettingsUpdate::Written => {}
+            SettingsUpdate::NoSsoAdmin => {
+                let record = AuditRecord {
+                    at: now,
+                    kind: "setting_changed",
+                    outcome: "failure",
+                    reason: Some("lockout_risk".into()),
+                    actor_id: actor.user_id,
+                    user_id: None,
+                    email: None,
+                    ip: actor.ip.clone(),
+                    request_id: actor.request_id.clone(),
+                    details: serde_json::json!({"key": "enable-password-login", "new": false}),
+                };
+                self.store.audit(&record).await?;
+                return Err(Error::LockoutRisk(
+                    "Password login cannot be turned off yet: no active administrator has signed in through JWT SSO. \
+                     Sign in once through SSO with an administrator account, then try again."
+                        .into(),
+                ));
+            }
+        }
+        self.reload().await
+    }
+
+    /// What writing the validated values `wanted` changes, given the settings table's `rows`
+    /// as read in the write transaction: the keys whose stored value differs, each with its
+    /// audit row, and whether the lock-out guard applies (password login switched off).
+    fn plan_writes(
+        &self,
+        wanted: &[(&'static Def, Value)],
+        rows: Vec<(String, String)>,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<SettingsPlan> {
+        // Only the rows this write compares or checks are opened: a secret this instance
+        // cannot decrypt blocks only writes of that secret.
+        let needed =
+            |k: &str| k == "enable-password-login" || wanted.iter().any(|(d, _)| d.key == k);
+        let rows = rows.into_iter().filter(|(k, _)| needed(k)).collect();
+        let stored = encryption::open_stored(
+            rows,
+            is_secret,
+            self.key.as_deref(),
+            self.discard.as_deref(),
+        )
+        .map_err(Error::internal)?;
+        let eff = Effective::build(stored, &self.env_fixed);
+        let mut plan = SettingsPlan::default();
+        let mut writes = Vec::new();
+        for (def, normal) in wanted {
             let stored_text = if normal.is_null() {
                 None
             } else {
@@ -319,6 +373,18 @@ impl Settings {
             };
             if eff.stored.get(def.key) == stored_text.as_ref() {
                 continue;
+            }
+            let old = eff.get(def.key).clone();
+            let new_effective = if normal.is_null() {
+                def.default_value()
+            } else {
+                normal.clone()
+            };
+            if def.key == "enable-password-login"
+                && eff.bool(def.key)
+                && new_effective.as_bool() == Some(false)
+            {
+                plan.requires_sso_admin = true;
             }
             let (old_shown, new_shown) = if def.secret {
                 (
@@ -328,7 +394,7 @@ impl Settings {
             } else {
                 (old, new_effective)
             };
-            audits.push(AuditRecord {
+            plan.audits.push(AuditRecord {
                 at: now,
                 kind: "setting_changed",
                 outcome: "success",
@@ -342,14 +408,8 @@ impl Settings {
             });
             writes.push((def.key.to_owned(), stored_text));
         }
-        if writes.is_empty() {
-            return Ok(());
-        }
-        self.check_cross_rules(&eff, &next, &writes, actor, now)
-            .await?;
-        let writes = self.seal_secrets(writes);
-        self.store.write_settings(&writes, &audits).await?;
-        self.reload().await
+        plan.changes = self.seal_secrets(writes);
+        Ok(plan)
     }
 
     /// With an encryption key, secret settings are written sealed (a fresh nonce each
@@ -369,60 +429,6 @@ impl Settings {
                 (k, v)
             })
             .collect()
-    }
-
-    /// Rules that look beyond one value: mapped groups must exist, and password login may
-    /// only be switched off once an admin can sign in through SSO (the lock-out guard).
-    async fn check_cross_rules(
-        &self,
-        eff: &Effective,
-        next: &HashMap<String, Value>,
-        writes: &[(String, Option<String>)],
-        actor: &Actor,
-        now: i64,
-    ) -> Result<()> {
-        let touches = |k: &str| writes.iter().any(|(w, _)| w == k);
-        if touches("jwt-group-mappings") {
-            let mappings = next
-                .get("jwt-group-mappings")
-                .map(GroupMappings::parse)
-                .transpose();
-            let mappings = mappings
-                .map_err(|m| Error::validation("jwt-group-mappings", m))?
-                .unwrap_or_default();
-            let ids: Vec<i64> = mappings.all_ids().into_iter().collect();
-            let found = self.store.existing_group_ids(&ids).await?;
-            if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
-                return Err(Error::validation(
-                    "jwt-group-mappings",
-                    format!("jwt-group-mappings: group {missing} does not exist."),
-                ));
-            }
-        }
-        let switching_off = touches("enable-password-login")
-            && eff.bool("enable-password-login")
-            && next.get("enable-password-login").and_then(Value::as_bool) == Some(false);
-        if switching_off && self.store.count_sso_admins().await? == 0 {
-            let record = AuditRecord {
-                at: now,
-                kind: "setting_changed",
-                outcome: "failure",
-                reason: Some("lockout_risk".into()),
-                actor_id: actor.user_id,
-                user_id: None,
-                email: None,
-                ip: actor.ip.clone(),
-                request_id: actor.request_id.clone(),
-                details: serde_json::json!({"key": "enable-password-login", "new": false}),
-            };
-            self.store.audit(&record).await?;
-            return Err(Error::LockoutRisk(
-                "Password login cannot be turned off yet: no active administrator has signed in through JWT SSO. \
-                 Sign in once through SSO with an administrator account, then try again."
-                    .into(),
-            ));
-        }
-        Ok(())
     }
 }
 

@@ -286,10 +286,6 @@ impl Store {
         dispatch!(self, get_group(id))
     }
 
-    pub async fn existing_group_ids(&self, ids: &[i64]) -> Result<Vec<i64>> {
-        dispatch!(self, existing_group_ids(ids))
-    }
-
     pub async fn group_members(&self, id: i64) -> Result<Vec<GroupMember>> {
         dispatch!(self, group_members(id))
     }
@@ -363,7 +359,16 @@ impl Store {
         dispatch!(self, load_settings())
     }
 
-    /// Writes (or, for `None`, deletes) settings and their audit rows in one transaction.
+    /// Writes settings in one transaction, deciding what to write from the settings table
+    /// as read inside it ([`SettingsPlan`]). A new `jwt-group-mappings` must name existing
+    /// groups (else 400 `validation_failed`), checked in the same transaction.
+    pub async fn update_settings(&self, plan: &SettingsPlanner<'_>) -> Result<SettingsUpdate> {
+        dispatch!(self, update_settings(plan))
+    }
+
+    /// Writes (or, for `None`, deletes) settings and their audit rows in one transaction,
+    /// as they are (other instances, the CLI's raw writes, tests). A new
+    /// `jwt-group-mappings` must name existing groups, as with `update_settings`.
     pub async fn write_settings(
         &self,
         changes: &[(String, Option<String>)],
@@ -400,22 +405,22 @@ impl Store {
 
     // --- throttling ----------------------------------------------------------------------
 
-    pub async fn record_login_failure(&self, buckets: &[String], now: i64) -> Result<()> {
-        dispatch!(self, record_login_failure(buckets, now))
-    }
-
-    /// The times of the newest `limit` failures in `bucket` since `since`, newest first.
-    pub async fn recent_login_failures(
+    /// Reserves one login attempt in every bucket (a failure recorded before the password
+    /// is checked), unless one of them already has `limit` failures since `since`: the
+    /// check and the reservation are one transaction, so attempts running side by side
+    /// cannot all pass the check (on PostgreSQL, across instances too).
+    pub async fn reserve_login_attempt(
         &self,
-        bucket: &str,
+        buckets: &[(String, i64)],
         since: i64,
-        limit: i64,
-    ) -> Result<Vec<i64>> {
-        dispatch!(self, recent_login_failures(bucket, since, limit))
+        now: i64,
+    ) -> Result<LoginReservation> {
+        dispatch!(self, reserve_login_attempt(buckets, since, now))
     }
 
-    pub async fn clear_login_failures(&self, bucket: &str) -> Result<()> {
-        dispatch!(self, clear_login_failures(bucket))
+    /// Removes the failures reserved under `ids` and, when given, all of `bucket`'s.
+    pub async fn forget_login_failures(&self, bucket: Option<&str>, ids: &[i64]) -> Result<()> {
+        dispatch!(self, forget_login_failures(bucket, ids))
     }
 
     // --- first-run setup -----------------------------------------------------------------
@@ -510,6 +515,40 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Decides, from the settings table's rows `(key, stored text)` as read inside the write
+/// transaction, what to write; an error rolls the transaction back and is returned.
+pub type SettingsPlanner<'a> = dyn Fn(Vec<(String, String)>) -> Result<SettingsPlan> + Sync + 'a;
+
+/// What a settings write does.
+#[derive(Debug, Default)]
+pub struct SettingsPlan {
+    /// `(key, stored text)`; `None` deletes the row (the default applies).
+    pub changes: Vec<(String, Option<String>)>,
+    pub audits: Vec<AuditRecord>,
+    /// Write only if an active administrator has signed in through SSO (the lock-out guard).
+    pub requires_sso_admin: bool,
+}
+
+/// What [`Store::update_settings`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsUpdate {
+    /// The database already held every value: nothing written.
+    Unchanged,
+    Written,
+    /// Nothing written: the plan requires an SSO administrator and there is none.
+    NoSsoAdmin,
+}
+
+/// What [`Store::reserve_login_attempt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginReservation {
+    /// The ids of the failures recorded, one per bucket, in the order given.
+    Reserved(Vec<i64>),
+    /// Nothing recorded: a bucket is at its limit. `oldest` is the time of the oldest
+    /// counted failure (of the latest-freeing bucket when several are full).
+    Full { oldest: i64 },
 }
 
 pub const ALL_USERS_GROUP_ID: i64 = 1;

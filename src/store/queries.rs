@@ -9,8 +9,9 @@ use sqlx::Row;
 
 use super::{
     ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditEvent, AuditQuery, AuditRecord, Group,
-    GroupMember, GroupSummary, NewSession, NewUser, SessionRow, SsoLogin, SsoLogoutError,
-    SsoOutcome, User, UserPatch, UserQuery, UserRow, UserWithPassword, is_unique_violation,
+    GroupMember, GroupSummary, LoginReservation, NewSession, NewUser, SessionRow, SettingsPlanner,
+    SettingsUpdate, SsoLogin, SsoLogoutError, SsoOutcome, User, UserPatch, UserQuery, UserRow,
+    UserWithPassword, is_unique_violation,
 };
 use crate::error::{Error, Result};
 
@@ -27,6 +28,18 @@ async fn begin_write(pool: &Pool) -> Result<Tx> {
 async fn lock_admins(conn: &mut Conn) -> Result<()> {
     if !IS_SQLITE {
         sqlx::query("SELECT pg_advisory_xact_lock(74201)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Serialises the transactions that write settings, and group deletion (which edits
+/// `jwt-group-mappings`), on PostgreSQL: each then reads what the one before committed.
+/// SQLite already serialises writers through BEGIN IMMEDIATE.
+async fn lock_settings(conn: &mut Conn) -> Result<()> {
+    if !IS_SQLITE {
+        sqlx::query("SELECT pg_advisory_xact_lock(74203)")
             .execute(&mut *conn)
             .await?;
     }
@@ -423,13 +436,13 @@ pub async fn count_other_active_admins(pool: &Pool, user_id: i64) -> Result<i64>
     other_active_admins(&mut conn, user_id).await
 }
 
+const SSO_ADMINS_SQL: &str = "SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE AND sso_source = 'jwt'";
+
 pub async fn count_sso_admins(pool: &Pool) -> Result<i64> {
-    Ok(sqlx::query(
-        "SELECT COUNT(*) FROM users WHERE is_superuser = TRUE AND is_active = TRUE AND sso_source = 'jwt'",
-    )
-    .fetch_one(&pool.read)
-    .await?
-    .try_get(0)?)
+    Ok(sqlx::query(SSO_ADMINS_SQL)
+        .fetch_one(&pool.read)
+        .await?
+        .try_get(0)?)
 }
 
 // --- groups --------------------------------------------------------------------------------
@@ -448,21 +461,6 @@ pub async fn get_group(pool: &Pool, id: i64) -> Result<Option<Group>> {
         .bind(id)
         .fetch_optional(&pool.read)
         .await?)
-}
-
-pub async fn existing_group_ids(pool: &Pool, ids: &[i64]) -> Result<Vec<i64>> {
-    let mut found = Vec::new();
-    for id in ids {
-        if sqlx::query("SELECT id FROM groups WHERE id = $1")
-            .bind(*id)
-            .fetch_optional(&pool.read)
-            .await?
-            .is_some()
-        {
-            found.push(*id);
-        }
-    }
-    Ok(found)
 }
 
 pub async fn group_members(pool: &Pool, id: i64) -> Result<Vec<GroupMember>> {
@@ -561,6 +559,9 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
         return Err(builtin_group_error());
     }
     let mut tx = begin_write(pool).await?;
+    // A settings write checks the mapped groups exist and writes the mappings under this
+    // lock: it cannot check a group this transaction deletes, then write it back.
+    lock_settings(&mut tx).await?;
     let old: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -824,16 +825,21 @@ pub async fn load_settings(pool: &Pool) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-pub async fn write_settings(
-    pool: &Pool,
+/// Writes (or, for `None`, deletes) settings and inserts their audit rows. A new
+/// `jwt-group-mappings` must name existing groups only (checked here, in the transaction,
+/// so a group deleted meanwhile is not missed).
+async fn apply_settings(
+    conn: &mut Conn,
     changes: &[(String, Option<String>)],
     audits: &[AuditRecord],
+    now: i64,
 ) -> Result<()> {
-    let mut tx = begin_write(pool).await?;
-    let now = audits.first().map(|a| a.at).unwrap_or_default();
     for (key, value) in changes {
         match value {
             Some(v) => {
+                if key == "jwt-group-mappings" {
+                    check_mapped_groups_exist(conn, v).await?;
+                }
                 sqlx::query(
                     "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -841,22 +847,86 @@ pub async fn write_settings(
                 .bind(key)
                 .bind(v)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             }
             None => {
                 sqlx::query("DELETE FROM settings WHERE key = $1")
                     .bind(key)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
         }
     }
     for a in audits {
-        insert_audit(&mut tx, a).await?;
+        insert_audit(conn, a).await?;
     }
+    Ok(())
+}
+
+/// 400 `validation_failed` on `jwt-group-mappings` when the mappings (as stored) name a
+/// group that does not exist.
+async fn check_mapped_groups_exist(conn: &mut Conn, text: &str) -> Result<()> {
+    let invalid = |m: String| Error::validation("jwt-group-mappings", m);
+    let value: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let mappings = crate::domain::group_mappings::GroupMappings::parse(&value).map_err(invalid)?;
+    for id in mappings.all_ids() {
+        let found = sqlx::query("SELECT id FROM groups WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            return Err(invalid(format!(
+                "jwt-group-mappings: group {id} does not exist."
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn write_settings(
+    pool: &Pool,
+    changes: &[(String, Option<String>)],
+    audits: &[AuditRecord],
+) -> Result<()> {
+    let mut tx = begin_write(pool).await?;
+    lock_settings(&mut tx).await?;
+    let now = audits.first().map(|a| a.at).unwrap_or_default();
+    apply_settings(&mut tx, changes, audits, now).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Reads the settings table inside a write transaction, lets `plan` decide what to write
+/// from those rows, and writes it in the same transaction: what changed is decided against
+/// the database, not against an instance's cache.
+pub async fn update_settings(pool: &Pool, plan: &SettingsPlanner<'_>) -> Result<SettingsUpdate> {
+    let mut tx = begin_write(pool).await?;
+    lock_settings(&mut tx).await?;
+    let rows = sqlx::query("SELECT key, value FROM settings")
+        .fetch_all(&mut *tx)
+        .await?;
+    let rows = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(String, String)>>>()?;
+    let plan = plan(rows)?;
+    if plan.changes.is_empty() {
+        return Ok(SettingsUpdate::Unchanged);
+    }
+    if plan.requires_sso_admin {
+        let sso_admins: i64 = sqlx::query(SSO_ADMINS_SQL)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if sso_admins == 0 {
+            return Ok(SettingsUpdate::NoSsoAdmin);
+        }
+    }
+    let now = plan.audits.first().map(|a| a.at).unwrap_or_default();
+    apply_settings(&mut tx, &plan.changes, &plan.audits, now).await?;
+    tx.commit().await?;
+    Ok(SettingsUpdate::Written)
 }
 
 // --- settings: re-encryption and the database clock ----------------------------------------
@@ -940,43 +1010,85 @@ pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
 
 // --- throttling ----------------------------------------------------------------------------
 
-pub async fn record_login_failure(pool: &Pool, buckets: &[String], now: i64) -> Result<()> {
+/// Serialises the reservations of one throttle bucket on PostgreSQL (SQLite already
+/// serialises writers through BEGIN IMMEDIATE). The two-key form keeps these locks apart
+/// from `lock_admins`' one-key lock.
+async fn lock_bucket(conn: &mut Conn, bucket: &str) -> Result<()> {
+    if !IS_SQLITE {
+        sqlx::query("SELECT pg_advisory_xact_lock(74202, hashtext($1))")
+            .bind(bucket)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// In one write transaction: counts each bucket's failures since `since` and, when none has
+/// reached its limit, records one failure in each (the attempt about to be judged).
+pub async fn reserve_login_attempt(
+    pool: &Pool,
+    buckets: &[(String, i64)],
+    since: i64,
+    now: i64,
+) -> Result<LoginReservation> {
     let mut tx = begin_write(pool).await?;
-    for b in buckets {
-        sqlx::query("INSERT INTO login_failures (bucket, at) VALUES ($1, $2)")
-            .bind(b)
-            .bind(now)
+    let mut ordered: Vec<&str> = buckets.iter().map(|(b, _)| b.as_str()).collect();
+    ordered.sort_unstable();
+    ordered.dedup();
+    // Always in the same order, so that two reservations cannot deadlock.
+    for bucket in ordered {
+        lock_bucket(&mut tx, bucket).await?;
+    }
+    let mut oldest_full = None;
+    for (bucket, limit) in buckets {
+        let times: Vec<i64> = sqlx::query_scalar(
+            "SELECT at FROM login_failures WHERE bucket = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
+        )
+        .bind(bucket)
+        .bind(since)
+        .bind(*limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if times.len() as i64 >= *limit
+            && let Some(&oldest) = times.last()
+        {
+            oldest_full = Some(oldest_full.map_or(oldest, |o: i64| o.max(oldest)));
+        }
+    }
+    if let Some(oldest) = oldest_full {
+        return Ok(LoginReservation::Full { oldest });
+    }
+    let mut ids = Vec::with_capacity(buckets.len());
+    for (bucket, _) in buckets {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO login_failures (bucket, at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(bucket)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        ids.push(id);
+    }
+    tx.commit().await?;
+    Ok(LoginReservation::Reserved(ids))
+}
+
+/// Removes reserved failures (`ids`) and, when given, every failure of `bucket`.
+pub async fn forget_login_failures(pool: &Pool, bucket: Option<&str>, ids: &[i64]) -> Result<()> {
+    let mut tx = begin_write(pool).await?;
+    if let Some(bucket) = bucket {
+        sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
+            .bind(bucket)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for id in ids {
+        sqlx::query("DELETE FROM login_failures WHERE id = $1")
+            .bind(*id)
             .execute(&mut *tx)
             .await?;
     }
     tx.commit().await?;
-    Ok(())
-}
-
-pub async fn recent_login_failures(
-    pool: &Pool,
-    bucket: &str,
-    since: i64,
-    limit: i64,
-) -> Result<Vec<i64>> {
-    let rows = sqlx::query(
-        "SELECT at FROM login_failures WHERE bucket = $1 AND at > $2 ORDER BY at DESC LIMIT $3",
-    )
-    .bind(bucket)
-    .bind(since)
-    .bind(limit)
-    .fetch_all(&pool.read)
-    .await?;
-    rows.iter()
-        .map(|r| r.try_get::<i64, _>(0).map_err(Error::from))
-        .collect()
-}
-
-pub async fn clear_login_failures(pool: &Pool, bucket: &str) -> Result<()> {
-    sqlx::query("DELETE FROM login_failures WHERE bucket = $1")
-        .bind(bucket)
-        .execute(&pool.write)
-        .await?;
     Ok(())
 }
 

@@ -51,6 +51,34 @@ both_backends! {
         assert_eq!(app.count("users").await, 1);
     }
 
+    async fn a_setup_request_without_a_live_token_is_refused_before_any_hashing(app) {
+        let token = "b".repeat(64);
+        app.store.insert_setup_token(&latchkey::auth::session::hash_token(&token), now()).await.unwrap();
+        let wrong = json!({"token": "wrong", "user": {"email": "first@example.com", "password": "password123"}});
+        let res = app.client.post(app.url("/api/setup")).json(&wrong).send().await.unwrap();
+        assert_error(res, 403, "forbidden").await;
+        let res = app.client.post(app.url("/setup")).header("origin", app.base.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("token=wrong&email=first%40example.com&password=password123").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.passwords.computed(), 0, "no argon2 work for a wrong token");
+        assert_eq!(app.count("users").await, 0);
+        // Validation still comes first: a bad email is a 400 whatever the token.
+        let bad = json!({"token": "wrong", "user": {"email": "nope", "password": "password123"}});
+        let res = app.client.post(app.url("/api/setup")).json(&bad).send().await.unwrap();
+        let body = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("user.email"));
+        // The right token: one hash, one admin; then setup is closed, again without hashing.
+        let right = json!({"token": token, "user": {"email": "first@example.com", "password": "password123"}});
+        let res = app.client.post(app.url("/api/setup")).json(&right).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(app.passwords.computed(), 1);
+        let res = app.client.post(app.url("/api/setup")).json(&right).send().await.unwrap();
+        assert_error(res, 403, "forbidden").await;
+        assert_eq!(app.passwords.computed(), 1, "no argon2 work once setup is done");
+        assert_eq!(app.count("users").await, 1);
+    }
+
     async fn password_login_opens_a_session_and_logout_revokes_it(app) {
         app.create_user("u@example.com", Some("password123"), false).await;
         let res = app.client.post(app.url("/api/session")).json(&json!({"username": "U@example.com", "password": "nope-nope"})).send().await.unwrap();

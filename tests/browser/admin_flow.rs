@@ -185,8 +185,7 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     .await;
     b.click("button[aria-label='Remove mapping __proto__']")
         .await;
-    b.wait_gone("section[data-mapping-name='__proto__']")
-        .await;
+    b.wait_gone("section[data-mapping-name='__proto__']").await;
     let ops_chips = b.text("section[data-mapping-name='ops'] .chips").await;
     assert!(
         ops_chips.contains("Operations") && !ops_chips.contains("Administrators"),

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub base: String,
     pub database_url: String,
     pub store: Store,
+    /// The server's password hasher (to see how much argon2 work requests caused).
+    pub passwords: latchkey::auth::password::Passwords,
     pub client: reqwest::Client,
     /// The admin's session token (header auth), once `login_admin` ran.
     pub admin_token: Option<String>,
@@ -90,6 +92,7 @@ pub async fn spawn_on(
         .expect("app builds");
     let addr = app.local_addr();
     let store = app.state().store.clone();
+    let passwords = app.state().passwords.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -103,6 +106,7 @@ pub async fn spawn_on(
         base: format!("http://{addr}"),
         database_url: url.to_owned(),
         store,
+        passwords,
         client,
         admin_token: None,
         backend,
@@ -345,10 +349,28 @@ impl TestApp {
             "audit_events" => "SELECT COUNT(*) FROM audit_events",
             "groups" => "SELECT COUNT(*) FROM groups",
             "settings" => "SELECT COUNT(*) FROM settings",
+            "login_failures" => "SELECT COUNT(*) FROM login_failures",
             other => panic!("unknown table {other}"),
         };
         on_pools!(&self.store, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(&p.read).await)
             .expect("count")
+    }
+
+    /// Failures counted in a throttle bucket (`email:…` or `ip:…`), at any time.
+    pub async fn login_failures(&self, bucket: &str) -> i64 {
+        let sql = "SELECT COUNT(*) FROM login_failures WHERE bucket = $1";
+        on_pools!(&self.store, p => sqlx::query_scalar::<_, i64>(sql).bind(bucket).fetch_one(&p.read).await)
+            .expect("count login failures")
+    }
+
+    /// The text stored for a setting, read from the database (not any instance's cache).
+    pub async fn stored_setting(&self, key: &str) -> Option<String> {
+        self.store
+            .load_settings()
+            .await
+            .expect("load settings")
+            .into_iter()
+            .find_map(|(k, v)| (k == key).then_some(v))
     }
 
     /// Sets a time column (`expires_at` or `last_seen_at`) of the session stored under this

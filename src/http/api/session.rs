@@ -129,8 +129,8 @@ pub async fn login(
 }
 
 /// Email + password sign-in (SPEC §5), shared by the API and the login form: the switch,
-/// the throttle (checked first, so even the right password is refused while throttled),
-/// argon2 on a blocking thread, then a new session. Returns the session token.
+/// the throttle (the attempt is reserved first, so even the right password is refused while
+/// throttled), argon2 on a blocking thread, then a new session. Returns the session token.
 pub async fn password_login(
     state: &AppState,
     ctx: &RequestContext,
@@ -162,32 +162,36 @@ async fn check_password_login(
         state.store.audit(&failure).await?;
         return Err(Error::PasswordLoginDisabled);
     }
-    if let Err(e) = throttle::check(&state.store, &buckets, now).await {
-        failure.reason = Some("too_many_attempts".into());
-        state.store.audit(&failure).await?;
-        return Err(e);
-    }
-    let found = if password.len() > password::MAX_PASSWORD_BYTES {
-        None
-    } else {
-        state.store.find_user_by_email(&email).await?
+    // The attempt is counted before argon2 runs (its failure recorded in advance), so
+    // guesses sent side by side cannot all pass the throttle while the first are verified.
+    let reserved = match throttle::reserve(&state.store, &buckets, now).await {
+        Ok(ids) => ids,
+        Err(e @ Error::TooManyAttempts { .. }) => {
+            failure.reason = Some("too_many_attempts".into());
+            state.store.audit(&failure).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
     };
-    let phc = found.as_ref().and_then(|f| f.password_hash.clone());
-    let ok = state.passwords.verify(password, phc).await?;
-    let user = match found {
-        Some(f) if ok && f.user.is_active => f.user,
-        other => {
-            failure.user_id = other.map(|f| f.user.id);
+    let judged = judge_password(state, &email, password).await;
+    let user = match judged {
+        Ok(Ok(user)) => user,
+        Ok(Err(user_id)) => {
+            // The reserved failure stays: it is this attempt's.
+            failure.user_id = user_id;
             failure.reason = Some("invalid_credentials".into());
-            let names: Vec<String> = buckets.iter().map(|(b, _)| b.clone()).collect();
-            state.store.record_login_failure(&names, now).await?;
             state.store.audit(&failure).await?;
             return Err(Error::InvalidCredentials);
+        }
+        Err(e) => {
+            // Not judged (the database or the hashing failed): the attempt does not count.
+            let _ = state.store.forget_login_failures(None, &reserved).await;
+            return Err(e);
         }
     };
     state
         .store
-        .clear_login_failures(&throttle::email_bucket(&email))
+        .forget_login_failures(Some(&throttle::email_bucket(&email)), &reserved)
         .await?;
     let mut success = audit(ctx, "password_login", "success");
     success.user_id = Some(user.id);
@@ -195,6 +199,27 @@ async fn check_password_login(
     success.email = Some(user.email.clone());
     let token = open_session(state, ctx, user.id, "password", success).await?;
     Ok((token, user))
+}
+
+/// Checks the password of the account at `email`: `Ok(Ok(user))` when it is right and the
+/// account active, else `Ok(Err(the account's id, if there is one))`. Unknown accounts cost
+/// the same argon2 time.
+async fn judge_password(
+    state: &AppState,
+    email: &str,
+    password: String,
+) -> Result<std::result::Result<crate::store::User, Option<i64>>> {
+    let found = if password.len() > password::MAX_PASSWORD_BYTES {
+        None
+    } else {
+        state.store.find_user_by_email(email).await?
+    };
+    let phc = found.as_ref().and_then(|f| f.password_hash.clone());
+    let ok = state.passwords.verify(password, phc).await?;
+    Ok(match found {
+        Some(f) if ok && f.user.is_active => Ok(f.user),
+        other => Err(other.map(|f| f.user.id)),
+    })
 }
 
 /// Sign out: revokes this session and clears the cookie.
@@ -271,6 +296,14 @@ pub async fn setup(
             "The password must have at least 8 characters.",
         )
     })?;
+    let refused =
+        || Error::Forbidden("The setup token is not valid, or setup is already done.".into());
+    // Checked before argon2 runs, so that clients without the token cannot make the server
+    // hash at will; `complete_setup` checks again, atomically.
+    let token_hash = session::hash_token(&body.token);
+    if !state.store.setup_token_is_live(&token_hash).await? {
+        return Err(refused());
+    }
     let hash = state.passwords.hash(body.user.password).await?;
     let new = NewUser {
         email: email.as_str().to_owned(),
@@ -283,11 +316,9 @@ pub async fn setup(
     let row = audit(&ctx, "user_created", "success");
     let user = state
         .store
-        .complete_setup(&session::hash_token(&body.token), &new, &row)
+        .complete_setup(&token_hash, &new, &row)
         .await?
-        .ok_or_else(|| {
-            Error::Forbidden("The setup token is not valid, or setup is already done.".into())
-        })?;
+        .ok_or_else(refused)?;
     let mut login = audit(&ctx, "password_login", "success");
     login.user_id = Some(user.id);
     login.actor_id = Some(user.id);
