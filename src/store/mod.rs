@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::error::Result;
 
 mod sqlite_checkpoint;
+mod sqlite_functions;
 mod sqlite_login;
 mod sqlite_read;
 mod sqlite_wal_buffer;
@@ -916,6 +917,65 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sessions, 1);
+    }
+
+    /// The users search is case-insensitive beyond ASCII on SQLite too, whose own `lower()`
+    /// folds ASCII letters only.
+    #[tokio::test]
+    async fn the_users_search_folds_non_ascii_capitals() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/search.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let audit = AuditRecord {
+            at: 1_000,
+            kind: "user_created",
+            outcome: "success",
+            reason: None,
+            actor_id: None,
+            user_id: None,
+            email: None,
+            ip: None,
+            request_id: None,
+            details: Value::Null,
+        };
+        for (email, first, last) in [
+            ("emile@example.com", "Émile", "Zola"),
+            ("olaf@example.com", "ÖLAF", "Ærø"),
+        ] {
+            let new = NewUser {
+                email: email.to_owned(),
+                first_name: Some(first.to_owned()),
+                last_name: Some(last.to_owned()),
+                password_hash: None,
+                is_superuser: false,
+                now: 1_000,
+            };
+            store.create_user(&new, &audit).await.unwrap();
+        }
+        let search = |s: &str| UserQuery {
+            search: Some(s.to_owned()),
+            include_inactive: true,
+            limit: 50,
+            offset: 0,
+        };
+        for (query, email) in [
+            ("Émile", "emile@example.com"),
+            ("émile", "emile@example.com"),
+            ("ÉMILE", "emile@example.com"),
+            ("ölaf", "olaf@example.com"),
+            ("ærø", "olaf@example.com"),
+        ] {
+            let (users, total) = store.list_users(&search(query)).await.unwrap();
+            assert_eq!(total, 1, "{query}");
+            assert_eq!(
+                users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+                [email],
+                "{query}"
+            );
+        }
+        let (_, total) = store.list_users(&search("zz")).await.unwrap();
+        assert_eq!(total, 0);
     }
 
     /// Each filter of the audit list is answered through an index (SPEC §8: O(log n) in the

@@ -247,33 +247,60 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
             .replace('_', "\\_");
         format!("%{escaped}%")
     });
-    let rows: Vec<UserRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        user_fields!(),
-        " FROM users \
-         WHERE (CAST($1 AS TEXT) IS NULL OR lower(email) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
-         OR lower(COALESCE(first_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
-         OR lower(COALESCE(last_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\') \
-         AND ($2 = TRUE OR is_active = TRUE) ORDER BY id LIMIT $3 OFFSET $4"
-    ))
-    .bind(&pattern)
-    .bind(q.include_inactive)
-    .bind(q.limit)
-    .bind(q.offset)
-    .fetch_all(&pool.read)
-    .await?;
-    let total = sqlx::query(
-        "SELECT COUNT(*) FROM users \
-         WHERE (CAST($1 AS TEXT) IS NULL OR lower(email) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
-         OR lower(COALESCE(first_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
-         OR lower(COALESCE(last_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\') \
-         AND ($2 = TRUE OR is_active = TRUE)",
-    )
-    .bind(&pattern)
-    .bind(q.include_inactive)
-    .fetch_one(&pool.read)
-    .await?
-    .try_get::<i64, _>(0)?;
+    // SQLite's `lower()` folds ASCII letters only; `latchkey_lower` (`sqlite_functions`) folds
+    // as the pattern was, by Unicode's rules. PostgreSQL's follows the database's locale.
+    macro_rules! matching {
+        ($lower:literal) => {
+            concat!(
+                "WHERE (CAST($1 AS TEXT) IS NULL OR ",
+                $lower,
+                "(email) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
+                 OR ",
+                $lower,
+                "(COALESCE(first_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
+                 OR ",
+                $lower,
+                "(COALESCE(last_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\') \
+                 AND ($2 = TRUE OR is_active = TRUE)"
+            )
+        };
+    }
+    let (list, count) = if IS_SQLITE {
+        (
+            concat!(
+                "SELECT ",
+                user_fields!(),
+                " FROM users ",
+                matching!("latchkey_lower"),
+                " ORDER BY id LIMIT $3 OFFSET $4"
+            ),
+            concat!("SELECT COUNT(*) FROM users ", matching!("latchkey_lower")),
+        )
+    } else {
+        (
+            concat!(
+                "SELECT ",
+                user_fields!(),
+                " FROM users ",
+                matching!("lower"),
+                " ORDER BY id LIMIT $3 OFFSET $4"
+            ),
+            concat!("SELECT COUNT(*) FROM users ", matching!("lower")),
+        )
+    };
+    let rows: Vec<UserRow> = sqlx::query_as(list)
+        .bind(&pattern)
+        .bind(q.include_inactive)
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(&pool.read)
+        .await?;
+    let total = sqlx::query(count)
+        .bind(&pattern)
+        .bind(q.include_inactive)
+        .fetch_one(&pool.read)
+        .await?
+        .try_get::<i64, _>(0)?;
     Ok((
         rows.into_iter().map(|r| r.into_user().user).collect(),
         total,

@@ -103,9 +103,9 @@ impl Logins {
     }
 }
 
-/// Process-wide SQLite configuration, before the first connection: no memory statistics.
-/// With them on, every allocation SQLite makes takes one process-wide mutex, shared by all
-/// connections.
+/// Process-wide SQLite configuration, before the first connection: no memory statistics
+/// (with them on, every allocation SQLite makes takes one process-wide mutex, shared by all
+/// connections), and our SQL functions (`sqlite_functions`) on every connection.
 pub fn configure_sqlite() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -115,6 +115,8 @@ pub fn configure_sqlite() {
         unsafe {
             rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0);
         }
+        // After the configuration: registering initialises SQLite.
+        super::sqlite_functions::register();
     });
 }
 
