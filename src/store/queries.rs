@@ -607,19 +607,35 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
         .await?;
     if let Some(row) = mappings {
         let text: String = row.try_get(0)?;
-        if let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&text) {
-            for ids in map.values_mut() {
+        if let Ok(Value::Object(before)) = serde_json::from_str::<Value>(&text) {
+            let mut after = before.clone();
+            for ids in after.values_mut() {
                 if let Value::Array(list) = ids {
                     list.retain(|v| v.as_i64() != Some(id));
                 }
             }
-            sqlx::query(
-                "UPDATE settings SET value = $1, updated_at = $2 WHERE key = 'jwt-group-mappings'",
-            )
-            .bind(Value::Object(map).to_string())
-            .bind(audit.at)
-            .execute(&mut *tx)
-            .await?;
+            if after != before {
+                let (before, after) = (Value::Object(before), Value::Object(after));
+                sqlx::query(
+                    "UPDATE settings SET value = $1, updated_at = $2 WHERE key = 'jwt-group-mappings'",
+                )
+                .bind(after.to_string())
+                .bind(audit.at)
+                .execute(&mut *tx)
+                .await?;
+                // The setting changed, so the audit log says so, as for any other change.
+                insert_audit(
+                    &mut tx,
+                    &AuditRecord {
+                        kind: "setting_changed",
+                        user_id: None,
+                        email: None,
+                        details: serde_json::json!({"key": "jwt-group-mappings", "old": before, "new": after}),
+                        ..audit.clone()
+                    },
+                )
+                .await?;
+            }
         }
     }
     let details = serde_json::json!({"group_id": id, "name": old.name});

@@ -231,6 +231,19 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
         let mappings = body_json(app.admin(Method::GET, "/api/setting/jwt-group-mappings").send().await.unwrap()).await;
         assert_eq!(mappings["value"], json!({"eng": []}), "a deleted group leaves the mappings");
+        let events = body_json(app.admin(Method::GET, "/api/audit?kind=setting_changed&limit=1").send().await.unwrap()).await;
+        assert_eq!(
+            events["events"][0]["details"],
+            json!({"key": "jwt-group-mappings", "old": {"eng": [gid]}, "new": {"eng": []}}),
+            "the mappings' change is audited"
+        );
+        // Deleting a group that no mapping names leaves the setting and its audit alone.
+        let res = app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Unmapped"})).send().await.unwrap();
+        let other = body_json(res).await["id"].as_i64().unwrap();
+        let res = app.admin(Method::DELETE, &format!("/api/permissions/group/{other}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let events = body_json(app.admin(Method::GET, "/api/audit?kind=setting_changed&limit=1").send().await.unwrap()).await;
+        assert_eq!(events["events"][0]["details"]["new"], json!({"eng": []}), "no new setting_changed event");
     }
 
     async fn settings_are_validated_masked_and_all_or_nothing(mut app) {
