@@ -259,9 +259,11 @@ pub fn mask_secret(value: &Value) -> Value {
     }
 }
 
-/// Whether a value sent back by a client is the masked form we handed out (so unchanged).
+/// Whether a value sent back by a client is the masked form we handed out (so unchanged):
+/// ten asterisks and at most four more characters. The only secret setting needs at least 32
+/// characters, so a real secret that begins with ten asterisks is never taken for it.
 pub fn is_masked(value: &Value) -> bool {
-    matches!(value, Value::String(s) if s.starts_with("**********"))
+    matches!(value, Value::String(s) if s.starts_with("**********") && s.chars().count() <= 14)
 }
 
 fn as_str(value: &Value) -> Result<&str, String> {
@@ -432,7 +434,17 @@ mod tests {
     fn secrets_are_masked_to_their_last_four_characters() {
         assert_eq!(mask_secret(&json!("abcdefgh1234")), json!("**********1234"));
         assert!(is_masked(&json!("**********1234")));
+        assert!(is_masked(&json!("**********")));
         assert!(!is_masked(&json!("abc")));
+        // A real secret may begin with asterisks; it is longer than any masked form.
+        let real = format!("**********{}", "k".repeat(30));
+        assert!(!is_masked(&json!(real)));
+        assert!(
+            def("jwt-shared-secret")
+                .unwrap()
+                .validate(json!(real))
+                .is_ok()
+        );
     }
 
     // --- properties -----------------------------------------------------------------------
