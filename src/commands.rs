@@ -308,22 +308,68 @@ pub async fn doctor(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Claims for a test token: email, groups, extra `k=v` claims, `iat` = now, a random `jti`.
+/// What a minted token carries besides its email and groups: the names of those two claims,
+/// and an `iss` and `aud` when the server checks them. [`TokenShape::default`] is the
+/// default names and neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenShape {
+    pub email_claim: String,
+    pub groups_claim: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl Default for TokenShape {
+    fn default() -> Self {
+        TokenShape {
+            email_claim: "email".into(),
+            groups_claim: "groups".into(),
+            issuer: None,
+            audience: None,
+        }
+    }
+}
+
+impl TokenShape {
+    /// The shape the configured server accepts: its claim names, issuer and audience.
+    pub fn of(eff: &crate::settings::Effective) -> TokenShape {
+        let names = crate::sso::attribute_names(eff);
+        TokenShape {
+            email_claim: names.email.to_owned(),
+            groups_claim: names.groups.to_owned(),
+            issuer: eff.str("jwt-issuer").map(str::to_owned),
+            audience: eff.str("jwt-audience").map(str::to_owned),
+        }
+    }
+}
+
+/// The claims of a minted token: `iat` = `now`, a random `jti`, the shape's `iss` and `aud`,
+/// the email and groups under the shape's names, then the `--claim`s, which may replace any
+/// of those (an old `iat`, say, to try a token that is too old).
 pub fn token_claims(
+    shape: &TokenShape,
     email: &str,
     groups: Option<&str>,
     extra: &[String],
     now: i64,
 ) -> anyhow::Result<Map<String, Value>> {
     let mut claims = Map::new();
-    claims.insert("email".into(), json!(email));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+    if let Some(iss) = &shape.issuer {
+        claims.insert("iss".into(), json!(iss));
+    }
+    if let Some(aud) = &shape.audience {
+        claims.insert("aud".into(), json!(aud));
+    }
+    claims.insert(shape.email_claim.clone(), json!(email));
     if let Some(g) = groups {
         let list: Vec<&str> = g
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
-        claims.insert("groups".into(), json!(list));
+        claims.insert(shape.groups_claim.clone(), json!(list));
     }
     for kv in extra {
         let (k, v) = kv
@@ -331,8 +377,6 @@ pub fn token_claims(
             .ok_or_else(|| anyhow::anyhow!("--claim takes key=value, got {kv:?}"))?;
         claims.insert(k.to_owned(), parse_cli_value(v));
     }
-    claims.insert("iat".into(), json!(now));
-    claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
     Ok(claims)
 }
 
@@ -343,15 +387,16 @@ pub async fn token_sign(
     extra: &[String],
     secret: Option<String>,
 ) -> anyhow::Result<()> {
-    let secret = match secret {
-        Some(s) => s,
+    let (secret, shape) = match secret {
+        Some(s) => (s, TokenShape::default()),
         None => {
             let settings = Settings::load(open(database_url).await?).await?;
-            settings
+            let secret = settings
                 .raw("jwt-shared-secret")
                 .as_str()
                 .map(str::to_owned)
-                .ok_or_else(|| anyhow::anyhow!("jwt-shared-secret is not set: pass --secret"))?
+                .ok_or_else(|| anyhow::anyhow!("jwt-shared-secret is not set: pass --secret"))?;
+            (secret, TokenShape::of(&settings.current()))
         }
     };
     if secret.chars().count() < crate::sso::verify::MIN_SECRET_BYTES {
@@ -360,7 +405,7 @@ pub async fn token_sign(
             crate::sso::verify::MIN_SECRET_BYTES
         );
     }
-    let claims = token_claims(email, groups, extra, crate::clock::now())?;
+    let claims = token_claims(&shape, email, groups, extra, crate::clock::now())?;
     let token = crate::sso::verify::sign_hmac("HS256", &claims, secret.as_bytes())
         .map_err(|r| anyhow::anyhow!("cannot sign: {}", r.code()))?;
     println!("{token}");

@@ -90,11 +90,16 @@ async fn submit(State(idp): State<Idp>, req: Request) -> Response {
             .into_response();
     };
     let now = crate::clock::now();
-    let mut claims =
-        match crate::commands::token_claims(&email, field("groups").as_deref(), &[], now) {
-            Ok(c) => c,
-            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        };
+    let mut claims = match crate::commands::token_claims(
+        &crate::commands::TokenShape::default(),
+        &email,
+        field("groups").as_deref(),
+        &[],
+        now,
+    ) {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
     for k in ["first_name", "last_name"] {
         if let Some(v) = field(k) {
             claims.insert(k.into(), json!(v));

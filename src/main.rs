@@ -159,14 +159,17 @@ enum SettingsCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Print a token signed with HS256, iat = now and a random jti.
+    /// Print a token signed with HS256, iat = now and a random jti. Without --secret, the
+    /// configured server's secret, claim names (jwt-attribute-email, jwt-attribute-groups),
+    /// issuer and audience are used.
     Sign {
         #[arg(long)]
         email: String,
         /// Comma-separated group names.
         #[arg(long)]
         groups: Option<String>,
-        /// Extra claim as key=value (value is JSON, or a bare string); repeatable.
+        /// Extra claim as key=value (value is JSON, or a bare string); repeatable. It may
+        /// replace any other claim, iat and jti included.
         #[arg(long = "claim")]
         claims: Vec<String>,
         /// Sign with this secret instead of the configured jwt-shared-secret.

@@ -100,6 +100,70 @@ async fn sign_refuses_bad_arguments() {
     assert!(out.stderr.contains("jwt-shared-secret"), "{out:#?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_uses_the_configured_claim_names_issuer_and_audience_and_claims_may_replace_any() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, _) = sqlite_in(dir.path(), "t.db");
+    for (key, value) in [
+        ("jwt-shared-secret", SECRET),
+        ("jwt-attribute-email", "mail"),
+        ("jwt-attribute-groups", "roles"),
+        ("jwt-issuer", "https://idp.example"),
+        ("jwt-audience", "latchkey"),
+    ] {
+        run(&["settings", "set", key, value, "--database-url", &url]).success();
+    }
+    let token = run(&[
+        "token",
+        "sign",
+        "--email",
+        "pat@example.com",
+        "--groups",
+        "eng",
+        "--claim",
+        "iat=1700000000",
+        "--claim",
+        "jti=fixed",
+        "--database-url",
+        &url,
+    ])
+    .success()
+    .line();
+    assert_signed_with(&token, SECRET);
+    let (_, payload) = decode_jwt(&token);
+    assert_eq!(payload["mail"], json!("pat@example.com"));
+    assert_eq!(payload["roles"], json!(["eng"]));
+    assert!(
+        payload.get("email").is_none() && payload.get("groups").is_none(),
+        "{payload}"
+    );
+    assert_eq!(payload["iss"], json!("https://idp.example"));
+    assert_eq!(payload["aud"], json!("latchkey"));
+    assert_eq!(payload["iat"], json!(1_700_000_000), "--claim replaces iat");
+    assert_eq!(payload["jti"], json!("fixed"), "--claim replaces jti");
+
+    // With --secret, the default names, and no iss or aud.
+    let token = run(&[
+        "token",
+        "sign",
+        "--email",
+        "pat@example.com",
+        "--groups",
+        "eng",
+        "--secret",
+        SECRET,
+    ])
+    .success()
+    .line();
+    let (_, payload) = decode_jwt(&token);
+    assert_eq!(payload["email"], json!("pat@example.com"));
+    assert_eq!(payload["groups"], json!(["eng"]));
+    assert!(
+        payload.get("iss").is_none() && payload.get("aud").is_none(),
+        "{payload}"
+    );
+}
+
 cli_both_backends! {
     async fn a_token_signed_with_the_configured_secret_signs_in(db) {
         let server = Proc::serve(&db);
