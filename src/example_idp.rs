@@ -35,12 +35,28 @@ pub async fn run(secret: &str, site: &str, listen: &str) -> anyhow::Result<()> {
             "the secret must have at least 32 characters (the server's jwt-shared-secret)"
         );
     }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // Parsed and written back, so that the Location it sends is a valid URL.
+    let site = match url::Url::parse(site) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none() =>
+        {
+            u.to_string()
+        }
+        _ => anyhow::bail!(
+            "--site must be the Latchkey server's http(s) address, such as http://localhost:3000"
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(
         "example identity provider listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, router(secret, site)).await?;
+    axum::serve(listener, router(secret, &site)).await?;
     Ok(())
 }
 

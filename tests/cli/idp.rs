@@ -156,3 +156,26 @@ async fn the_idp_refuses_a_short_secret() {
     .failure();
     assert!(out.stderr.contains("32"), "{out:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idp_refuses_a_site_that_is_not_an_http_address() {
+    for site in [
+        "localhost:3000",
+        "ftp://example.com",
+        "http://",
+        "http://x/?q=1",
+        "not a url",
+    ] {
+        let out = run(&[
+            "example-idp",
+            "--secret",
+            SECRET,
+            "--site",
+            site,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .failure();
+        assert!(out.stderr.contains("--site"), "{site}: {out:#?}");
+    }
+}
