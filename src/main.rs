@@ -159,9 +159,9 @@ enum SettingsCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Print a token signed with HS256, iat = now and a random jti. Without --secret, the
-    /// configured server's secret, claim names (jwt-attribute-email, jwt-attribute-groups),
-    /// issuer and audience are used.
+    /// Print a token signed with HS256, iat = now and a random jti. Without --secret (nor
+    /// LATCHKEY_JWT_SHARED_SECRET), the configured server's secret, claim names
+    /// (jwt-attribute-email, jwt-attribute-groups), issuer and audience are used.
     Sign {
         #[arg(long)]
         email: String,

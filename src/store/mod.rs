@@ -15,6 +15,7 @@ use crate::error::Result;
 
 mod sqlite_checkpoint;
 mod sqlite_functions;
+pub(crate) use sqlite_functions::fold_case;
 mod sqlite_login;
 mod sqlite_read;
 mod sqlite_wal_buffer;
@@ -942,6 +943,7 @@ mod tests {
         for (email, first, last) in [
             ("emile@example.com", "Émile", "Zola"),
             ("olaf@example.com", "ÖLAF", "Ærø"),
+            ("odysseus@example.com", "ΟΔΥΣΣΕΥΣ", "Laertiades"),
         ] {
             let new = NewUser {
                 email: email.to_owned(),
@@ -965,6 +967,7 @@ mod tests {
             ("ÉMILE", "emile@example.com"),
             ("ölaf", "olaf@example.com"),
             ("ærø", "olaf@example.com"),
+            ("ΟΔΥΣ", "odysseus@example.com"),
         ] {
             let (users, total) = store.list_users(&search(query)).await.unwrap();
             assert_eq!(total, 1, "{query}");

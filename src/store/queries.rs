@@ -240,8 +240,7 @@ pub async fn create_user(pool: &Pool, new: &NewUser, audit: &AuditRecord) -> Res
 
 pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> {
     let pattern = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
-        let escaped = s
-            .to_lowercase()
+        let escaped = crate::store::fold_case(s)
             .replace('\\', "\\\\")
             .replace('%', "\\%")
             .replace('_', "\\_");

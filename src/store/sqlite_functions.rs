@@ -1,7 +1,8 @@
 //! SQL functions that every SQLite connection of the process gets (sqlx's and rusqlite's
 //! alike), registered once through `sqlite3_auto_extension` before the first connection.
 //!
-//! `latchkey_lower(text)` lower-cases by Unicode's rules (`str::to_lowercase`). SQLite's own
+//! `latchkey_lower(text)` lower-cases by Unicode's rules, character by character
+//! ([`fold_case`]). SQLite's own
 //! `lower()` folds only the 26 ASCII letters (unless SQLite is built with ICU), so the users
 //! search, which compares lower-cased text, missed `Émile` for `émile` or `Émile`. NULL gives
 //! NULL; text that is not valid UTF-8 is read with replacement characters.
@@ -20,6 +21,13 @@ pub fn register() {
             tracing::warn!(code = rc, "cannot register latchkey_lower with SQLite");
         }
     });
+}
+
+/// Lower-cases each character on its own (not `str::to_lowercase`, whose Greek final sigma
+/// depends on the next character): a search pattern and the text it is looked for in then
+/// fold alike, whatever surrounds them.
+pub fn fold_case(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
 }
 
 unsafe extern "C" fn init(
@@ -70,7 +78,7 @@ unsafe extern "C" fn lower(
             return;
         }
         let bytes = std::slice::from_raw_parts(text, usize::try_from(len).unwrap_or(0));
-        let folded = String::from_utf8_lossy(bytes).to_lowercase();
+        let folded = fold_case(&String::from_utf8_lossy(bytes));
         ffi::sqlite3_result_text64(
             ctx,
             folded.as_ptr().cast(),
@@ -96,6 +104,12 @@ mod tests {
             fold("SELECT latchkey_lower('ÉMILE Ærø ÖLAF Σ')").as_deref(),
             Some("émile ærø ölaf σ")
         );
+        // Σ folds to σ wherever it stands, so a prefix matches as the whole word does.
+        assert_eq!(
+            fold("SELECT latchkey_lower('ΟΔΥΣΣΕΥΣ')").as_deref(),
+            Some("οδυσσευσ")
+        );
+        assert_eq!(super::fold_case("ΟΔΥΣ"), "οδυσ");
         assert_eq!(fold("SELECT latchkey_lower(NULL)"), None);
         assert_eq!(fold("SELECT latchkey_lower(12)").as_deref(), Some("12"));
         assert_eq!(

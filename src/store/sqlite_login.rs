@@ -148,12 +148,15 @@ fn open(path: &Path, synchronous: &str) -> rusqlite::Result<rusqlite::Connection
     // No foreign-key checks here: every row a login writes refers to the user it has just
     // written and to groups it selects (`add_member`), and checking costs a statement
     // journal per insert. The other connections keep them, with their cascades.
+    // No cache spills: a batch's pages stay in memory until its commit (a batch is at most
+    // MAX_BATCH logins), so each transaction reaches the log in the one write of its commit,
+    // as `sqlite_wal_buffer` gathers it best, and never as frames written before it.
     let db = connect(
         path,
         std::time::Duration::from_secs(10),
         &format!(
             "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
-             PRAGMA wal_autocheckpoint = 0;"
+             PRAGMA wal_autocheckpoint = 0; PRAGMA cache_spill = OFF;"
         ),
         true,
     )?;
@@ -331,20 +334,29 @@ fn run_batch(db: &mut rusqlite::Connection, batch: Vec<Job>) {
 }
 
 fn run_together(db: &mut rusqlite::Connection, batch: &[Job]) -> R<Vec<SsoOutcome>> {
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        results.push(run(&tx, job)?);
-    }
-    tx.commit()?;
-    Ok(results)
+    let result = (|| {
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            results.push(run(&tx, job)?);
+        }
+        tx.commit()?;
+        Ok(results)
+    })();
+    // Committed or rolled back: nothing of it may stay gathered (`sqlite_wal_buffer::discard`).
+    super::sqlite_wal_buffer::discard(db);
+    result
 }
 
 fn run_alone(db: &mut rusqlite::Connection, job: &Job) -> R<SsoOutcome> {
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let outcome = run(&tx, job)?;
-    tx.commit()?;
-    Ok(outcome)
+    let result = (|| {
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcome = run(&tx, job)?;
+        tx.commit()?;
+        Ok(outcome)
+    })();
+    super::sqlite_wal_buffer::discard(db);
+    result
 }
 
 type R<T> = rusqlite::Result<T>;

@@ -12,6 +12,14 @@
 //! durable as before: against a crash of the process at once, against one of the machine at
 //! the next `fsync` that the `synchronous` setting asks for.
 //!
+//! Two rules keep gathered bytes from outliving their moment. Writes below the furthest byte
+//! already written (frames a transaction rewrites in place, and the checksums SQLite rewrites
+//! after the commit frame when it did) go straight to the file. And the login connection
+//! calls [`discard`] whenever one of its transactions ends: after a rollback, frames written
+//! before the commit that never came are dead, and once the write lock is gone another
+//! connection may commit at their offsets. The login connection also turns cache spills off,
+//! so its transactions reach the log only in the write of their commit.
+//!
 //! It finds frame boundaries from the log's own format (a 32-byte file header whose bytes
 //! 8–11 give the page size, then frames of 24 + page-size bytes; a frame header's bytes 4–7
 //! are non-zero on the frame that commits: <https://www.sqlite.org/fileformat2.html#walformat>),
@@ -68,6 +76,37 @@ pub fn register() -> bool {
     })
 }
 
+/// Forgets what is still gathered for the log of `db`'s main database, without writing it.
+/// The login connection calls it whenever one of its transactions has ended. After a commit
+/// nothing is left (the commit frame wrote it). After a rollback, frames the transaction wrote
+/// before its commit may be, and they are dead: once the write lock is released another
+/// connection may put its own committed frames at those offsets, which a later write of
+/// these would destroy.
+pub fn discard(db: &rusqlite::Connection) {
+    with_wal_file(db, |f| f.gathered.clear());
+}
+
+/// Runs `act` on the `WalFile` of `db`'s log, when it is open through this VFS.
+fn with_wal_file<T>(db: &rusqlite::Connection, act: impl FnOnce(&mut WalFile) -> T) -> Option<T> {
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `SQLITE_FCNTL_JOURNAL_POINTER` stores the pager's journal or log file (or null)
+    // through the pointer it is given; a file whose methods are ours is a `WalFile`, open
+    // until the connection closes it; `db` is used by one thread at a time and is not inside
+    // a call to SQLite while `act` runs.
+    unsafe {
+        let rc = ffi::sqlite3_file_control(
+            db.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_JOURNAL_POINTER,
+            (&raw mut file).cast(),
+        );
+        if rc != ffi::SQLITE_OK || file.is_null() || !std::ptr::eq((*file).pMethods, &METHODS) {
+            return None;
+        }
+        Some(act(&mut *file.cast::<WalFile>()))
+    }
+}
+
 /// A log file: the frames gathered so far, then (at `inner_offset()`) the default VFS's file.
 #[repr(C)]
 struct WalFile {
@@ -78,6 +117,12 @@ struct WalFile {
     start: i64,
     /// The offset of the next frame header whose commit field has not been read.
     next_frame: i64,
+    /// The end of the furthest byte this file has written or gathered since it last wrote a
+    /// log header. SQLite appends at or beyond it; below it, it only rewrites frames of the
+    /// transaction at hand (a page changed again after it was spilled, then the checksums
+    /// after it, down to the commit frame's header), and those writes go straight to the file:
+    /// the last of them comes after the commit frame, so gathered it would miss the commit.
+    frontier: i64,
     /// The log's page size, once known (from its header); 0 before.
     page_size: i64,
 }
@@ -143,6 +188,7 @@ unsafe extern "C" fn open(
             gathered: Vec::new(),
             start: 0,
             next_frame: 0,
+            frontier: 0,
             page_size: 0,
         });
         ffi::SQLITE_OK
@@ -276,7 +322,7 @@ enum Placement {
 fn place(file: &WalFile, offset: i64) -> Placement {
     if !file.gathered.is_empty() && offset == file.start + file.gathered.len() as i64 {
         Placement::Append
-    } else if file.is_frame_start(offset) {
+    } else if offset >= file.frontier && file.is_frame_start(offset) {
         Placement::Begin
     } else {
         Placement::Through
@@ -299,6 +345,7 @@ unsafe extern "C" fn write(
         if offset == 0 {
             // A new log header (the log starts again): take its page size, write it now.
             f.page_size = page_size_of(std::slice::from_raw_parts(data.cast(), n)).unwrap_or(0);
+            f.frontier = len.into();
             return f.write_through(data, len, offset);
         }
         if f.page_size == 0 {
@@ -314,11 +361,15 @@ unsafe extern "C" fn write(
                 f.start = offset;
                 f.next_frame = offset;
             }
-            Placement::Through => return f.write_through(data, len, offset),
+            Placement::Through => {
+                f.frontier = f.frontier.max(offset + i64::from(len));
+                return f.write_through(data, len, offset);
+            }
         }
         f.gathered
             .extend_from_slice(std::slice::from_raw_parts(data.cast(), n));
         let end = f.start + f.gathered.len() as i64;
+        f.frontier = f.frontier.max(end);
         let frame = FRAME_HEADER + f.page_size;
         while f.next_frame + frame <= end {
             let at = (f.next_frame - f.start) as usize + 4;
@@ -555,6 +606,104 @@ mod on_a_database {
         // Everything survives reopening from the files alone.
         let reopened = Connection::open(dir.path().join("t.db")).unwrap();
         assert_eq!(count(&reopened), next);
+    }
+
+    fn gathered(db: &Connection) -> usize {
+        super::with_wal_file(db, |f| f.gathered.len()).expect("the log is open through the VFS")
+    }
+
+    /// Copies the database and its log, as a crash would leave them (no shared memory).
+    fn crash_copy(path: &std::path::Path, to: &std::path::Path) -> Connection {
+        std::fs::copy(path, to.join("t.db")).unwrap();
+        std::fs::copy(path.with_file_name("t.db-wal"), to.join("t.db-wal")).unwrap();
+        Connection::open(to.join("t.db")).unwrap()
+    }
+
+    /// A transaction that spills pages to the log, changes some of them again (SQLite then
+    /// rewrites those frames in place and, after the commit frame, every checksum from the
+    /// first of them on), then commits: the files hold all of it as soon as it is committed.
+    #[test]
+    fn a_commit_after_frames_rewritten_in_place_is_whole_in_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, db, plain) = open(&dir, 10);
+        let tx = db.unchecked_transaction().unwrap();
+        for i in 0..60 {
+            tx.execute(
+                "INSERT INTO t (id, v) VALUES (?1, ?2)",
+                rusqlite::params![i, "x".repeat(3000)],
+            )
+            .unwrap();
+        }
+        tx.execute("UPDATE t SET v = 'changed' WHERE id < 5", [])
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            gathered(&db),
+            0,
+            "nothing of a committed transaction is left gathered"
+        );
+        assert_eq!(count(&plain), 60);
+        let copy_dir = tempfile::tempdir().unwrap();
+        let copy = crash_copy(&path, copy_dir.path());
+        assert_eq!(
+            count(&copy),
+            60,
+            "the log in the file holds the whole commit"
+        );
+        let changed: i64 = copy
+            .query_row("SELECT count(*) FROM t WHERE v = 'changed'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(changed, 5);
+        let check: String = copy
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
+    /// Frames spilled by a transaction that then rolls back are dead once the write lock is
+    /// gone: another connection commits at their offsets, and they must never be written over
+    /// it. The login connection discards them when its transaction ends.
+    #[test]
+    fn a_rolled_back_transaction_leaves_nothing_to_write_over_later_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_path, db, plain) = open(&dir, 10);
+        plain
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        {
+            let tx = db.unchecked_transaction().unwrap();
+            for i in 0..20 {
+                tx.execute(
+                    "INSERT INTO t (id, v) VALUES (?1, ?2)",
+                    rusqlite::params![i, "y".repeat(3000)],
+                )
+                .unwrap();
+            }
+            assert!(gathered(&db) > 0, "the spilled frames are gathered");
+            tx.rollback().unwrap();
+        }
+        super::discard(&db);
+        assert_eq!(gathered(&db), 0);
+        // Another connection commits where the dead frames were.
+        plain
+            .execute_batch(
+                "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 300)
+                 INSERT INTO t SELECT x, hex(zeroblob(700)) FROM s;",
+            )
+            .unwrap();
+        // The VFS connection reads (which would write anything still gathered), then writes.
+        assert_eq!(count(&db), 300);
+        insert(&db, 1000..1010, 100);
+        assert_eq!(count(&plain), 310);
+        let check: String = plain
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        drop((db, plain));
+        let fresh = Connection::open(dir.path().join("t.db")).unwrap();
+        assert_eq!(count(&fresh), 310);
     }
 
     #[test]
