@@ -93,17 +93,30 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         return Ok(None);
     }
     let eff = state.settings.current();
-    if let Some(idle) = eff.int("session-idle-timeout-minutes") {
-        if now - live.session.last_seen_at > idle * 60 {
-            return Ok(None);
-        }
-        // Bounded write rate: refresh last_seen_at at most once a minute per session.
-        if now - live.session.last_seen_at >= 60 {
-            Box::pin(state.store.touch_session(&live.session.id_hash, now)).await?;
-            caches.forget(&caches.sessions, &digest);
-        }
+    let idle = eff.int("session-idle-timeout-minutes").map(|m| m * 60);
+    let every = touch_interval(idle);
+    let seen = now - live.session.last_seen_at;
+    // `last_seen_at` lags the last request by less than `every`, so a session counts as idle
+    // only past `idle + every`: never before its holder was away for the whole timeout, at
+    // most `every` later.
+    if let Some(idle) = idle
+        && seen > idle + every
+    {
+        return Ok(None);
+    }
+    // Whether or not a timeout is set (one may be set later), at most one write per
+    // session per `every`.
+    if seen >= every {
+        Box::pin(state.store.touch_session(&live.session.id_hash, now)).await?;
+        caches.forget(&caches.sessions, &digest);
     }
     Ok(Some(live))
+}
+
+/// How often a used session's `last_seen_at` is written: once a minute, or a quarter of the
+/// idle timeout when that is shorter (at least every second).
+fn touch_interval(idle_secs: Option<i64>) -> i64 {
+    idle_secs.map_or(60, |idle| (idle / 4).clamp(1, 60))
 }
 
 /// SPEC §5: a state-changing request authenticated by cookie must come from our origin.
@@ -154,5 +167,16 @@ impl FromRequestParts<AppState> for AdminUser {
             return Err(Error::Forbidden("This needs an administrator.".into()));
         }
         Ok(AdminUser(current))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_seen_is_written_once_a_minute_or_a_quarter_of_a_shorter_idle_timeout() {
+        assert_eq!(super::touch_interval(None), 60);
+        assert_eq!(super::touch_interval(Some(30 * 60)), 60);
+        assert_eq!(super::touch_interval(Some(60)), 15);
+        assert_eq!(super::touch_interval(Some(2)), 1);
     }
 }

@@ -378,15 +378,46 @@ both_backends! {
         app.set_session_time(&idle, "last_seen_at", now() - 3600).await;
         let res = app.as_user(&expired, Method::GET, "/api/user/current").send().await.unwrap();
         assert_error(res, 401, "unauthenticated").await;
-        // Without an idle timeout, an hour of inactivity is fine.
+        // Without an idle timeout, an hour of inactivity is fine, and the use is recorded.
         let res = app.as_user(&idle, Method::GET, "/api/user/current").send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
+        let seen = app.session_last_seen(&idle).await.expect("the session");
+        assert!(seen >= now() - 5, "last_seen_at {seen} is kept without an idle timeout too");
+        // Then an hour away, and a 30-minute timeout set meanwhile.
+        app.set_session_time(&idle, "last_seen_at", now() - 3600).await;
         app.store
             .write_settings(&[("session-idle-timeout-minutes".to_owned(), Some("30".to_owned()))], &[])
             .await
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
         let res = app.as_user(&idle, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_error(res, 401, "unauthenticated").await;
+    }
+
+    async fn a_short_idle_timeout_never_ends_a_session_used_within_it(app) {
+        app.create_user("busy@example.com", Some("password123"), false).await;
+        let token = app.login("busy@example.com", "password123").await;
+        app.store
+            .write_settings(&[("session-idle-timeout-minutes".to_owned(), Some("1".to_owned()))], &[])
+            .await
+            .unwrap();
+        // A request 50 s after the last recorded one: fine, and recorded (a one-minute timeout
+        // records uses 15 s apart or more).
+        app.set_session_time(&token, "last_seen_at", now() - 50).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let seen = app.session_last_seen(&token).await.expect("the session");
+        assert!(seen >= now() - 5, "last_seen_at {seen} was refreshed");
+        // Recorded 70 s ago: the last use may have been up to 15 s later, so not yet idle.
+        app.set_session_time(&token, "last_seen_at", now() - 70).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // Recorded 80 s ago: idle for more than the minute whatever happened since.
+        app.set_session_time(&token, "last_seen_at", now() - 80).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
         assert_error(res, 401, "unauthenticated").await;
     }
 
