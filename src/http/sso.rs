@@ -430,7 +430,9 @@ pub async fn dry_run(
     ApiJson(body): ApiJson<DryRunBody>,
 ) -> Result<Json<Value>> {
     let eff = state.settings.current();
-    let token = body.token.trim();
+    // As sent, not trimmed: the callback does not trim either, and the dry run answers what
+    // the callback would (the admin page trims what is pasted before sending it).
+    let token = body.token.as_str();
     let keys = state.keys.key_set(&eff, token, &state.metrics).await;
     Ok(Json(
         sso::dry_run(&state.store, &eff, &keys, token, crate::clock::now()).await?,

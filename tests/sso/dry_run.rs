@@ -102,6 +102,8 @@ both_backends! {
             ("token_too_old", sign(json!({"email": "b@example.com", "iat": now() - 3600}))),
             ("alg_not_allowed", forge(r#"{"alg":"none"}"#, &payload("b@example.com"))),
             ("token_malformed", "not.a.token".to_owned()),
+            // Surrounding whitespace: the callback refuses it, so the dry run says so too.
+            ("token_malformed", format!(" {}\n", sign(login_claims("b@example.com")))),
             ("missing_email", sign(json!({"iat": now()}))),
             ("invalid_email", sign(json!({"email": "nope", "iat": now()}))),
             ("claims_too_large", sign(json!({"email": "b@example.com", "iat": now(), "x": "y".repeat(2000)}))),
