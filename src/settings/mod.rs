@@ -290,6 +290,11 @@ impl Settings {
     /// database inside the write transaction, not against this instance's snapshot, which
     /// may be up to a second behind a change made elsewhere.
     pub async fn put(&self, changes: Vec<(String, Value)>, actor: &Actor) -> Result<()> {
+        // An instance whose snapshot is frozen (a stored secret no longer opens with its key)
+        // would neither read back what it wrote nor apply it: refuse instead of a 204.
+        if self.unreadable_reported.load(Ordering::Relaxed) {
+            return Err(unreadable_conflict());
+        }
         let now = crate::clock::now();
         let mut wanted: Vec<(&'static Def, Value)> = Vec::new();
         for (key, value) in changes {
@@ -361,7 +366,10 @@ impl Settings {
             self.key.as_deref(),
             self.discard.as_deref(),
         )
-        .map_err(Error::internal)?;
+        .map_err(|e| {
+            tracing::error!("{e}");
+            unreadable_conflict()
+        })?;
         let eff = Effective::build(stored, &self.env_fixed);
         let mut plan = SettingsPlan::default();
         let mut writes = Vec::new();
@@ -430,6 +438,17 @@ impl Settings {
             })
             .collect()
     }
+}
+
+/// 409 for a settings write on an instance that cannot open a stored secret: the secret was
+/// sealed with another key (`settings rotate-encryption-key`) after this instance started.
+fn unreadable_conflict() -> Error {
+    Error::Conflict(
+        "This instance cannot open a stored secret (it was encrypted with another key since the \
+         instance started) and keeps the settings it had. Restart it with the current \
+         LATCHKEY_ENCRYPTION_KEY, then change settings again."
+            .into(),
+    )
 }
 
 fn is_secret(key: &str) -> bool {

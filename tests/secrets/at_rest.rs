@@ -221,6 +221,30 @@ async fn a_secret_fixed_by_the_environment_is_never_stored() {
 }
 
 both_backends! {
+    async fn an_instance_left_on_the_old_key_refuses_settings_writes_with_a_409(mut app) {
+        app.login_admin().await;
+        let k1 = EncryptionKey::generate();
+        let k2 = EncryptionKey::generate();
+        let old = build(&app, Some(k1.to_hex())).await.expect("starts with the first key");
+        let settings = &old.state().settings;
+        let actor = latchkey::settings::Actor { user_id: None, ip: None, request_id: None };
+        settings.put(vec![("jwt-shared-secret".into(), json!(SECRET))], &actor).await.expect("sealed with k1");
+        // Rotated elsewhere: the stored secret is now sealed with k2.
+        write_raw(&app.store, "jwt-shared-secret", &encryption::seal(&k2, "jwt-shared-secret", &json!(SECRET).to_string())).await;
+        // Writing the secret opens its stored row in the write transaction: a 409, not a 500.
+        let err = settings.put(vec![("jwt-shared-secret".into(), json!("y".repeat(40)))], &actor).await.expect_err("unreadable");
+        assert!(matches!(err, latchkey::error::Error::Conflict(_)), "{err:?}");
+        // Once the instance has noticed (its reload keeps the snapshot), every write is refused.
+        settings.reload().await.expect("keeps the snapshot");
+        for (key, value) in [("session-cookie-samesite", json!("Strict")), ("jwt-shared-secret", json!("x".repeat(40))), ("jwt-shared-secret", Value::Null)] {
+            let err = settings.put(vec![(key.into(), value)], &actor).await.expect_err(key);
+            assert!(matches!(err, latchkey::error::Error::Conflict(_)), "{key}: {err:?}");
+            assert!(err.to_string().contains("LATCHKEY_ENCRYPTION_KEY"), "{err}");
+        }
+        assert_eq!(raw_setting(&app.database_url, "session-cookie-samesite").await, None, "nothing written");
+        assert_eq!(settings.current().str("jwt-shared-secret"), Some(SECRET), "the snapshot in effect");
+    }
+
     async fn without_a_key_secrets_are_stored_as_before(mut app) {
         app.login_admin().await;
         app.configure_jwt().await;

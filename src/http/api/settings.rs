@@ -74,7 +74,7 @@ pub struct OneBody {
     params(("key" = String, Path, description = "A setting's key.")),
     request_body = OneBody,
     responses((status = 204, description = "The setting is changed.")),
-    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "lockout_risk", "setting_locked", "body_too_large", "database_unavailable"])))
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "lockout_risk", "setting_locked", "conflict", "body_too_large", "database_unavailable"])))
 )]
 pub async fn put_one(
     State(state): State<AppState>,
@@ -106,7 +106,7 @@ pub async fn put_one(
     security(("session_cookie" = []), ("session_header" = [])),
     request_body(content = Object, description = "`{\"<key>\": <value>, …}`"),
     responses((status = 204, description = "The settings are changed.")),
-    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "lockout_risk", "setting_locked", "body_too_large", "database_unavailable"])))
+    extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "csrf_failed", "lockout_risk", "setting_locked", "conflict", "body_too_large", "database_unavailable"])))
 )]
 pub async fn put_many(
     State(state): State<AppState>,
