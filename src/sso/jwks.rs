@@ -154,6 +154,14 @@ impl CacheState {
     pub fn failed(&mut self, now: Instant) {
         self.retry_at = Some(now + FAILURE_RETRY);
     }
+
+    /// The request that was fetching went away before the answer came (its client left): the
+    /// outcome is unknown, so nothing is fetched again before that fetch would have timed
+    /// out. Otherwise every abandoned request would start another fetch of a hanging URI.
+    pub fn abandoned(&mut self, now: Instant, timeout: Duration) {
+        let until = now + timeout;
+        self.retry_at = Some(self.retry_at.map_or(until, |at| at.max(until)));
+    }
 }
 
 /// Why a fetch failed (logged; never shown to the person signing in).
@@ -317,10 +325,17 @@ impl Jwks {
             Err(reason) => reason,
         };
         state_for(&mut self.lock(), uri).started(reason, Instant::now());
+        let mut pending = Abandoned {
+            jwks: self,
+            uri,
+            metrics,
+            armed: true,
+        };
         let result = match &self.client {
             Some(client) => fetch(client, uri, self.timeout).await,
             None => Err(FetchError::NoClient),
         };
+        pending.armed = false;
         metrics.jwks_refreshed(result.is_ok());
         let mut slot = self.lock();
         let state = state_for(&mut slot, uri);
@@ -355,6 +370,25 @@ impl Jwks {
         match self.lock().as_ref() {
             Some(state) if state.uri == uri => state.keys.clone(),
             _ => Arc::from(Vec::new()),
+        }
+    }
+}
+
+/// Armed while a fetch is awaited: dropped armed, the request's future was dropped before the
+/// fetch ended, which then counts as a failed refresh and holds further fetches back for as
+/// long as it could have lasted ([`CacheState::abandoned`]).
+struct Abandoned<'a> {
+    jwks: &'a Jwks,
+    uri: &'a str,
+    metrics: &'a Metrics,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics.jwks_refreshed(false);
+            state_for(&mut self.jwks.lock(), self.uri).abandoned(Instant::now(), self.jwks.timeout);
         }
     }
 }
@@ -670,6 +704,49 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FetchError::Timeout(_)), "{err}");
         assert!(started.elapsed() < secs(2));
+    }
+
+    #[test]
+    fn an_abandoned_fetch_holds_further_fetches_back_for_its_timeout_only() {
+        let t0 = Instant::now();
+        let mut state = CacheState::new("https://idp.example/jwks");
+        state.abandoned(t0, secs(5));
+        assert_eq!(state.plan(t0 + secs(4), None), None);
+        assert_eq!(state.plan(t0 + secs(5), None), Some(FetchReason::Initial));
+        // It never shortens the back-off of a failure.
+        state.failed(t0);
+        state.abandoned(t0, secs(5));
+        assert_eq!(state.plan(t0 + secs(29), None), None);
+    }
+
+    /// Requests whose clients leave while the JWKS endpoint hangs do not each start a fetch.
+    #[tokio::test]
+    async fn requests_that_go_away_mid_fetch_start_no_more_fetches() {
+        let ok = response("200 OK", &[], &jwks_body(&["k1"]));
+        let (uri, hits) = serve(vec![ok; 8], secs(3)).await;
+        let jwks = Jwks::with_timeout(secs(2));
+        let metrics = Metrics::default();
+        let gone =
+            tokio::time::timeout(Duration::from_millis(100), jwks.keys(&uri, None, &metrics)).await;
+        assert!(gone.is_err(), "the request went away before the answer");
+        // Meanwhile the others get the keys there are (none yet) without fetching.
+        for _ in 0..4 {
+            let answered =
+                tokio::time::timeout(Duration::from_millis(100), jwks.keys(&uri, None, &metrics))
+                    .await
+                    .expect("answered at once");
+            assert!(answered.is_empty());
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "one fetch for five requests"
+        );
+        let rendered = metrics.render(None);
+        assert!(
+            rendered.contains("latchkey_jwks_refresh_total{outcome=\"failure\"} 1"),
+            "{rendered}"
+        );
     }
 
     #[tokio::test]
