@@ -277,11 +277,12 @@ fn check_jwt(eff: &Effective) -> Finding {
     if eff.str("jwt-identity-provider-uri").is_none() {
         missing.push("jwt-identity-provider-uri");
     }
-    if eff.str("jwt-shared-secret").is_none()
-        && eff.strings("jwt-public-keys").is_empty()
-        && eff.str("jwt-jwks-uri").is_none()
-    {
+    if !eff.jwt_has_key() {
         missing.push("a key (jwt-shared-secret, jwt-public-keys or jwt-jwks-uri)");
+    } else if !eff.jwt_key_usable() {
+        missing.push(
+            "a key for an algorithm jwt-algorithms allows (the shared secret for HS*, public keys or a JWKS URI for the others)",
+        );
     }
     Finding::error(
         CHECK,
@@ -348,7 +349,10 @@ fn check_shared_secret(eff: &Effective) -> Finding {
     let fix = "make a new one with 32 random bytes (`openssl rand -hex 32`, or Generate key in the admin UI), \
                set it with latchkey settings set jwt-shared-secret … and give the identity provider the same value";
     let Some(secret) = eff.str("jwt-shared-secret") else {
-        return Finding::ok(CHECK, "not set (HS256 is not in use)");
+        return Finding::ok(
+            CHECK,
+            "not set (tokens signed with an HS algorithm are refused)",
+        );
     };
     let len = secret.chars().count();
     if len < crate::sso::verify::MIN_SECRET_BYTES {

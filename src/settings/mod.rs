@@ -105,9 +105,38 @@ impl Effective {
     pub fn jwt_configured(&self) -> bool {
         self.bool("jwt-enabled")
             && self.str("jwt-identity-provider-uri").is_some()
-            && (self.str("jwt-shared-secret").is_some()
-                || !self.strings("jwt-public-keys").is_empty()
-                || self.str("jwt-jwks-uri").is_some())
+            && self.jwt_key_usable()
+    }
+
+    /// Whether any signing key is set: the shared secret, a public key or a JWKS URI.
+    pub fn jwt_has_key(&self) -> bool {
+        self.str("jwt-shared-secret").is_some()
+            || self
+                .get("jwt-public-keys")
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            || self.str("jwt-jwks-uri").is_some()
+    }
+
+    /// Whether a key is set for an algorithm `jwt-algorithms` allows: the shared secret for
+    /// an HS algorithm, public keys or a JWKS URI for the others. (Whether each public key's
+    /// family matches is for `doctor` to check: it parses them.)
+    pub fn jwt_key_usable(&self) -> bool {
+        let algs = self.get("jwt-algorithms").as_array();
+        let allows = |hmac: bool| {
+            algs.is_some_and(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .any(|alg| alg.starts_with("HS") == hmac)
+            })
+        };
+        (allows(true) && self.str("jwt-shared-secret").is_some())
+            || (allows(false)
+                && (self
+                    .get("jwt-public-keys")
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+                    || self.str("jwt-jwks-uri").is_some()))
     }
 
     /// Password login is off only while JWT SSO works (SPEC §5).
@@ -509,6 +538,50 @@ pub fn setting_value(key: &str, raw: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SPEC §3: "configured" needs a key for an algorithm that `jwt-algorithms` allows.
+    #[test]
+    fn jwt_is_configured_only_with_a_key_for_an_allowed_algorithm() {
+        let pem = serde_json::json!([include_str!("../../tests/fixtures/keys/ec-p256-a.pub.pem")])
+            .to_string();
+        let eff = |pairs: &[(&str, String)]| {
+            let mut stored: HashMap<String, String> = [
+                ("jwt-enabled", "true".to_owned()),
+                (
+                    "jwt-identity-provider-uri",
+                    "\"https://idp.example/login\"".to_owned(),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            for (k, v) in pairs {
+                stored.insert((*k).to_owned(), v.clone());
+            }
+            Effective::build(stored, &HashMap::new())
+        };
+        let secret = || ("jwt-shared-secret", format!("\"{}\"", "s".repeat(40)));
+        let algs = |a: &str| ("jwt-algorithms", a.to_owned());
+        assert!(
+            eff(&[secret()]).jwt_configured(),
+            "the default HS256 with a secret"
+        );
+        assert!(
+            !eff(&[("jwt-public-keys", pem.clone())]).jwt_configured(),
+            "a public key, HS256 only"
+        );
+        assert!(eff(&[("jwt-public-keys", pem.clone()), algs(r#"["RS256"]"#)]).jwt_configured());
+        assert!(
+            !eff(&[secret(), algs(r#"["RS256"]"#)]).jwt_configured(),
+            "a secret, RS256 only"
+        );
+        assert!(eff(&[secret(), algs(r#"["ES256","HS512"]"#)]).jwt_configured());
+        let jwks = ("jwt-jwks-uri", "\"https://idp.example/jwks\"".to_owned());
+        assert!(eff(&[jwks.clone(), algs(r#"["EdDSA"]"#)]).jwt_configured());
+        assert!(!eff(&[jwks]).jwt_configured(), "a JWKS URI, HS256 only");
+        let none = eff(&[]);
+        assert!(!none.jwt_has_key() && !none.jwt_configured());
+    }
 
     #[test]
     fn env_values_are_parsed_as_json_or_bare_strings_and_validated() {

@@ -25,11 +25,10 @@ fn jwt_status(eff: &Effective) -> (&'static str, String) {
     if eff.str("jwt-identity-provider-uri").is_none() {
         missing.push("an identity provider URI");
     }
-    if eff.str("jwt-shared-secret").is_none()
-        && eff.strings("jwt-public-keys").is_empty()
-        && eff.str("jwt-jwks-uri").is_none()
-    {
+    if !eff.jwt_has_key() {
         missing.push("a signing key");
+    } else if !eff.jwt_key_usable() {
+        missing.push("a signing key for an allowed algorithm");
     }
     ("incomplete", missing.join(" and "))
 }
