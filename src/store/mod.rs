@@ -816,6 +816,30 @@ mod tests {
     use super::*;
     use sqlx::Row;
 
+    /// A migrated SQLite database in `dir`.
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}/test.db", dir.path().display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// An audit row of `kind` with nothing but its time.
+    fn audit_row(kind: &'static str) -> AuditRecord {
+        AuditRecord {
+            at: 1_000,
+            kind,
+            outcome: "success",
+            reason: None,
+            actor_id: None,
+            user_id: None,
+            email: None,
+            ip: None,
+            request_id: None,
+            details: Value::Null,
+        }
+    }
+
     /// `.cargo/config.toml` builds SQLite without memory management (its shared page cache
     /// takes a process-wide lock on every page), for the tests as for the server
     /// (docs/decisions.md). Its other flag, `HAVE_FDATASYNC`, is not among the options SQLite
@@ -846,9 +870,7 @@ mod tests {
     #[tokio::test]
     async fn a_login_whose_request_gave_up_is_not_committed_later() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/gone.db", dir.path().display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = sqlite_store(&dir).await;
         let Store::Sqlite(p) = &store else {
             unreachable!("a SQLite URL")
         };
@@ -872,18 +894,7 @@ mod tests {
                 ip: None,
                 user_agent: None,
             },
-            audit: AuditRecord {
-                at: 1_000,
-                kind: "sso_login",
-                outcome: "success",
-                reason: None,
-                actor_id: None,
-                user_id: None,
-                email: None,
-                ip: None,
-                request_id: None,
-                details: Value::Null,
-            },
+            audit: audit_row("sso_login"),
         };
         // Another writer of this process holds the write connection, so the first login
         // queues; its request gives up before the connection is free.
@@ -925,21 +936,8 @@ mod tests {
     #[tokio::test]
     async fn the_users_search_folds_non_ascii_capitals() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/search.db", dir.path().display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let audit = AuditRecord {
-            at: 1_000,
-            kind: "user_created",
-            outcome: "success",
-            reason: None,
-            actor_id: None,
-            user_id: None,
-            email: None,
-            ip: None,
-            request_id: None,
-            details: Value::Null,
-        };
+        let store = sqlite_store(&dir).await;
+        let audit = audit_row("user_created");
         for (email, first, last) in [
             ("emile@example.com", "Émile", "Zola"),
             ("olaf@example.com", "ÖLAF", "Ærø"),
@@ -987,9 +985,7 @@ mod tests {
     #[tokio::test]
     async fn the_audit_list_reads_through_an_index_for_each_filter() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/plan.db", dir.path().display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = sqlite_store(&dir).await;
         let Store::Sqlite(p) = &store else {
             unreachable!("a SQLite URL")
         };
