@@ -105,10 +105,13 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         return Ok(None);
     }
     // Whether or not a timeout is set (one may be set later), at most one write per
-    // session per `every`.
+    // session per `every`. Best effort: a session that is valid stays usable while the
+    // database cannot record its use (it is tried again at the next request).
     if seen >= every {
-        Box::pin(state.store.touch_session(&live.session.id_hash, now)).await?;
-        caches.forget(&caches.sessions, &digest);
+        match Box::pin(state.store.touch_session(&live.session.id_hash, now)).await {
+            Ok(()) => caches.forget(&caches.sessions, &digest),
+            Err(e) => tracing::warn!(error = %e, "cannot record a session's last use"),
+        }
     }
     Ok(Some(live))
 }

@@ -344,6 +344,58 @@ both_backends! {
     }
 }
 
+/// Recording a session's last use is best effort: while the database cannot take the write
+/// (here another process holds SQLite's write lock past the call's deadline), the session
+/// still works, and its use is recorded at the next request.
+#[tokio::test]
+async fn a_session_stays_usable_while_its_last_use_cannot_be_recorded() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    app.create_user("busy-db@example.com", Some("password123"), false)
+        .await;
+    let token = app.login("busy-db@example.com", "password123").await;
+    let before = now() - 120;
+    app.set_session_time(&token, "last_seen_at", before).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let path = app
+        .database_url
+        .trim_start_matches("sqlite://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let holder = std::thread::spawn(move || {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(11));
+        db.execute_batch("ROLLBACK").unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let res = app
+        .as_user(&token, Method::GET, "/api/user/current")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the session works while its use cannot be written"
+    );
+    assert_eq!(
+        app.session_last_seen(&token).await,
+        Some(before),
+        "nothing was written"
+    );
+    holder.join().unwrap();
+    let res = app
+        .as_user(&token, Method::GET, "/api/user/current")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = app.session_last_seen(&token).await.expect("the session");
+    assert!(seen >= now() - 5, "recorded at the next request: {seen}");
+}
+
 #[tokio::test]
 async fn env_fixed_settings_are_read_only() {
     let mut env = std::collections::HashMap::new();
