@@ -93,6 +93,17 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         return Ok(None);
     }
     let eff = state.settings.current();
+    // The absolute lifetime is also the current setting's: lowering `session-max-age-minutes`
+    // shortens sessions already issued (raising it does not lengthen them: `expires_at`).
+    if let Some(max_age) = eff.int("session-max-age-minutes")
+        && live
+            .session
+            .created_at
+            .saturating_add(max_age.saturating_mul(60))
+            <= now
+    {
+        return Ok(None);
+    }
     let idle = eff.int("session-idle-timeout-minutes").map(|m| m * 60);
     let every = touch_interval(idle);
     let seen = now - live.session.last_seen_at;

@@ -446,6 +446,30 @@ both_backends! {
         assert_error(res, 401, "unauthenticated").await;
     }
 
+    async fn lowering_the_session_max_age_shortens_sessions_already_issued(app) {
+        app.create_user("old@example.com", Some("password123"), false).await;
+        let token = app.login("old@example.com", "password123").await;
+        // Issued two hours ago, valid for the default two weeks.
+        app.set_session_time(&token, "created_at", now() - 2 * 3600).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // A three-hour lifetime keeps it; a one-hour lifetime ends it.
+        for (minutes, works) in [("180", true), ("60", false)] {
+            app.store
+                .write_settings(&[("session-max-age-minutes".to_owned(), Some(minutes.to_owned()))], &[])
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+            let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+            if works {
+                assert_eq!(res.status(), StatusCode::OK, "{minutes} minutes");
+            } else {
+                assert_error(res, 401, "unauthenticated").await;
+            }
+        }
+    }
+
     async fn a_short_idle_timeout_never_ends_a_session_used_within_it(app) {
         app.create_user("busy@example.com", Some("password123"), false).await;
         let token = app.login("busy@example.com", "password123").await;

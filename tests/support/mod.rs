@@ -373,12 +373,13 @@ impl TestApp {
             .find_map(|(k, v)| (k == key).then_some(v))
     }
 
-    /// Sets a time column (`expires_at` or `last_seen_at`) of the session stored under this
+    /// Sets a time column (`expires_at`, `last_seen_at` or `created_at`) of the session stored under this
     /// token's key, which must exist.
     pub async fn set_session_time(&self, token: &str, column: &str, at: i64) {
         let sql = match column {
             "expires_at" => "UPDATE sessions SET expires_at = $1 WHERE id_hash = $2",
             "last_seen_at" => "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2",
+            "created_at" => "UPDATE sessions SET created_at = $1 WHERE id_hash = $2",
             other => panic!("not a session time column: {other}"),
         };
         let key = session_key(token).as_bytes().to_vec();
