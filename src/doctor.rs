@@ -531,6 +531,7 @@ async fn check_jwks(eff: &Effective) -> Finding {
         Ok(c) => c,
         Err(e) => return Finding::error(CHECK, format!("no HTTP client: {e}"), fix),
     };
+    let shown = crate::sso::jwks::shown_uri(uri);
     match crate::sso::jwks::fetch(&client, uri, JWKS_TIMEOUT).await {
         Ok(fetched) => {
             let ignored = match fetched.ignored {
@@ -540,12 +541,12 @@ async fn check_jwks(eff: &Effective) -> Finding {
             Finding::ok(
                 CHECK,
                 format!(
-                    "{uri} answers {} usable key(s){ignored}",
+                    "{shown} answers {} usable key(s){ignored}",
                     fetched.keys.len()
                 ),
             )
         }
-        Err(e) => Finding::error(CHECK, format!("{uri}: {e}"), fix),
+        Err(e) => Finding::error(CHECK, format!("{shown}: {e}"), fix),
     }
 }
 

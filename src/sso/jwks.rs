@@ -342,7 +342,7 @@ impl Jwks {
         match result {
             Ok(fetched) => {
                 tracing::info!(
-                    uri,
+                    uri = %shown_uri(uri),
                     reason = ?reason,
                     keys = fetched.keys.len(),
                     ignored = fetched.ignored,
@@ -353,7 +353,7 @@ impl Jwks {
             }
             Err(error) => {
                 tracing::warn!(
-                    uri,
+                    uri = %shown_uri(uri),
                     reason = ?reason,
                     error = %error,
                     kept_keys = state.keys.len(),
@@ -390,6 +390,26 @@ impl Drop for Abandoned<'_> {
             self.metrics.jwks_refreshed(false);
             state_for(&mut self.jwks.lock(), self.uri).abandoned(Instant::now(), self.jwks.timeout);
         }
+    }
+}
+
+/// `uri` as logs and `doctor` show it: without user info, and with `?…` for a query, which
+/// may carry a credential (an access token in the URL of a JWKS endpoint).
+pub fn shown_uri(uri: &str) -> String {
+    match url::Url::parse(uri) {
+        Ok(mut u) => {
+            let had_query = u.query().is_some();
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            if had_query {
+                format!("{u}?…")
+            } else {
+                u.to_string()
+            }
+        }
+        Err(_) => "(not a URL)".to_owned(),
     }
 }
 
@@ -704,6 +724,19 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FetchError::Timeout(_)), "{err}");
         assert!(started.elapsed() < secs(2));
+    }
+
+    #[test]
+    fn uris_are_shown_without_credentials_or_queries() {
+        assert_eq!(
+            shown_uri("https://idp.example/jwks"),
+            "https://idp.example/jwks"
+        );
+        assert_eq!(
+            shown_uri("https://user:pw@idp.example/jwks?access_token=s3cr3t#k"),
+            "https://idp.example/jwks?…"
+        );
+        assert_eq!(shown_uri("not a url"), "(not a URL)");
     }
 
     #[test]
