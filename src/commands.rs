@@ -74,16 +74,8 @@ fn read_password() -> anyhow::Result<String> {
 
 fn cli_audit(kind: &'static str) -> AuditRecord {
     AuditRecord {
-        at: crate::clock::now(),
-        kind,
-        outcome: "success",
-        reason: None,
-        actor_id: None,
-        user_id: None,
-        email: None,
-        ip: None,
-        request_id: None,
         details: json!({"source": "cli"}),
+        ..AuditRecord::success(crate::clock::now(), kind)
     }
 }
 

@@ -110,12 +110,7 @@ impl Effective {
 
     /// Whether any signing key is set: the shared secret, a public key or a JWKS URI.
     pub fn jwt_has_key(&self) -> bool {
-        self.str("jwt-shared-secret").is_some()
-            || self
-                .get("jwt-public-keys")
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-            || self.str("jwt-jwks-uri").is_some()
+        self.str("jwt-shared-secret").is_some() || self.jwt_has_public_keys()
     }
 
     /// Whether a key is set for an algorithm `jwt-algorithms` allows: the shared secret for
@@ -131,12 +126,15 @@ impl Effective {
             })
         };
         (allows(true) && self.str("jwt-shared-secret").is_some())
-            || (allows(false)
-                && (self
-                    .get("jwt-public-keys")
-                    .as_array()
-                    .is_some_and(|a| !a.is_empty())
-                    || self.str("jwt-jwks-uri").is_some()))
+            || (allows(false) && self.jwt_has_public_keys())
+    }
+
+    /// Public keys or a JWKS URI.
+    fn jwt_has_public_keys(&self) -> bool {
+        self.get("jwt-public-keys")
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            || self.str("jwt-jwks-uri").is_some()
     }
 
     /// Password login is off only while JWT SSO works (SPEC §5).

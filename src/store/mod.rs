@@ -745,6 +745,25 @@ pub struct AuditRecord {
     pub details: Value,
 }
 
+impl AuditRecord {
+    /// A successful event of `kind` at `at`, with no actor, subject, client or details: the
+    /// base that callers outside a request (the CLI, tests) fill in.
+    pub fn success(at: i64, kind: &'static str) -> AuditRecord {
+        AuditRecord {
+            at,
+            kind,
+            outcome: "success",
+            reason: None,
+            actor_id: None,
+            user_id: None,
+            email: None,
+            ip: None,
+            request_id: None,
+            details: Value::Object(Map::new()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub kind: Option<String>,
@@ -824,22 +843,6 @@ mod tests {
         store
     }
 
-    /// An audit row of `kind` with nothing but its time.
-    fn audit_row(kind: &'static str) -> AuditRecord {
-        AuditRecord {
-            at: 1_000,
-            kind,
-            outcome: "success",
-            reason: None,
-            actor_id: None,
-            user_id: None,
-            email: None,
-            ip: None,
-            request_id: None,
-            details: Value::Null,
-        }
-    }
-
     /// `.cargo/config.toml` builds SQLite without memory management (its shared page cache
     /// takes a process-wide lock on every page), for the tests as for the server
     /// (docs/decisions.md). Its other flag, `HAVE_FDATASYNC`, is not among the options SQLite
@@ -894,7 +897,7 @@ mod tests {
                 ip: None,
                 user_agent: None,
             },
-            audit: audit_row("sso_login"),
+            audit: AuditRecord::success(1_000, "sso_login"),
         };
         // Another writer of this process holds the write connection, so the first login
         // queues; its request gives up before the connection is free.
@@ -937,7 +940,7 @@ mod tests {
     async fn the_users_search_folds_non_ascii_capitals() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        let audit = audit_row("user_created");
+        let audit = AuditRecord::success(1_000, "user_created");
         for (email, first, last) in [
             ("emile@example.com", "Émile", "Zola"),
             ("olaf@example.com", "ÖLAF", "Ærø"),

@@ -423,18 +423,7 @@ impl TestApp {
 }
 
 pub fn audit_stub(kind: &'static str) -> latchkey::store::AuditRecord {
-    latchkey::store::AuditRecord {
-        at: now(),
-        kind,
-        outcome: "success",
-        reason: None,
-        actor_id: None,
-        user_id: None,
-        email: None,
-        ip: None,
-        request_id: None,
-        details: json!({}),
-    }
+    latchkey::store::AuditRecord::success(now(), kind)
 }
 
 /// HS256-signs claims with the test secret.
