@@ -288,8 +288,27 @@ impl Store {
         dispatch!(self, get_group(id))
     }
 
-    pub async fn group_members(&self, id: i64) -> Result<Vec<GroupMember>> {
-        dispatch!(self, group_members(id))
+    /// Up to `limit` members of the group, in the order they joined, after the membership
+    /// `after` (0 for the first page); and the `after` of the next page (`None` on the last).
+    pub async fn group_members(
+        &self,
+        id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<GroupMember>, Option<i64>)> {
+        let mut members: Vec<GroupMember> = dispatch!(self, group_members(id, after, limit + 1))?;
+        let more = members.len() as i64 > limit;
+        members.truncate(usize::try_from(limit).unwrap_or(0));
+        let next = if more {
+            members.last().map(|m| m.membership_id)
+        } else {
+            None
+        };
+        Ok((members, next))
+    }
+
+    pub async fn count_group_members(&self, id: i64) -> Result<i64> {
+        dispatch!(self, count_group_members(id))
     }
 
     pub async fn create_group(&self, name: &str, audit: &AuditRecord) -> Result<Group> {
@@ -980,6 +999,32 @@ mod tests {
         }
         let (_, total) = store.list_users(&search("zz")).await.unwrap();
         assert_eq!(total, 0);
+    }
+
+    /// A page of a group's members is a range of the `memberships_group` index (SPEC §8), in
+    /// the index's order, not a sort of every member.
+    #[tokio::test]
+    async fn a_page_of_group_members_is_a_range_of_the_group_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let Store::Sqlite(p) = &store else {
+            unreachable!("a SQLite URL")
+        };
+        let sql = format!("EXPLAIN QUERY PLAN {}", sqlite::GROUP_MEMBERS_SQL);
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&p.read)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("detail"))
+            .collect();
+        // No sort of the whole group: the index gives the order, the users are found by id.
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("memberships_group") && d.contains("rowid>?")),
+            "{plan:?}"
+        );
+        assert!(plan.iter().all(|d| d.starts_with("SEARCH")), "{plan:?}");
     }
 
     /// Each filter of the audit list is answered through an index (SPEC §8: O(log n) in the

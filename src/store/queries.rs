@@ -489,14 +489,33 @@ pub async fn get_group(pool: &Pool, id: i64) -> Result<Option<Group>> {
         .await?)
 }
 
-pub async fn group_members(pool: &Pool, id: i64) -> Result<Vec<GroupMember>> {
-    Ok(sqlx::query_as(
-        "SELECT m.id AS membership_id, u.id AS user_id, u.email, u.first_name, u.last_name, u.is_active \
-         FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = $1 ORDER BY u.id",
+/// A page of a group's members in the order they joined (by membership id), after the
+/// membership `after` (0 for the first page): a range of the `memberships_group` index, so
+/// each page costs the same however large the group is.
+pub const GROUP_MEMBERS_SQL: &str = "SELECT m.id AS membership_id, u.id AS user_id, u.email, u.first_name, u.last_name, u.is_active \
+     FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.group_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3";
+
+pub async fn group_members(
+    pool: &Pool,
+    id: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<GroupMember>> {
+    Ok(sqlx::query_as(GROUP_MEMBERS_SQL)
+        .bind(id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&pool.read)
+        .await?)
+}
+
+pub async fn count_group_members(pool: &Pool, id: i64) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE group_id = $1")
+            .bind(id)
+            .fetch_one(&pool.read)
+            .await?,
     )
-    .bind(id)
-    .fetch_all(&pool.read)
-    .await?)
 }
 
 fn group_conflict(name: &str) -> Error {

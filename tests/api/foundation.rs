@@ -246,6 +246,52 @@ both_backends! {
         assert_eq!(events["events"][0]["details"]["new"], json!({"eng": []}), "no new setting_changed event");
     }
 
+    async fn group_members_come_a_page_at_a_time(mut app) {
+        app.login_admin().await;
+        let g = body_json(app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Paged"})).send().await.unwrap()).await;
+        let gid = g["id"].as_i64().unwrap();
+        let mut users = Vec::new();
+        for n in 0..5 {
+            let uid = app.create_user(&format!("member{n}@example.com"), None, false).await;
+            let res = app.admin(Method::POST, "/api/permissions/membership").json(&json!({"group_id": gid, "user_id": uid})).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            users.push(uid);
+        }
+        // Pages of two, in the order people joined, each naming where the next one starts.
+        let mut seen = Vec::new();
+        let mut path = format!("/api/permissions/group/{gid}?limit=2");
+        let mut pages = 0;
+        loop {
+            let page = body_json(app.admin(Method::GET, &path).send().await.unwrap()).await;
+            assert_eq!(page["member_count"], json!(5));
+            assert_eq!(page["name"], json!("Paged"));
+            let members = page["members"].as_array().unwrap();
+            assert!(members.len() <= 2, "{page}");
+            seen.extend(members.iter().map(|m| m["user_id"].as_i64().unwrap()));
+            pages += 1;
+            match page["next_after"].as_i64() {
+                Some(after) => {
+                    assert_eq!(Some(after), members.last().unwrap()["membership_id"].as_i64());
+                    path = format!("/api/permissions/group/{gid}?limit=2&after={after}");
+                }
+                None => break,
+            }
+            assert!(pages < 10, "paging ends");
+        }
+        assert_eq!((seen, pages), (users.clone(), 3));
+        // Without a limit, a page holds up to 1000: this whole group, and no next page.
+        let all = body_json(app.admin(Method::GET, &format!("/api/permissions/group/{gid}")).send().await.unwrap()).await;
+        assert_eq!(all["members"].as_array().unwrap().len(), 5);
+        assert_eq!(all["next_after"], json!(null));
+        for bad in ["limit=0", "limit=1001", "limit=x", "after=-1", "after=1.5"] {
+            let res = app.admin(Method::GET, &format!("/api/permissions/group/{gid}?{bad}")).send().await.unwrap();
+            let body = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(body["field"], json!(bad.split('=').next().unwrap()), "{bad}");
+        }
+        let res = app.admin(Method::GET, "/api/permissions/group/999999?limit=2").send().await.unwrap();
+        assert_error(res, 404, "not_found").await;
+    }
+
     async fn settings_are_validated_masked_and_all_or_nothing(mut app) {
         app.login_admin().await;
         let res = app.put_setting("jwt-shared-secret", json!("short")).await;

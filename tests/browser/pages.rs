@@ -510,3 +510,40 @@ async fn env_fixed_settings_are_read_only_in_the_form() {
     assert!(input.contains(" disabled"), "{input}");
     assert!(page.contains("<code>LATCHKEY_JWT_ISSUER</code>"));
 }
+
+#[tokio::test]
+async fn a_large_group_is_shown_a_page_of_members_at_a_time() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let admin = app.admin_token.clone().unwrap();
+    // The admin and 500 more: one more than a page of 500.
+    for n in 0..500 {
+        app.create_user(&format!("person{n:03}@example.com"), None, false)
+            .await;
+    }
+    let first = get_html(&app, "/admin/people/groups/1", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(first.matches("data-membership-id=").count(), 500);
+    assert!(first.contains("Showing 500 of 501 members"), "{first}");
+    assert!(!first.contains("id=\"first-members\""));
+    let start = first
+        .find("href=\"/admin/people/groups/1?after=")
+        .expect("a next link")
+        + "href=\"".len();
+    let next = &first[start..start + first[start..].find('"').unwrap()];
+    let second = get_html(&app, next, Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    // The page after the first 500 memberships: the last person created, and a way back.
+    assert_eq!(second.matches("data-membership-id=").count(), 1);
+    assert!(second.contains("person499@example.com"), "{second}");
+    assert!(second.contains("id=\"first-members\""));
+    assert!(!second.contains("id=\"next-members\""));
+    let res = get_html(&app, "/admin/people/groups/1?after=x", Some(&admin)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}

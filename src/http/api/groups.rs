@@ -10,9 +10,10 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::error::{Error, Result};
+use crate::http::api::int_param;
 use crate::http::audit;
 use crate::http::context::RequestContext;
-use crate::http::extract::{ApiJson, Id};
+use crate::http::extract::{ApiJson, ApiQuery, Id};
 use crate::http::openapi::{GroupMember, GroupRef, GroupSummary};
 
 #[derive(Deserialize, ToSchema)]
@@ -46,22 +47,41 @@ pub async fn list(State(state): State<AppState>, _admin: AdminUser) -> Result<Js
     Ok(Json(json!(state.store.list_groups().await?)))
 }
 
-/// A group and its members.
+/// A group and a page of its members.
 #[derive(Serialize, ToSchema)]
 pub struct GroupDetail {
     id: i64,
     name: String,
+    /// How many members the group has, over all pages.
+    member_count: i64,
+    /// Members in the order they joined (by membership id).
     #[schema(value_type = Vec<GroupMember>)]
     members: Vec<crate::store::GroupMember>,
+    /// Pass as `after` for the next page; null on the last page.
+    next_after: Option<i64>,
 }
 
-/// A group with its members and their membership ids (admin).
+#[derive(Deserialize)]
+pub struct MembersQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// The most members one response lists, and the default.
+const MEMBERS_PER_PAGE: i64 = 1000;
+
+/// A group with its members and their membership ids (admin), paged with `after`: a group
+/// of a million people is a thousand requests, not one response of a hundred megabytes.
 #[utoipa::path(
     get,
     path = "/api/permissions/group/{id}",
     tag = "groups",
     security(("session_cookie" = []), ("session_header" = [])),
-    params(("id" = i64, Path, minimum = 1, description = "The group's id.")),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The group's id."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 1000."),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Only memberships with a larger id: the previous page's `next_after`."),
+    ),
     responses((status = 200, body = GroupDetail)),
     extensions(("x-error-codes" = json!(["validation_failed", "unauthenticated", "forbidden", "not_found", "database_unavailable"])))
 )]
@@ -69,17 +89,23 @@ pub async fn get_one(
     State(state): State<AppState>,
     _admin: AdminUser,
     Id(id): Id,
+    ApiQuery(q): ApiQuery<MembersQuery>,
 ) -> Result<Json<GroupDetail>> {
+    let limit =
+        int_param("limit", q.limit.as_deref(), 1, MEMBERS_PER_PAGE)?.unwrap_or(MEMBERS_PER_PAGE);
+    let after = int_param("after", q.after.as_deref(), 0, i64::MAX)?.unwrap_or(0);
     let group = state
         .store
         .get_group(id)
         .await?
         .ok_or_else(|| Error::not_found("Group"))?;
-    let members = state.store.group_members(id).await?;
+    let (members, next_after) = state.store.group_members(id, after, limit).await?;
     Ok(Json(GroupDetail {
         id: group.id,
         name: group.name,
+        member_count: state.store.count_group_members(id).await?,
         members,
+        next_after,
     }))
 }
 

@@ -18,7 +18,7 @@ use crate::store::{ADMINISTRATORS_GROUP_ID, ALL_USERS_GROUP_ID, AuditQuery, User
 
 const PEOPLE_PER_PAGE: i64 = 25;
 const EVENTS_PER_PAGE: i64 = 50;
-const MEMBERS_SHOWN: usize = 500;
+const MEMBERS_SHOWN: i64 = 500;
 
 fn query_string(pairs: &[(&str, String)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -209,29 +209,39 @@ struct GroupPage {
     id: i64,
     name: String,
     builtin: bool,
-    member_count: usize,
+    member_count: i64,
     members: Vec<MemberRow>,
-    more_members: bool,
+    /// How much of the group this page shows, when it is not all of it.
+    showing: Option<String>,
+    first_href: Option<String>,
+    next_href: Option<String>,
     mapped_from: Vec<String>,
     group_sync: bool,
     page_data: String,
+}
+
+#[derive(Deserialize)]
+pub struct GroupQuery {
+    after: Option<String>,
 }
 
 pub async fn group_page(
     State(state): State<AppState>,
     AdminPage(admin): AdminPage,
     Id(id): Id,
+    ApiQuery(params): ApiQuery<GroupQuery>,
 ) -> Result<Response> {
+    let after =
+        crate::http::api::int_param("after", params.after.as_deref(), 0, i64::MAX)?.unwrap_or(0);
     let group = state
         .store
         .get_group(id)
         .await?
         .ok_or_else(|| Error::not_found("This group"))?;
-    let all = state.store.group_members(id).await?;
-    let member_count = all.len();
-    let members = all
+    let (page, next) = state.store.group_members(id, after, MEMBERS_SHOWN).await?;
+    let member_count = state.store.count_group_members(id).await?;
+    let members: Vec<MemberRow> = page
         .into_iter()
-        .take(MEMBERS_SHOWN)
         .map(|m| {
             let name = [m.first_name.as_deref(), m.last_name.as_deref()]
                 .into_iter()
@@ -251,6 +261,14 @@ pub async fn group_page(
             }
         })
         .collect();
+    let here = format!("/admin/people/groups/{id}");
+    let showing = match (after, next) {
+        (0, None) => None,
+        _ => Some(format!(
+            "Showing {} of {member_count} members, in the order they joined.",
+            members.len()
+        )),
+    };
     let page_data = json!({"id": group.id, "name": group.name});
     render(&GroupPage {
         chrome: Chrome::admin(
@@ -262,8 +280,10 @@ pub async fn group_page(
         id: group.id,
         builtin: id == ALL_USERS_GROUP_ID || id == ADMINISTRATORS_GROUP_ID,
         member_count,
-        more_members: member_count > MEMBERS_SHOWN,
         members,
+        showing,
+        first_href: (after > 0).then(|| here.clone()),
+        next_href: next.map(|n| href(&here, &[("after", n.to_string())])),
         mapped_from: mapped_from(&state, id),
         group_sync: state.settings.current().bool("jwt-group-sync"),
         page_data: script_json(&page_data),
