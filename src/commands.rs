@@ -56,6 +56,16 @@ async fn open(database_url: &str) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// [`open`] for the commands that read, or change what must be there already (a password,
+/// the encryption of stored secrets): a missing SQLite file is an error, not a new database.
+async fn open_existing(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect_existing(database_url)
+        .await
+        .with_context(|| "cannot open the database")?;
+    store.migrate().await?;
+    Ok(store)
+}
+
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     open(database_url).await?;
     println!("migrations applied");
@@ -105,7 +115,7 @@ pub async fn admin_create(
 
 pub async fn admin_set_password(database_url: &str, email: &str) -> anyhow::Result<()> {
     let pw = read_password()?;
-    let store = open(database_url).await?;
+    let store = open_existing(database_url).await?;
     let email = email.trim().to_lowercase();
     let Some(found) = store.find_user_by_email(&email).await? else {
         bail!("no user has the email {email}");
@@ -121,7 +131,7 @@ pub async fn admin_set_password(database_url: &str, email: &str) -> anyhow::Resu
 }
 
 pub async fn admin_list(database_url: &str) -> anyhow::Result<()> {
-    let store = open(database_url).await?;
+    let store = open_existing(database_url).await?;
     let mut offset = 0;
     loop {
         let q = UserQuery {
@@ -143,7 +153,7 @@ pub async fn admin_list(database_url: &str) -> anyhow::Result<()> {
 }
 
 pub async fn settings_get(database_url: &str, key: &str, reveal: bool) -> anyhow::Result<()> {
-    let settings = Settings::load(open(database_url).await?).await?;
+    let settings = Settings::load(open_existing(database_url).await?).await?;
     let view = settings
         .view(key)
         .ok_or_else(|| anyhow::anyhow!("{key} is not a setting"))?;
@@ -177,7 +187,7 @@ pub async fn settings_set(database_url: &str, key: &str, value: &str) -> anyhow:
 }
 
 pub async fn settings_list(database_url: &str) -> anyhow::Result<()> {
-    let settings = Settings::load(open(database_url).await?).await?;
+    let settings = Settings::load(open_existing(database_url).await?).await?;
     for v in settings.list() {
         let fixed = if v.is_env_setting {
             format!("  (fixed by {})", v.env_var)
@@ -210,7 +220,7 @@ pub async fn settings_rotate_encryption_key(
             anyhow::anyhow!("no new key: pass --new-key-stdin or set {NEW_KEY_ENV} ({KEY_FORMAT})")
         })?
     };
-    let store = open(database_url).await?;
+    let store = open_existing(database_url).await?;
     let is_secret = |k: &str| registry::def(k).is_some_and(|d| d.secret);
     let mut swaps = Vec::new();
     let mut audits = Vec::new();
@@ -382,7 +392,7 @@ pub async fn token_sign(
     let (secret, shape) = match secret {
         Some(s) => (s, TokenShape::default()),
         None => {
-            let settings = Settings::load(open(database_url).await?).await?;
+            let settings = Settings::load(open_existing(database_url).await?).await?;
             let secret = settings
                 .raw("jwt-shared-secret")
                 .as_str()

@@ -151,7 +151,7 @@ pub async fn run(database_url: &str, env: impl Fn(&str) -> Option<String>) -> Ve
 }
 
 async fn open(database_url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(database_url).await?;
+    let store = Store::connect_existing(database_url).await?;
     store.migrate().await?;
     store.ping().await?;
     Ok(store)

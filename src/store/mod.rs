@@ -123,7 +123,31 @@ async fn within_deadline<T>(call: impl std::future::Future<Output = Result<T>>) 
 /// The default database: `./latchkey-data/latchkey.db`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://latchkey-data/latchkey.db";
 
+/// The file of a `sqlite://` (or `sqlite:`) URL, without its query.
+pub fn sqlite_file(url: &str) -> Option<&str> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or(url.strip_prefix("sqlite:"))?;
+    Some(path.split('?').next().unwrap_or(path))
+}
+
 impl Store {
+    /// Like [`Store::connect`], but a SQLite file must exist already: for the commands that
+    /// only read, or change what is there, which would otherwise create an empty database at
+    /// a mistyped path and answer as if nothing were wrong.
+    pub async fn connect_existing(url: &str) -> anyhow::Result<Store> {
+        if let Some(path) = sqlite_file(url)
+            && path != ":memory:"
+            && !std::path::Path::new(path).exists()
+        {
+            anyhow::bail!(
+                "no database at {path}: check --database-url (or LATCHKEY_DATABASE_URL); \
+                 `latchkey serve` or `latchkey migrate` creates it"
+            );
+        }
+        Store::connect(url).await
+    }
+
     /// Connects (creating the SQLite file and its folder when needed) without migrating.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -139,12 +163,8 @@ impl Store {
                 logins: Default::default(),
                 reads: Default::default(),
             }))
-        } else if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or(url.strip_prefix("sqlite:"))
-        {
+        } else if let Some(path) = sqlite_file(url) {
             sqlite_login::configure_sqlite();
-            let path = path.split('?').next().unwrap_or(path);
             if let Some(dir) = std::path::Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
             {

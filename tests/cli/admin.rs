@@ -73,6 +73,7 @@ cli_both_backends! {
 
     async fn bad_input_is_refused_with_a_message(db) {
         let url = db.url.as_str();
+        run(&["migrate", "--database-url", url]).success();
         let out = run_stdin(
             &["admin", "create", "--email", "not-an-email", "--password-stdin", "--database-url", url],
             "long enough password\n",

@@ -193,3 +193,42 @@ fn usage_errors_exit_non_zero() {
     let out = run(&["migrate", "--database-url", "mysql://localhost/x"]).failure();
     assert!(out.stderr.contains("unsupported database URL"), "{out:#?}");
 }
+
+/// The commands that read, or change what must already be there, refuse a SQLite path where
+/// there is no database instead of creating an empty one and answering from it.
+#[test]
+fn reading_commands_refuse_a_missing_database_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo").join("latchkey.db");
+    let url = format!("sqlite://{}", path.display());
+    let commands: [&[&str]; 5] = [
+        &["settings", "get", "jwt-enabled"],
+        &["settings", "list"],
+        &["admin", "list"],
+        &["doctor"],
+        &["token", "sign", "--email", "ada@example.com"],
+    ];
+    for args in commands {
+        let mut argv = args.to_vec();
+        argv.extend(["--database-url", &url]);
+        let out = run(&argv).failure();
+        assert!(
+            out.stdout.contains("no database at") || out.stderr.contains("no database at"),
+            "{args:?}: {out:#?}"
+        );
+        assert!(!path.exists(), "{args:?} created the database");
+    }
+    // `settings set` may configure a server before its first start: it creates the database.
+    run(&[
+        "settings",
+        "set",
+        "jwt-enabled",
+        "false",
+        "--database-url",
+        &url,
+    ])
+    .success();
+    assert!(path.exists());
+    let out = run(&["settings", "get", "jwt-enabled", "--database-url", &url]).success();
+    assert!(out.stdout.contains("false"), "{out:#?}");
+}

@@ -24,6 +24,7 @@ fn get_json(db: &Db, key: &str) -> Value {
 
 cli_both_backends! {
     async fn set_and_get_with_validation(db) {
+        run(&["migrate", "--database-url", &db.url]).success();
         assert_eq!(get_json(&db, "jwt-clock-skew-seconds"), json!(30));
 
         // A bare string, and JSON values.
@@ -77,6 +78,7 @@ cli_both_backends! {
     }
 
     async fn the_environment_fixes_a_setting(db) {
+        run(&["migrate", "--database-url", &db.url]).success();
         let env = |args: &[&str]| {
             let mut cmd = command(args);
             cmd.env("LATCHKEY_JWT_MAX_AGE_SECONDS", "60");

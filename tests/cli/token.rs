@@ -88,6 +88,7 @@ async fn sign_refuses_bad_arguments() {
     // No --secret and nothing configured.
     let dir = tempfile::tempdir().expect("temp dir");
     let (url, _) = sqlite_in(dir.path(), "t.db");
+    run(&["migrate", "--database-url", &url]).success();
     let out = run(&[
         "token",
         "sign",
