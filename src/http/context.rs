@@ -288,8 +288,9 @@ fn plain_error(res: &Response) -> Option<ErrorPayload> {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ("body_too_large", "The request body is larger than 1 MiB.")
         }
+        // Not a validation failure (SPEC §4.8 gives those 400): a code of its own.
         StatusCode::METHOD_NOT_ALLOWED => (
-            "validation_failed",
+            "method_not_allowed",
             "This address does not accept that method.",
         ),
         StatusCode::BAD_REQUEST
@@ -302,7 +303,9 @@ fn plain_error(res: &Response) -> Option<ErrorPayload> {
     Some(ErrorPayload {
         code,
         message: message.into(),
-        field: None,
+        // SPEC §6: a validation failure names its field, `body` when nothing else fits (our
+        // extractors name theirs; these are axum's own rejections).
+        field: (code == "validation_failed").then(|| "body".to_owned()),
         internal: None,
     })
 }

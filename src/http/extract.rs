@@ -137,6 +137,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// A setting's key from the path (`/api/setting/{key}`); one that does not decode is a 400
+/// naming `key`.
+pub struct SettingKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SettingKey {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let axum::extract::Path(key) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    Error::validation("key", "The setting key in the address is not valid text.")
+                })?;
+        Ok(SettingKey(key))
+    }
+}
+
 /// Query-string parameters; a malformed value is a 400 naming the parameter.
 pub struct ApiQuery<T>(pub T);
 

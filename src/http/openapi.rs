@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
@@ -141,8 +142,12 @@ pub async fn docs_index() -> Response {
 }
 
 /// Swagger UI's scripts, styles and icons (embedded in the binary: the `vendored` build).
-pub async fn docs_file(Path(file): Path<String>) -> Response {
-    swagger_file(&file)
+pub async fn docs_file(path: Result<Path<String>, PathRejection>) -> Response {
+    match path {
+        Ok(Path(file)) => swagger_file(&file),
+        // A path that does not decode names no file.
+        Err(_) => crate::error::Error::NotFound("There is no such file.".into()).into_response(),
+    }
 }
 
 static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {

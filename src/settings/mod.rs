@@ -336,9 +336,10 @@ impl Settings {
             if def.secret && registry::is_masked(&value) {
                 continue; // the masked form we handed out: unchanged
             }
-            let normal = def
-                .validate(value)
-                .map_err(|m| Error::validation(def.key, format!("{}: {m}.", def.key)))?;
+            let normal = def.validate(value).map_err(|m| {
+                let m = m.trim_end_matches('.');
+                Error::validation(def.key, format!("{}: {m}.", def.key))
+            })?;
             wanted.push((def, normal));
         }
         if wanted.is_empty() {

@@ -292,6 +292,39 @@ both_backends! {
         assert_error(res, 404, "not_found").await;
     }
 
+    async fn the_audit_log_filters_by_outcome(mut app) {
+        app.login_admin().await;
+        let res = app.client.post(app.url("/api/session")).json(&json!({"username": ADMIN_EMAIL, "password": "wrong password"})).send().await.unwrap();
+        assert_error(res, 401, "invalid_credentials").await;
+        for (query, outcome) in [("outcome=failure", "failure"), ("kind=password_login&outcome=failure", "failure"), ("outcome=success", "success"), ("kind=password_login&outcome=success", "success")] {
+            let events = app.audit_events(query).await;
+            assert!(!events.is_empty(), "{query}");
+            assert!(events.iter().all(|e| e["outcome"] == json!(outcome)), "{query}: {events:?}");
+            if query.starts_with("kind=") {
+                assert!(events.iter().all(|e| e["kind"] == json!("password_login")), "{query}: {events:?}");
+            }
+        }
+        assert!(app.audit_events("outcome=skipped").await.is_empty());
+        assert!(app.audit_events("kind=sso_login&outcome=failure").await.is_empty());
+    }
+
+    async fn the_router_s_own_errors_have_the_error_shape(mut app) {
+        app.login_admin().await;
+        // A known address with a method it does not take: a code of its own, not a 400's.
+        let res = app.admin(Method::POST, "/api/user/current").send().await.unwrap();
+        assert_error(res, 405, "method_not_allowed").await;
+        // A path segment that is not UTF-8 once decoded.
+        for method in [Method::GET, Method::PUT] {
+            let res = app.admin(method, "/api/setting/%FF").json(&json!({"value": 1})).send().await.unwrap();
+            let err = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(err["field"], json!("key"));
+        }
+        let res = app.client.get(app.url("/assets/%FF")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let res = app.client.get(app.url("/api/docs/%FF")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
     async fn settings_are_validated_masked_and_all_or_nothing(mut app) {
         app.login_admin().await;
         let res = app.put_setting("jwt-shared-secret", json!("short")).await;
@@ -358,7 +391,7 @@ both_backends! {
             let err = assert_error(res, 400, "validation_failed").await;
             assert_eq!(err["field"], json!(field), "{path}");
         }
-        for (path, field) in [("/api/user?query=%00", "query"), ("/api/audit?kind=a%00", "kind"), ("/api/audit?outcome=%00", "outcome")] {
+        for (path, field) in [("/api/user?query=%00", "query"), ("/api/audit?kind=a%00", "kind"), ("/api/audit?outcome=%00", "outcome"), ("/api/audit?outcome=bogus", "outcome")] {
             let res = app.admin(Method::GET, path).send().await.unwrap();
             let err = assert_error(res, 400, "validation_failed").await;
             assert_eq!(err["field"], json!(field), "{path}");

@@ -60,7 +60,7 @@ pub struct AuditEvent {
     security(("session_cookie" = []), ("session_header" = [])),
     params(
         ("kind" = Option<String>, Query, description = "Only events of this kind."),
-        ("outcome" = Option<String>, Query, description = "`success`, `failure` or `skipped`."),
+        ("outcome" = Option<String>, Query, description = "`success`, `failure` or `skipped`; anything else is refused."),
         ("user_id" = Option<i64>, Query, minimum = 1, description = "Only events about this user."),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Default 50."),
         ("before" = Option<i64>, Query, minimum = 1, description = "Only events older than this id (exclusive)."),
@@ -76,7 +76,16 @@ pub async fn list(
     let limit = int_param("limit", q.limit.as_deref(), 1, 500)?.unwrap_or(50);
     let query = AuditQuery {
         kind: q.kind.filter(|s| !s.is_empty()),
-        outcome: q.outcome.filter(|s| !s.is_empty()),
+        outcome: match q.outcome.as_deref() {
+            None | Some("") => None,
+            Some(o @ ("success" | "failure" | "skipped")) => Some(o.to_owned()),
+            Some(_) => {
+                return Err(crate::error::Error::validation(
+                    "outcome",
+                    "outcome must be success, failure or skipped.",
+                ));
+            }
+        },
         user_id: int_param("user_id", q.user_id.as_deref(), 1, i64::MAX)?,
         before: int_param("before", q.before.as_deref(), 1, i64::MAX)?,
         limit: limit + 1,

@@ -1,7 +1,7 @@
 //! Settings over the registry (SPEC §6): secrets masked, env-fixed keys refused.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::error::{Error, Result};
 use crate::http::context::RequestContext;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, SettingKey};
 use crate::http::openapi::Setting;
 use crate::settings::Actor;
 
@@ -49,7 +49,7 @@ pub async fn list(State(state): State<AppState>, _admin: AdminUser) -> Json<Valu
 pub async fn get_one(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Path(key): Path<String>,
+    SettingKey(key): SettingKey,
 ) -> Result<Json<Value>> {
     state
         .settings
@@ -80,7 +80,7 @@ pub async fn put_one(
     State(state): State<AppState>,
     admin: AdminUser,
     ctx: RequestContext,
-    Path(key): Path<String>,
+    SettingKey(key): SettingKey,
     body: Result<ApiJson<OneBody>, Error>,
 ) -> Result<StatusCode> {
     // A fault inside the value (e.g. a NUL in a mapping's name) names the setting, as every

@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 
 use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -52,15 +53,25 @@ pub fn version() -> &'static str {
     VERSION.as_str()
 }
 
+// A path that does not decode (e.g. `%FF`) names no asset: 404, as any other unknown name.
 pub async fn versioned(
-    Path((version, file)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    serve(&file, version == self::version(), &headers)
+    match path {
+        Ok(Path((version, file))) => serve(&file, version == self::version(), &headers),
+        Err(_) => serve("", false, &headers),
+    }
 }
 
-pub async fn unversioned(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    serve(&file, false, &headers)
+pub async fn unversioned(
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    match path {
+        Ok(Path(file)) => serve(&file, false, &headers),
+        Err(_) => serve("", false, &headers),
+    }
 }
 
 fn serve(name: &str, immutable: bool, headers: &HeaderMap) -> Response {

@@ -144,17 +144,26 @@ pub async fn people_page(
     })
 }
 
+/// The JWT group names that map to each group, from one pass over the mappings (the groups
+/// page lists every group: a pass per group would cost groups × mappings).
+fn mapped_from_by_group(state: &AppState) -> HashMap<i64, Vec<String>> {
+    let mut by_group: HashMap<i64, Vec<String>> = HashMap::new();
+    for (name, ids) in &state.settings.current().group_mappings.0 {
+        for id in ids {
+            let names = by_group.entry(*id).or_default();
+            if names.last() != Some(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    by_group
+}
+
 /// The JWT group names that map to a group.
 fn mapped_from(state: &AppState, group_id: i64) -> Vec<String> {
-    state
-        .settings
-        .current()
-        .group_mappings
-        .0
-        .iter()
-        .filter(|(_, ids)| ids.contains(&group_id))
-        .map(|(name, _)| name.clone())
-        .collect()
+    mapped_from_by_group(state)
+        .remove(&group_id)
+        .unwrap_or_default()
 }
 
 struct GroupRow {
@@ -176,6 +185,7 @@ pub async fn groups_page(
     State(state): State<AppState>,
     AdminPage(admin): AdminPage,
 ) -> Result<Response> {
+    let mut mappings = mapped_from_by_group(&state);
     let groups = state
         .store
         .list_groups()
@@ -183,7 +193,7 @@ pub async fn groups_page(
         .into_iter()
         .map(|g| GroupRow {
             builtin: g.id == ALL_USERS_GROUP_ID || g.id == ADMINISTRATORS_GROUP_ID,
-            mapped_from: mapped_from(&state, g.id),
+            mapped_from: mappings.remove(&g.id).unwrap_or_default(),
             id: g.id,
             name: g.name,
             members: g.member_count,
