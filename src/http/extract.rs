@@ -51,15 +51,27 @@ fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     })
 }
 
+/// Whether the body is declared as JSON: `application/json` or a `+json` type, in any case
+/// (media types are case-insensitive, RFC 9110 §8.3.1).
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+        let json = is_json(req.headers());
         let bytes = read_body(req, state).await?;
         if !json && !bytes.is_empty() {
             return Err(Error::validation(

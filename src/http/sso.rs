@@ -14,7 +14,7 @@ use crate::domain::return_to::parse_return_to;
 use crate::error::{Error, Result, TokenFailure};
 use crate::http::audit;
 use crate::http::context::RequestContext;
-use crate::http::extract::{ApiJson, parse_json, read_body};
+use crate::http::extract::{ApiJson, is_json, parse_json, read_body};
 use crate::settings::Effective;
 use crate::sso::{self, LoginResult};
 use crate::store::{NewSession, SsoLogoutError};
@@ -159,13 +159,6 @@ pub async fn sso_post(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"))
 }
 
 async fn handle(

@@ -422,14 +422,7 @@ impl Settings {
             {
                 plan.requires_sso_admin = true;
             }
-            let (old_shown, new_shown) = if def.secret {
-                (
-                    registry::mask_secret(&old),
-                    registry::mask_secret(&new_effective),
-                )
-            } else {
-                (old, new_effective)
-            };
+            let (old_shown, new_shown) = (audit_shown(def, &old), audit_shown(def, &new_effective));
             plan.audits.push(AuditRecord {
                 at: now,
                 kind: "setting_changed",
@@ -531,6 +524,20 @@ pub fn setting_value(key: &str, raw: &str) -> Value {
             Value::String(raw.to_owned())
         }
         _ => json,
+    }
+}
+
+/// A setting's value as the audit log keeps it: secrets masked, and the JWKS URI without the
+/// query or user info that may carry a credential (as the logs show it).
+fn audit_shown(def: &registry::Def, value: &Value) -> Value {
+    if def.secret {
+        registry::mask_secret(value)
+    } else if def.key == "jwt-jwks-uri"
+        && let Some(uri) = value.as_str()
+    {
+        Value::String(crate::sso::jwks::shown_uri(uri))
+    } else {
+        value.clone()
     }
 }
 

@@ -34,7 +34,9 @@
 //!    EC key) → `alg_not_allowed`; if no JWKS key has that `kid`, the PEM keys of the family
 //!    are tried in order (PEM keys have no `kid`). Without a `kid`, every key of the family
 //!    is tried, PEM keys first.
-//! 4. **header**: `jku jwk x5u x5c x5t x5t#S256 crit b64 zip enc cty` → `header_not_allowed`;
+//! 4. **header**: `jku jwk x5u x5c crit b64 zip enc cty` → `header_not_allowed` (SPEC §4.3;
+//!    the certificate thumbprints `x5t` and `x5t#S256`, which neither carry nor point to a
+//!    key, are ignored like `kid` for the shared secret: Entra ID and AD FS always send them);
 //!    `typ` absent or `JWT` / `application/jwt` (any case; logout tokens also `logout+jwt` /
 //!    `application/logout+jwt`) → else `header_not_allowed`.
 //! 5. **signature**: HMAC compared in constant time, or the signature checked with each
@@ -95,9 +97,10 @@ pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/back
 
 /// Header parameters that carry or point to keys (keys come only from settings), or change
 /// how the token is processed (`crit`, `b64`, `zip`, `enc`, `cty`): refused outright rather
-/// than half-understood (RFC 8725 §3.10, RFC 7515 §4.1.11, RFC 7519 §7.2 step 8).
-const FORBIDDEN_HEADERS: [&str; 11] = [
-    "jku", "jwk", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "zip", "enc", "cty",
+/// than half-understood (RFC 8725 §3.10, RFC 7515 §4.1.11, RFC 7519 §7.2 step 8). The
+/// certificate thumbprints `x5t` and `x5t#S256` are only hints, like `kid`, and are ignored.
+const FORBIDDEN_HEADERS: [&str; 9] = [
+    "jku", "jwk", "x5u", "x5c", "crit", "b64", "zip", "enc", "cty",
 ];
 
 /// Strict base64url: unpadded, URL-safe alphabet only, canonical trailing bits. Tokens are
@@ -1930,8 +1933,6 @@ mod tests {
             r#"{"alg":"HS256","x5u":"http://127.0.0.1:9/cert.pem"}"#,
             r#"{"alg":"HS256","jwk":{"kty":"oct","k":"AAAA"}}"#,
             r#"{"alg":"HS256","x5c":["MIIB"]}"#,
-            r#"{"alg":"HS256","x5t":"AAAA"}"#,
-            r#"{"alg":"HS256","x5t#S256":"AAAA"}"#,
             r#"{"alg":"HS256","zip":"DEF"}"#,
             r#"{"alg":"HS256","enc":"A128GCM"}"#,
             r#"{"alg":"HS256","jku":null}"#,
@@ -1941,6 +1942,17 @@ mod tests {
                 reason(&hs256(h, &valid_claims()), &policy(&a)),
                 Reason::HeaderNotAllowed,
                 "{h}"
+            );
+        }
+        // Certificate thumbprints point to nothing and are ignored (Entra ID and AD FS send
+        // `x5t` with every token), as SPEC §4.3's list leaves them out.
+        for h in [
+            r#"{"alg":"HS256","x5t":"AAAA"}"#,
+            r#"{"alg":"HS256","x5t#S256":"AAAA","kid":"k1"}"#,
+        ] {
+            assert!(
+                check(&hs256(h, &valid_claims()), &policy(&a)).is_ok(),
+                "{h} is accepted"
             );
         }
         // The literal J-13/J-14 headers.

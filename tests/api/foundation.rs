@@ -308,6 +308,19 @@ both_backends! {
         assert!(app.audit_events("kind=sso_login&outcome=failure").await.is_empty());
     }
 
+    async fn the_audit_log_keeps_no_query_of_the_jwks_uri(mut app) {
+        app.login_admin().await;
+        let res = app.put_setting("jwt-jwks-uri", json!("https://idp.example/jwks?access_token=SUPERSECRET")).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let events = app.audit_events("kind=setting_changed&limit=1").await;
+        assert_eq!(events[0]["details"], json!({"key": "jwt-jwks-uri", "old": null, "new": "https://idp.example/jwks?…"}));
+        let res = app.put_setting("jwt-jwks-uri", json!(null)).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let events = app.audit_events("kind=setting_changed&limit=1").await;
+        assert_eq!(events[0]["details"]["old"], json!("https://idp.example/jwks?…"));
+        assert!(!app.audit_events("kind=setting_changed").await.iter().any(|e| e.to_string().contains("SUPERSECRET")));
+    }
+
     async fn the_router_s_own_errors_have_the_error_shape(mut app) {
         app.login_admin().await;
         // A known address with a method it does not take: a code of its own, not a 400's.

@@ -208,6 +208,17 @@ both_backends! {
         let session = cookie_token(&set_cookie(&res).unwrap());
         assert_eq!(me(&app, &session).await["email"], json!("json@example.com"));
 
+        // Media types are case-insensitive: `Application/JSON; charset=UTF-8` is JSON too.
+        let token = sign(login_claims("json-case@example.com"));
+        let res = app.client.post(app.url("/auth/sso"))
+            .header("content-type", "Application/JSON; charset=UTF-8")
+            .body(json!({"jwt": token, "return_to": "/from-json"}).to_string())
+            .send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        assert_eq!(location(&res), "/from-json");
+        let session = cookie_token(&set_cookie(&res).unwrap());
+        assert_eq!(me(&app, &session).await["email"], json!("json-case@example.com"));
+
         // A JSON body with the wrong types is a 400 naming the field, and writes nothing.
         let before = Counts::of(&app).await;
         let res = app.client.post(app.url("/auth/sso")).json(&json!({"jwt": 42})).send().await.unwrap();
