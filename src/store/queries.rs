@@ -34,6 +34,20 @@ async fn lock_admins(conn: &mut Conn) -> Result<()> {
     Ok(())
 }
 
+/// Locks a user's row on PostgreSQL until the transaction ends (SQLite already serialises
+/// writers). Every transaction that changes a user's memberships or admin flag takes its
+/// locks in one order, the user's row, then `lock_admins`, then memberships, so that two of
+/// them cannot deadlock: an SSO login's update of the row comes first in it too.
+async fn lock_user(conn: &mut Conn, user_id: i64) -> Result<()> {
+    if !IS_SQLITE {
+        sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Serialises the transactions that write settings, and group deletion (which edits
 /// `jwt-group-mappings`), on PostgreSQL: each then reads what the one before committed.
 /// SQLite already serialises writers through BEGIN IMMEDIATE.
@@ -179,14 +193,21 @@ async fn insert_user(conn: &mut Conn, new: &NewUser, sso_source: Option<&str>) -
 
 /// Adds a membership if the group exists; returns whether a row was added.
 async fn add_member(conn: &mut Conn, user_id: i64, group_id: i64) -> Result<bool> {
-    let res = sqlx::query(
+    // On PostgreSQL the group's row is locked against deletion while the membership goes in:
+    // a group deleted meanwhile is then not found, instead of failing the insert's foreign
+    // key check.
+    let sql = if IS_SQLITE {
         "INSERT INTO memberships (user_id, group_id) SELECT $1, id FROM groups WHERE id = $2 \
-         ON CONFLICT (user_id, group_id) DO NOTHING",
-    )
-    .bind(user_id)
-    .bind(group_id)
-    .execute(&mut *conn)
-    .await?;
+         ON CONFLICT (user_id, group_id) DO NOTHING"
+    } else {
+        "INSERT INTO memberships (user_id, group_id) SELECT $1, id FROM groups WHERE id = $2 \
+         FOR KEY SHARE ON CONFLICT (user_id, group_id) DO NOTHING"
+    };
+    let res = sqlx::query(sql)
+        .bind(user_id)
+        .bind(group_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(res.rows_affected() > 0)
 }
 
@@ -313,6 +334,7 @@ pub async fn update_user(
     audit: &AuditRecord,
 ) -> Result<User> {
     let mut tx = begin_write(pool).await?;
+    lock_user(&mut tx, id).await?;
     lock_admins(&mut tx).await?;
     let before = user_in(&mut tx, id)
         .await?
@@ -607,10 +629,18 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
     // A settings write checks the mapped groups exist and writes the mappings under this
     // lock: it cannot check a group this transaction deletes, then write it back.
     lock_settings(&mut tx).await?;
-    let old: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    // On PostgreSQL the group's row is locked before its memberships go: a membership being
+    // added meanwhile (which holds the row `FOR KEY SHARE`, `add_member`) then either commits
+    // first and is deleted here, or waits and finds no group. Deleting the memberships first
+    // could wait on such an insert while it waited on this deletion.
+    let old: Option<Group> = sqlx::query_as(if IS_SQLITE {
+        "SELECT id, name FROM groups WHERE id = $1"
+    } else {
+        "SELECT id, name FROM groups WHERE id = $1 FOR UPDATE"
+    })
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let old = old.ok_or_else(|| Error::not_found("Group"))?;
     sqlx::query("DELETE FROM memberships WHERE group_id = $1")
         .bind(id)
@@ -676,10 +706,16 @@ pub async fn add_membership(
     audit: &AuditRecord,
 ) -> Result<i64> {
     let mut tx = begin_write(pool).await?;
-    let group: Option<Group> = sqlx::query_as("SELECT id, name FROM groups WHERE id = $1")
-        .bind(group_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    lock_user(&mut tx, user_id).await?;
+    // Locked against deletion on PostgreSQL until the membership is in (see `add_member`).
+    let group: Option<Group> = sqlx::query_as(if IS_SQLITE {
+        "SELECT id, name FROM groups WHERE id = $1"
+    } else {
+        "SELECT id, name FROM groups WHERE id = $1 FOR KEY SHARE"
+    })
+    .bind(group_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let group = group.ok_or_else(|| Error::not_found("Group"))?;
     let user = user_in(&mut tx, user_id)
         .await?
@@ -717,13 +753,14 @@ pub async fn add_membership(
 
 pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<()> {
     let mut tx = begin_write(pool).await?;
-    lock_admins(&mut tx).await?;
     let row = sqlx::query("SELECT user_id, group_id FROM memberships WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
     let row = row.ok_or_else(|| Error::not_found("Membership"))?;
     let (user_id, group_id): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    lock_user(&mut tx, user_id).await?;
+    lock_admins(&mut tx).await?;
     if group_id == ALL_USERS_GROUP_ID {
         return Err(Error::Forbidden(
             "Every user is a member of All Users; that membership cannot be removed.".into(),

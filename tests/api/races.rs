@@ -160,4 +160,59 @@ both_backends! {
             );
         }
     }
+
+    async fn memberships_added_while_their_group_is_deleted_are_added_or_not_found(mut app) {
+        app.login_admin().await;
+        for round in 0..20 {
+            let gid = create_group(&app, &format!("Going {round}")).await;
+            let uid = app.create_user(&format!("going{round}@example.com"), None, false).await;
+            let add = || app.admin(Method::POST, "/api/permissions/membership")
+                .json(&json!({"group_id": gid, "user_id": uid}))
+                .send();
+            let delete = app.admin(Method::DELETE, &format!("/api/permissions/group/{gid}")).send();
+            let (a, b, delete) = tokio::join!(add(), add(), delete);
+            assert_eq!(delete.unwrap().status(), StatusCode::NO_CONTENT);
+            for res in [a.unwrap(), b.unwrap()] {
+                let status = res.status();
+                let code = body_json(res).await["error"].as_str().unwrap_or("none").to_owned();
+                assert!(
+                    matches!((status.as_u16(), code.as_str()), (200, _) | (404, "not_found") | (409, "conflict")),
+                    "round {round}: {status} {code}"
+                );
+            }
+        }
+    }
+
+    async fn admin_changes_racing_each_other_never_deadlock(mut app) {
+        app.login_admin().await;
+        for round in 0..15 {
+            let uid = app.create_user(&format!("racer{round}@example.com"), None, false).await;
+            let add = app.admin(Method::POST, "/api/permissions/membership")
+                .json(&json!({"group_id": 2, "user_id": uid}))
+                .send();
+            let promote = app.admin(Method::PUT, &format!("/api/user/{uid}"))
+                .json(&json!({"is_superuser": true}))
+                .send();
+            let (add, promote) = tokio::join!(add, promote);
+            let (add, promote) = (add.unwrap(), promote.unwrap());
+            assert!(matches!(add.status().as_u16(), 200 | 409), "round {round}: {}", add.status());
+            assert_eq!(promote.status(), StatusCode::OK, "round {round}");
+            let group = body_json(app.admin(Method::GET, "/api/permissions/group/2").send().await.unwrap()).await;
+            let membership = group["members"].as_array().unwrap().iter()
+                .find(|m| m["user_id"] == json!(uid)).expect("an administrator")["membership_id"].as_i64().unwrap();
+            // Demoted twice at once: by the membership and by the flag.
+            let remove = app.admin(Method::DELETE, &format!("/api/permissions/membership/{membership}")).send();
+            let demote = app.admin(Method::PUT, &format!("/api/user/{uid}"))
+                .json(&json!({"is_superuser": false}))
+                .send();
+            let (remove, demote) = tokio::join!(remove, demote);
+            let (remove, demote) = (remove.unwrap(), demote.unwrap());
+            assert!(matches!(remove.status().as_u16(), 204 | 404), "round {round}: {}", remove.status());
+            assert_eq!(demote.status(), StatusCode::OK, "round {round}");
+            let user = app.store.get_user(uid).await.unwrap().unwrap();
+            assert!(!user.is_superuser, "round {round}");
+            let groups = body_json(app.admin(Method::GET, &format!("/api/user/{uid}")).send().await.unwrap()).await["group_ids"].clone();
+            assert_eq!(groups, json!([1]), "round {round}: the flag and the membership agree");
+        }
+    }
 }
