@@ -441,19 +441,20 @@ pub async fn set_password_hash(
     audit: &AuditRecord,
 ) -> Result<()> {
     let mut tx = begin_write(pool).await?;
-    let res = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(hash)
-        .bind(audit.at)
-        .execute(&mut *tx)
-        .await?;
-    if res.rows_affected() == 0 {
-        return Err(Error::not_found("User"));
-    }
+    let email: String = sqlx::query_scalar(
+        "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1 RETURNING email",
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(audit.at)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::not_found("User"))?;
     insert_audit(
         &mut tx,
         &AuditRecord {
             user_id: Some(id),
+            email: Some(email),
             ..audit.clone()
         },
     )
@@ -884,9 +885,10 @@ pub async fn delete_session(
 
 pub async fn delete_user_sessions(pool: &Pool, user_id: i64, audit: &AuditRecord) -> Result<u64> {
     let mut tx = begin_write(pool).await?;
-    if user_in(&mut tx, user_id).await?.is_none() {
-        return Err(Error::not_found("User"));
-    }
+    let user = user_in(&mut tx, user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?
+        .user;
     let res = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut *tx)
@@ -894,6 +896,7 @@ pub async fn delete_user_sessions(pool: &Pool, user_id: i64, audit: &AuditRecord
     let n = res.rows_affected();
     let record = AuditRecord {
         user_id: Some(user_id),
+        email: Some(user.email),
         details: serde_json::json!({"revoked": n}),
         ..audit.clone()
     };

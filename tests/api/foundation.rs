@@ -652,10 +652,13 @@ both_backends! {
         }
         let events = app.audit_events("kind=session_revoked").await;
         assert_eq!(events[0]["user_id"], json!(id));
+        assert_eq!(events[0]["email"], json!("r@example.com"), "the event names whose sessions");
         let res = app.admin(Method::PUT, &format!("/api/user/{id}/password")).json(&json!({"password": "short"})).send().await.unwrap();
         assert_error(res, 400, "validation_failed").await;
         let res = app.admin(Method::PUT, &format!("/api/user/{id}/password")).json(&json!({"password": "a-new-password"})).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let events = app.audit_events(&format!("kind=user_updated&user_id={id}")).await;
+        assert_eq!(events[0]["email"], json!("r@example.com"), "the password change names whose");
         app.login("r@example.com", "a-new-password").await;
     }
 }
