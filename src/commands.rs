@@ -49,19 +49,17 @@ async fn warn_plain_secrets(app: &App) -> anyhow::Result<()> {
 }
 
 async fn open(database_url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(database_url)
-        .await
-        .with_context(|| "cannot open the database")?;
-    store.migrate().await?;
-    Ok(store)
+    migrated(Store::connect(database_url).await).await
 }
 
 /// [`open`] for the commands that read, or change what must be there already (a password,
 /// the encryption of stored secrets): a missing SQLite file is an error, not a new database.
 async fn open_existing(database_url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect_existing(database_url)
-        .await
-        .with_context(|| "cannot open the database")?;
+    migrated(Store::connect_existing(database_url).await).await
+}
+
+async fn migrated(store: anyhow::Result<Store>) -> anyhow::Result<Store> {
+    let store = store.with_context(|| "cannot open the database")?;
     store.migrate().await?;
     Ok(store)
 }
