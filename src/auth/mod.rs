@@ -104,8 +104,14 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
     {
         return Ok(None);
     }
+    // Ended for good by an earlier value of the lifetime or of the idle timeout.
+    if live.session.created_at <= eff.sessions_created_before
+        || live.session.last_seen_at < eff.sessions_seen_before
+    {
+        return Ok(None);
+    }
     let idle = eff.int("session-idle-timeout-minutes").map(|m| m * 60);
-    let every = touch_interval(idle);
+    let every = crate::settings::touch_interval(idle);
     let seen = now - live.session.last_seen_at;
     // `last_seen_at` lags the last request by less than `every`, so a session counts as idle
     // only past `idle + every`: never before its holder was away for the whole timeout, at
@@ -125,12 +131,6 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         }
     }
     Ok(Some(live))
-}
-
-/// How often a used session's `last_seen_at` is written: once a minute, or a quarter of the
-/// idle timeout when that is shorter (at least every second).
-fn touch_interval(idle_secs: Option<i64>) -> i64 {
-    idle_secs.map_or(60, |idle| (idle / 4).clamp(1, 60))
 }
 
 /// SPEC §5: a state-changing request authenticated by cookie must come from our origin.
@@ -188,9 +188,9 @@ impl FromRequestParts<AppState> for AdminUser {
 mod tests {
     #[test]
     fn last_seen_is_written_once_a_minute_or_a_quarter_of_a_shorter_idle_timeout() {
-        assert_eq!(super::touch_interval(None), 60);
-        assert_eq!(super::touch_interval(Some(30 * 60)), 60);
-        assert_eq!(super::touch_interval(Some(60)), 15);
-        assert_eq!(super::touch_interval(Some(2)), 1);
+        assert_eq!(crate::settings::touch_interval(None), 60);
+        assert_eq!(crate::settings::touch_interval(Some(30 * 60)), 60);
+        assert_eq!(crate::settings::touch_interval(Some(60)), 15);
+        assert_eq!(crate::settings::touch_interval(Some(2)), 1);
     }
 }

@@ -88,7 +88,16 @@ pub fn parse_return_to_or_fallback(
     }
     let raw = raw.filter(|r| !r.is_empty()).ok_or(InvalidRedirect)?;
     let base_origin = http_origin(base).ok_or(InvalidRedirect)?;
-    let url = parse_on_allowed_origin(raw, base, &base_origin, allowed_origins)?;
+    let url = match parse_on_allowed_origin(raw, base, &base_origin, allowed_origins) {
+        Ok(url) => url,
+        // A character refused only in the query or fragment (a raw `\`, which browsers send
+        // unencoded in a query) does not stop the fallback: the part before the first `?` or
+        // `#`, where the origin and the path are, is checked on its own.
+        Err(e) => match raw.find(['?', '#']) {
+            Some(end) => parse_on_allowed_origin(&raw[..end], base, &base_origin, allowed_origins)?,
+            None => return Err(e),
+        },
+    };
     let mut path_only = url.clone();
     path_only.set_query(None);
     path_only.set_fragment(None);
@@ -949,6 +958,15 @@ mod tests {
             fallback("/%2F%2Fevil.com?q=%0A").unwrap(),
             "https://mb.example.com/"
         );
+        // A raw backslash in the query or fragment: browsers send it unencoded there.
+        assert_eq!(
+            fallback("https://app.example.com/search?p=C:\\Users").unwrap(),
+            "https://app.example.com/search"
+        );
+        assert_eq!(
+            fallback("/search#C:\\x").unwrap(),
+            "https://mb.example.com/search"
+        );
     }
 
     #[test]
@@ -960,6 +978,9 @@ mod tests {
             "//evil.example/?q=%0A",
             "https://user:pw@app.example.com/?q=%0A",
             "https://app.example.com/a\\b?q=%0A",
+            "https://app.example.com\\@evil.example/?q=\\",
+            "https://evil.example/?p=C:\\x",
+            "/\\evil.example/?p=\\",
             "https://app.example.com/a\nb?q=%0A",
             " /x?q=%0A",
             "https:app.example.com/?q=%0A",

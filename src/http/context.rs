@@ -206,7 +206,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     tracing::info!(
         request_id = %request_id,
         %method,
-        %path,
+        path = %LogSafe(&path),
         status = res.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
@@ -219,7 +219,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     };
     if let Some(p) = payload {
         if let Some(internal) = &p.internal {
-            tracing::error!(request_id = %request_id, %method, %path, error = %internal, "request failed");
+            tracing::error!(request_id = %request_id, %method, path = %LogSafe(&path), error = %internal, "request failed");
         }
         let status = res.status();
         let retry_after = res.headers().get(header::RETRY_AFTER).cloned();
@@ -270,6 +270,31 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     res
 }
 
+/// A client-sent string as the log shows it: control characters (C0, DEL and C1, e.g. the
+/// CSI that starts a terminal escape, or NEL) and the Unicode characters that break or
+/// reorder lines (line and paragraph separators, bidirectional controls, zero-width ones)
+/// are written as `\u{…}`, so a request cannot forge or hide log lines. hyper refuses CR and
+/// LF in a request line, but lets other bytes through.
+struct LogSafe<'a>(&'a str);
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return f.write_str(self.0);
+        }
+        for c in self.0.chars() {
+            let hidden = c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
+            if hidden {
+                write!(f, "\\u{{{:x}}}", c as u32)?;
+            } else {
+                std::fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether a request can change sessions, users or groups: every state-changing method, and
 /// the two GETs that sign in and out. Their completion invalidates the instance's caches.
 fn may_write(method: &axum::http::Method, path: &str) -> bool {
@@ -312,6 +337,17 @@ fn plain_error(res: &Response) -> Option<ErrorPayload> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_log_escapes_what_could_forge_or_hide_a_line() {
+        let shown = |s: &str| super::LogSafe(s).to_string();
+        assert_eq!(shown("/api/user/7"), "/api/user/7");
+        assert_eq!(shown("/caf\u{e9}"), "/caf\u{e9}");
+        assert_eq!(
+            shown("/x\u{9b}31m\u{85}INFO\u{2028}fake\u{202e}\u{7}"),
+            "/x\\u{9b}31m\\u{85}INFO\\u{2028}fake\\u{202e}\\u{7}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -32,6 +32,26 @@ pub struct Effective {
     stored: HashMap<String, String>,
     pub site_url: Option<Url>,
     pub group_mappings: GroupMappings,
+    /// Sessions created at or before this time (Unix seconds) have ended for good, and so
+    /// have sessions last seen before `sessions_seen_before` ([`SESSIONS_ENDED_CREATED`]).
+    pub sessions_created_before: i64,
+    pub sessions_seen_before: i64,
+}
+
+/// Rows of the settings table that are no setting: when `session-max-age-minutes` or
+/// `session-idle-timeout-minutes` changes, the sessions the old value had ended are recorded
+/// as ended for good, by when they were created or last seen, so that raising the value
+/// again, or removing the timeout, does not bring them back. (Sessions are checked against
+/// the current values; their rows are not rewritten, which would cost a pass over every
+/// session.)
+pub const SESSIONS_ENDED_CREATED: &str = "internal:sessions-ended-created-at-or-before";
+pub const SESSIONS_ENDED_SEEN: &str = "internal:sessions-ended-seen-before";
+
+/// How often a used session's `last_seen_at` is written: once a minute, or a quarter of the
+/// idle timeout when that is shorter (at least every second). A session counts as idle only
+/// past the timeout plus this lag.
+pub fn touch_interval(idle_secs: Option<i64>) -> i64 {
+    idle_secs.map_or(60, |idle| (idle / 4).clamp(1, 60))
 }
 
 impl Effective {
@@ -61,9 +81,17 @@ impl Effective {
             .get("jwt-group-mappings")
             .and_then(|v| GroupMappings::parse(v).ok())
             .unwrap_or_default();
+        let cutoff = |key: &str| {
+            stored
+                .get(key)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(i64::MIN)
+        };
         Effective {
             values,
             env_fixed: env_fixed.clone(),
+            sessions_created_before: cutoff(SESSIONS_ENDED_CREATED),
+            sessions_seen_before: cutoff(SESSIONS_ENDED_SEEN),
             stored,
             site_url,
             group_mappings,
@@ -385,8 +413,12 @@ impl Settings {
     ) -> Result<SettingsPlan> {
         // Only the rows this write compares or checks are opened: a secret this instance
         // cannot decrypt blocks only writes of that secret.
-        let needed =
-            |k: &str| k == "enable-password-login" || wanted.iter().any(|(d, _)| d.key == k);
+        let needed = |k: &str| {
+            k == "enable-password-login"
+                || k == SESSIONS_ENDED_CREATED
+                || k == SESSIONS_ENDED_SEEN
+                || wanted.iter().any(|(d, _)| d.key == k)
+        };
         let rows = rows.into_iter().filter(|(k, _)| needed(k)).collect();
         let stored = encryption::open_stored(
             rows,
@@ -436,6 +468,25 @@ impl Settings {
                 details: serde_json::json!({"key": def.key, "old": old_shown, "new": new_shown}),
             });
             writes.push((def.key.to_owned(), stored_text));
+            // The sessions the old value had ended stay ended (`SESSIONS_ENDED_CREATED`).
+            let ended = match (def.key, old.as_i64()) {
+                ("session-max-age-minutes", Some(minutes)) => Some((
+                    SESSIONS_ENDED_CREATED,
+                    eff.sessions_created_before,
+                    now - minutes * 60,
+                )),
+                ("session-idle-timeout-minutes", Some(minutes)) => Some((
+                    SESSIONS_ENDED_SEEN,
+                    eff.sessions_seen_before,
+                    now - minutes * 60 - touch_interval(Some(minutes * 60)),
+                )),
+                _ => None,
+            };
+            if let Some((key, before, after)) = ended
+                && after > before
+            {
+                writes.push((key.to_owned(), Some(after.to_string())));
+            }
         }
         plan.changes = self.seal_secrets(writes);
         Ok(plan)

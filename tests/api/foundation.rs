@@ -562,6 +562,37 @@ both_backends! {
         }
     }
 
+    async fn sessions_ended_by_a_setting_stay_ended_when_it_is_relaxed(mut app) {
+        app.login_admin().await;
+        app.create_user("gone@example.com", Some("password123"), false).await;
+        let old = app.login("gone@example.com", "password123").await;
+        let away = app.login("gone@example.com", "password123").await;
+        let fresh = app.login("gone@example.com", "password123").await;
+        app.set_session_time(&old, "created_at", now() - 2 * 3600).await;
+        app.set_session_time(&away, "last_seen_at", now() - 3600).await;
+        let works = |token: String| {
+            let req = app.as_user(&token, Method::GET, "/api/user/current");
+            async move { req.send().await.unwrap().status() == StatusCode::OK }
+        };
+        assert!(works(old.clone()).await && works(away.clone()).await);
+        app.set_session_time(&away, "last_seen_at", now() - 3600).await;
+        // A one-hour lifetime ends the old session; a 30-minute idle timeout the one away.
+        for (key, value) in [("session-max-age-minutes", json!(60)), ("session-idle-timeout-minutes", json!(30))] {
+            let res = app.put_setting(key, value).await;
+            assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        }
+        assert!(!works(old.clone()).await && !works(away.clone()).await);
+        // Back to two weeks and no timeout: they stay ended; the fresh one never ended.
+        for (key, value) in [("session-max-age-minutes", json!(20160)), ("session-idle-timeout-minutes", json!(null))] {
+            let res = app.put_setting(key, value).await;
+            assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        assert!(!works(old).await, "the lifetime's ended session came back");
+        assert!(!works(away).await, "the idle session came back");
+        assert!(works(fresh).await);
+    }
+
     async fn a_short_idle_timeout_never_ends_a_session_used_within_it(app) {
         app.create_user("busy@example.com", Some("password123"), false).await;
         let token = app.login("busy@example.com", "password123").await;

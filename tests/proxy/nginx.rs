@@ -460,6 +460,7 @@ async fn nginx_sends_a_browser_to_sign_in_from_urls_the_redirect_check_refuses()
     let long = format!("/reports?data={}", "x".repeat(3000));
     for (page, back) in [
         ("/search?q=line1%0D%0Aline2", "/search"),
+        ("/files?p=C:\\Users", "/files"),
         (long.as_str(), "/reports"),
     ] {
         let res = s.browse(page).send().await.unwrap();

@@ -185,6 +185,8 @@ both_backends! {
             (format!("/reports/7?data={}", "x".repeat(3000)), format!("{APP}/reports/7")),
             (format!("/{}?a=1", "p".repeat(3000)), format!("{APP}/")),
             ("/a/%252e%252e/b?x=1".to_owned(), format!("{APP}/")),
+            // A raw backslash in the query, which browsers send unencoded there.
+            ("/search?p=C:\\Users".to_owned(), format!("{APP}/search")),
         ];
         for (page, back) in &cases {
             let wanted = format!("{APP}{page}");
