@@ -214,7 +214,7 @@ pub async fn fetch(
             .header(header::ACCEPT, "application/jwk-set+json, application/json")
             .send()
             .await
-            .map_err(|e| FetchError::Request(e.without_url().to_string()))?;
+            .map_err(|e| request_error(e, timeout))?;
         if res.status() != reqwest::StatusCode::OK {
             return Err(FetchError::Status(res.status().as_u16()));
         }
@@ -233,11 +233,7 @@ pub async fn fetch(
             .join(",");
         let lifetime = cache_lifetime(Some(&cache_control));
         let mut body = Vec::new();
-        while let Some(chunk) = res
-            .chunk()
-            .await
-            .map_err(|e| FetchError::Request(e.without_url().to_string()))?
-        {
+        while let Some(chunk) = res.chunk().await.map_err(|e| request_error(e, timeout))? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
                 return Err(FetchError::TooLarge);
             }
@@ -256,6 +252,28 @@ pub async fn fetch(
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| FetchError::Timeout(timeout))?
+}
+
+/// What went wrong with a request, for the logs and `doctor`: a timeout as such (the client's
+/// own timer, equal to the outer one, usually fires first), else reqwest's message with its
+/// causes (connection refused, a certificate error, …), never the URL (its query may carry a
+/// credential).
+fn request_error(e: reqwest::Error, timeout: Duration) -> FetchError {
+    if e.is_timeout() {
+        return FetchError::Timeout(timeout);
+    }
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    FetchError::Request(text)
 }
 
 /// The JWKS cache of one instance: a [`CacheState`] for the configured URI, and a lock so
@@ -712,6 +730,8 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, FetchError::Request(_)), "{err}");
+        // The cause is told, not only reqwest's "error sending request".
+        assert!(err.to_string().contains("onnection refused"), "{err}");
     }
 
     #[tokio::test]
@@ -724,6 +744,15 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FetchError::Timeout(_)), "{err}");
         assert!(started.elapsed() < secs(2));
+        // With the cache's own client, whose timer equals the fetch's and fires first, a
+        // timeout is still told as one.
+        let ok = response("200 OK", &[], &jwks_body(&["k1"]));
+        let (uri, _) = serve(vec![ok], secs(3)).await;
+        let jwks = Jwks::with_timeout(Duration::from_millis(300));
+        let err = fetch(jwks.client.as_ref().unwrap(), &uri, jwks.timeout)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Timeout(_)), "{err}");
     }
 
     #[test]

@@ -390,8 +390,15 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
             let n = b64_member(obj, "n")?;
             let e = b64_member(obj, "e")?;
             check_rsa_bits(bit_len(&n))?;
+            // What aws-lc accepts when it verifies (as the PEM keys are checked when parsed):
+            // an odd exponent from 3 up to 33 bits. Anything else could verify nothing, yet
+            // would count as a usable key.
             let e_len = e.iter().skip_while(|b| **b == 0).count();
-            if e_len == 0 || e_len > 8 {
+            let e_value = e
+                .iter()
+                .skip_while(|b| **b == 0)
+                .fold(0u64, |v, b| v.wrapping_shl(8) | u64::from(*b));
+            if e_len == 0 || e_len > 5 || e_value < 3 || e_value % 2 == 0 || e_value >> 33 != 0 {
                 return Err("has an RSA exponent out of range".into());
             }
             (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
@@ -724,6 +731,12 @@ mod tests {
             (with(&ec, "y", ec["x"].clone()), "not a point"),
             (without(&rsa, "n"), "has no n"),
             (with(&rsa, "n", json!("AQAB")), "bits"),
+            // e = 1 (a "signature" would be the padded digest itself), 2, 4: aws-lc refuses
+            // them when verifying, so they must not count as usable keys.
+            (with(&rsa, "e", json!("AQ")), "exponent"),
+            (with(&rsa, "e", json!("Ag")), "exponent"),
+            (with(&rsa, "e", json!("AAAE")), "exponent"),
+            (with(&rsa, "e", json!("AgAAAAE")), "exponent"),
             (with(&rsa, "kid", json!(7)), "non-string kid"),
             (
                 json!({"kty": "OKP", "crv": "X25519", "x": ec["x"].clone()}),
