@@ -174,7 +174,11 @@ fn rotation_needs_a_valid_new_key() {
         out.stderr.contains("64 hex characters or as base64"),
         "{out:#?}"
     );
+    // No database there: nothing is created.
+    let out = rotate(&db, None, &EncryptionKey::generate().to_hex()).failure();
+    assert!(out.stderr.contains("no database at"), "{out:#?}");
     // Nothing stored: nothing to do, said so.
+    run(&["migrate", "--database-url", &db.url]).success();
     let out = rotate(&db, None, &EncryptionKey::generate().to_hex()).success();
     assert!(out.stdout.contains("nothing to encrypt"), "{out:#?}");
 }
