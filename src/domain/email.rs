@@ -97,7 +97,7 @@ fn is_bad_char(c: char) -> bool {
 /// Unicode format characters (category Cf) that render as nothing or reorder text: an
 /// address containing one looks like another account's address but is a different string
 /// (zero-width spaces, joiners, bidi overrides, the BOM, soft hyphen, tag characters).
-fn is_invisible_format(c: char) -> bool {
+pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'

@@ -271,21 +271,29 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
 }
 
 /// A client-sent string as the log shows it: control characters (C0, DEL and C1, e.g. the
-/// CSI that starts a terminal escape, or NEL) and the Unicode characters that break or
-/// reorder lines (line and paragraph separators, bidirectional controls, zero-width ones)
-/// are written as `\u{…}`, so a request cannot forge or hide log lines. hyper refuses CR and
-/// LF in a request line, but lets other bytes through.
+/// CSI that starts a terminal escape, or NEL), the line and paragraph separators and the
+/// invisible format characters (bidirectional and zero-width ones, the same set the email
+/// check refuses) are written as `\u{…}`, and a backslash as `\\`, so a request can neither
+/// forge nor hide a log line. hyper refuses CR and LF in a request line, but lets other bytes
+/// through.
 struct LogSafe<'a>(&'a str);
 
 impl std::fmt::Display for LogSafe<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        if self
+            .0
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+        {
             return f.write_str(self.0);
         }
         for c in self.0.chars() {
-            let hidden = c.is_control()
-                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
-            if hidden {
+            if c == '\\' {
+                f.write_str("\\\\")?;
+            } else if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}')
+                || crate::domain::email::is_invisible_format(c)
+            {
                 write!(f, "\\u{{{:x}}}", c as u32)?;
             } else {
                 std::fmt::Write::write_char(f, c)?;
@@ -337,18 +345,21 @@ fn plain_error(res: &Response) -> Option<ErrorPayload> {
 
 #[cfg(test)]
 mod tests {
+
+    use super::*;
+
     #[test]
     fn the_log_escapes_what_could_forge_or_hide_a_line() {
         let shown = |s: &str| super::LogSafe(s).to_string();
         assert_eq!(shown("/api/user/7"), "/api/user/7");
         assert_eq!(shown("/caf\u{e9}"), "/caf\u{e9}");
         assert_eq!(
-            shown("/x\u{9b}31m\u{85}INFO\u{2028}fake\u{202e}\u{7}"),
-            "/x\\u{9b}31m\\u{85}INFO\\u{2028}fake\\u{202e}\\u{7}"
+            shown("/x\u{9b}31m\u{85}INFO\u{2028}fake\u{202e}\u{7}\u{61c}"),
+            "/x\\u{9b}31m\\u{85}INFO\\u{2028}fake\\u{202e}\\u{7}\\u{61c}"
         );
+        // A backslash is doubled: a path cannot pass for an escaped character.
+        assert_eq!(shown("/a\\u{a}"), "/a\\\\u{a}");
     }
-
-    use super::*;
 
     #[test]
     fn client_ip_trusts_only_the_configured_hops() {

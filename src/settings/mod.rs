@@ -81,7 +81,12 @@ impl Effective {
             .get("jwt-group-mappings")
             .and_then(|v| GroupMappings::parse(v).ok())
             .unwrap_or_default();
-        let cutoff = |key: &str| {
+        // A setting fixed by this instance's environment is not the one a writer elsewhere
+        // (another instance, the CLI in another shell) changed: its cutoff does not apply.
+        let cutoff = |key: &str, setting: &str| {
+            if env_fixed.contains_key(setting) {
+                return i64::MIN;
+            }
             stored
                 .get(key)
                 .and_then(|v| v.parse::<i64>().ok())
@@ -90,8 +95,8 @@ impl Effective {
         Effective {
             values,
             env_fixed: env_fixed.clone(),
-            sessions_created_before: cutoff(SESSIONS_ENDED_CREATED),
-            sessions_seen_before: cutoff(SESSIONS_ENDED_SEEN),
+            sessions_created_before: cutoff(SESSIONS_ENDED_CREATED, "session-max-age-minutes"),
+            sessions_seen_before: cutoff(SESSIONS_ENDED_SEEN, "session-idle-timeout-minutes"),
             stored,
             site_url,
             group_mappings,

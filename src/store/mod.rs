@@ -408,8 +408,10 @@ impl Store {
     }
 
     /// Writes (or, for `None`, deletes) settings and their audit rows in one transaction,
-    /// as they are (other instances, the CLI's raw writes, tests). A new
-    /// `jwt-group-mappings` must name existing groups, as with `update_settings`.
+    /// as they are: what another instance or an older version could write, for the tests. A
+    /// new `jwt-group-mappings` must name existing groups, as with `update_settings`. It
+    /// records no session cutoffs (`settings::SESSIONS_ENDED_CREATED`): changes of the
+    /// session settings go through `Settings`.
     pub async fn write_settings(
         &self,
         changes: &[(String, Option<String>)],

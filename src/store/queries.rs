@@ -762,6 +762,19 @@ pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Res
     let (user_id, group_id): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     lock_user(&mut tx, user_id).await?;
     lock_admins(&mut tx).await?;
+    // Read again under the locks: on PostgreSQL another transaction may have removed it (or
+    // removed and added it back as another membership) between the first read and the locks.
+    let still: Option<i64> = sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE id = $1 AND user_id = $2 AND group_id = $3",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(group_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if still.is_none() {
+        return Err(Error::not_found("Membership"));
+    }
     if group_id == ALL_USERS_GROUP_ID {
         return Err(Error::Forbidden(
             "Every user is a member of All Users; that membership cannot be removed.".into(),

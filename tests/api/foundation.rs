@@ -826,3 +826,40 @@ mod a_session_from_before_binary_ids {
         a_session_from_before_binary_ids_survives_the_upgrade(Backend::Postgres).await;
     }
 }
+
+/// A session lifetime fixed by this instance's environment is not the one a writer elsewhere
+/// changed: the cutoff that writer recorded does not end this instance's sessions.
+#[tokio::test]
+async fn session_cutoffs_do_not_apply_to_a_lifetime_fixed_by_the_environment() {
+    let env = std::collections::HashMap::from([(
+        "LATCHKEY_SESSION_MAX_AGE_MINUTES".to_owned(),
+        "43200".to_owned(),
+    )]);
+    let app = spawn_app_with_env(Backend::Sqlite, env).await.unwrap();
+    app.create_user("long@example.com", Some("password123"), false)
+        .await;
+    let token = app.login("long@example.com", "password123").await;
+    // Twenty days old: within this instance's 30 days.
+    app.set_session_time(&token, "created_at", now() - 20 * 86_400)
+        .await;
+    // What a `settings set session-max-age-minutes` run elsewhere (seeing the default of 14
+    // days) records: sessions created more than 14 days ago ended.
+    let cutoff = (now() - 14 * 86_400).to_string();
+    app.store
+        .write_settings(
+            &[(
+                latchkey::settings::SESSIONS_ENDED_CREATED.to_owned(),
+                Some(cutoff),
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let res = app
+        .as_user(&token, Method::GET, "/api/user/current")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -546,4 +546,13 @@ async fn a_large_group_is_shown_a_page_of_members_at_a_time() {
     assert!(!second.contains("id=\"next-members\""));
     let res = get_html(&app, "/admin/people/groups/1?after=x", Some(&admin)).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // Past the last page: the group is not empty, only that page.
+    let past = get_html(&app, "/admin/people/groups/1?after=999999999", Some(&admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(past.contains("id=\"no-more-members\""), "{past}");
+    assert!(!past.contains("id=\"no-members\""));
+    assert!(past.contains("id=\"first-members\""));
 }
