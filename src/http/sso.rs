@@ -267,21 +267,36 @@ pub async fn logout(
 ) -> Result<Response> {
     let eff = state.settings.current();
     let mut location = "/auth/login".to_owned();
-    if let Some((token, _)) = auth::request_token(&headers)
-        && let Some(live) = auth::live_session(&state, &token).await?
-    {
-        let (session_row, user) = (&live.session, &live.user);
-        let mut row = audit(&ctx, "logout", "success");
-        row.user_id = Some(user.id);
-        row.actor_id = Some(user.id);
-        row.email = Some(user.email.clone());
-        state
-            .store
-            .delete_session(session::session_key(&token).as_bytes(), Some(&row))
-            .await?;
-        if session_row.auth_method == "jwt"
-            && let Some(uri) = eff.str("jwt-logout-redirect-uri")
-        {
+    if let Some((token, _)) = auth::request_token(&headers) {
+        let key = session::session_key(&token);
+        let ended_by_sso = match auth::live_session(&state, &token).await? {
+            Some(live) => {
+                let user = &live.user;
+                let mut row = audit(&ctx, "logout", "success");
+                row.user_id = Some(user.id);
+                row.actor_id = Some(user.id);
+                row.email = Some(user.email.clone());
+                state
+                    .store
+                    .delete_session(key.as_bytes(), Some(&row))
+                    .await?;
+                live.session.auth_method == "jwt"
+            }
+            // A session that has already ended (its lifetime, its idle timeout) is still
+            // this browser's: its row goes, and an SSO session still signs out at the IdP,
+            // whose own session may well be alive. Nothing is written for a token that
+            // names no session.
+            None if token.len() <= 256 => match state.store.session_identity(key.as_bytes()).await?
+            {
+                Some((ended, _, _)) => {
+                    state.store.delete_session(key.as_bytes(), None).await?;
+                    ended.auth_method == "jwt"
+                }
+                None => false,
+            },
+            None => false,
+        };
+        if ended_by_sso && let Some(uri) = eff.str("jwt-logout-redirect-uri") {
             location = uri.to_owned();
         }
     }

@@ -58,6 +58,21 @@ both_backends! {
         assert_eq!((events[0]["outcome"].clone(), events[0]["user_id"].clone()), (json!("success"), u["id"].clone()));
     }
 
+    async fn logout_of_an_ended_sso_session_still_goes_to_the_idp_and_removes_it(mut app) {
+        sso_ready(&mut app).await;
+        let res = app.put_settings(json!({"jwt-logout-redirect-uri": "https://idp.example/logout", "session-idle-timeout-minutes": 30})).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let (session, _) = sso_login(&app, login_claims("idle@example.com")).await;
+        // Away for an hour: the session ended by the idle timeout.
+        app.set_session_time(&session, "last_seen_at", now() - 3600).await;
+        assert!(!session_works(&app, &session).await);
+        let sessions = app.count("sessions").await;
+        let res = front_logout(&app, Some(&session)).await;
+        assert_eq!(location(&res), "https://idp.example/logout", "the IdP's session may be alive");
+        assert_cleared(&res);
+        assert_eq!(app.count("sessions").await, sessions - 1, "its row is gone");
+    }
+
     async fn logout_without_a_logout_redirect_or_of_a_password_session_goes_to_the_login_page(mut app) {
         sso_ready(&mut app).await;
         let (session, _) = sso_login(&app, login_claims("plain@example.com")).await;
