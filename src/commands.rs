@@ -380,6 +380,9 @@ pub fn token_claims(
     Ok(claims)
 }
 
+/// The variable that fixes `jwt-shared-secret` (and fills `token sign --secret`).
+const SECRET_ENV: &str = "LATCHKEY_JWT_SHARED_SECRET";
+
 pub async fn token_sign(
     database_url: &str,
     email: &str,
@@ -387,17 +390,30 @@ pub async fn token_sign(
     extra: &[String],
     secret: Option<String>,
 ) -> anyhow::Result<()> {
+    // A secret from LATCHKEY_JWT_SHARED_SECRET is the server's own (the variable fixes its
+    // setting): the token then has the server's shape too (claim names, issuer, audience),
+    // read from its database when there is one. Only `--secret` signs with defaults.
+    let from_env = secret.is_some() && std::env::var(SECRET_ENV).ok() == secret;
     let (secret, shape) = match secret {
-        Some(s) => (s, TokenShape::default()),
-        None => {
-            let settings = Settings::load(open_existing(database_url).await?).await?;
-            let secret = settings
-                .raw("jwt-shared-secret")
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| anyhow::anyhow!("jwt-shared-secret is not set: pass --secret"))?;
-            (secret, TokenShape::of(&settings.current()))
-        }
+        Some(s) if !from_env => (s, TokenShape::default()),
+        given => match open_existing(database_url).await {
+            Ok(store) => {
+                let settings = Settings::load(store).await?;
+                let secret = settings
+                    .raw("jwt-shared-secret")
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("jwt-shared-secret is not set: pass --secret")
+                    })?;
+                (secret, TokenShape::of(&settings.current()))
+            }
+            Err(e) if given.is_some() => {
+                eprintln!("{e:#}: signing with the default claim names, without iss or aud");
+                (given.unwrap_or_default(), TokenShape::default())
+            }
+            Err(e) => return Err(e),
+        },
     };
     if secret.chars().count() < crate::sso::verify::MIN_SECRET_BYTES {
         bail!(

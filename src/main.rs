@@ -159,9 +159,11 @@ enum SettingsCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Print a token signed with HS256, iat = now and a random jti. Without --secret (nor
-    /// LATCHKEY_JWT_SHARED_SECRET), the configured server's secret, claim names
-    /// (jwt-attribute-email, jwt-attribute-groups), issuer and audience are used.
+    /// Print a token signed with HS256, iat = now and a random jti, with the configured
+    /// server's secret, claim names (jwt-attribute-email, jwt-attribute-groups), issuer and
+    /// audience. --secret signs with another secret and the default claim names, without
+    /// issuer or audience; LATCHKEY_JWT_SHARED_SECRET, which fixes the server's secret, keeps
+    /// the configured claim names.
     Sign {
         #[arg(long)]
         email: String,
