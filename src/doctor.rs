@@ -281,7 +281,7 @@ fn check_jwt(eff: &Effective) -> Finding {
         missing.push("a key (jwt-shared-secret, jwt-public-keys or jwt-jwks-uri)");
     } else if !eff.jwt_key_usable() {
         missing.push(
-            "a key for an algorithm jwt-algorithms allows (the shared secret for HS*, public keys or a JWKS URI for the others)",
+            "a key for an algorithm jwt-algorithms allows (the shared secret for HS*, a public key of the algorithm's family or a JWKS URI for the others)",
         );
     }
     Finding::error(

@@ -36,6 +36,9 @@ pub struct Effective {
     /// have sessions last seen before `sessions_seen_before` ([`SESSIONS_ENDED_CREATED`]).
     pub sessions_created_before: i64,
     pub sessions_seen_before: i64,
+    /// The kinds of the PEM keys of `jwt-public-keys` (parsed once per settings load), for
+    /// [`Effective::jwt_key_usable`].
+    pem_key_kinds: Vec<crate::sso::keys::KeyKind>,
 }
 
 /// Rows of the settings table that are no setting: when `session-max-age-minutes` or
@@ -92,9 +95,24 @@ impl Effective {
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(i64::MIN)
         };
+        let pem_key_kinds = values
+            .get("jwt-public-keys")
+            .and_then(Value::as_array)
+            .map(|list| {
+                let texts: Vec<String> = list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                crate::sso::keys::parse_pem_list(&texts)
+                    .map(|keys| keys.iter().map(|k| k.kind()).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
         Effective {
             values,
             env_fixed: env_fixed.clone(),
+            pem_key_kinds,
             sessions_created_before: cutoff(SESSIONS_ENDED_CREATED, "session-max-age-minutes"),
             sessions_seen_before: cutoff(SESSIONS_ENDED_SEEN, "session-idle-timeout-minutes"),
             stored,
@@ -147,19 +165,23 @@ impl Effective {
     }
 
     /// Whether a key is set for an algorithm `jwt-algorithms` allows: the shared secret for
-    /// an HS algorithm, public keys or a JWKS URI for the others. (Whether each public key's
-    /// family matches is for `doctor` to check: it parses them.)
+    /// an HS algorithm; for the others a PEM key of the algorithm's family (an EC key does
+    /// not make RS256 usable), or a JWKS URI (whose keys are only known once fetched).
     pub fn jwt_key_usable(&self) -> bool {
-        let algs = self.get("jwt-algorithms").as_array();
-        let allows = |hmac: bool| {
-            algs.is_some_and(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .any(|alg| alg.starts_with("HS") == hmac)
-            })
-        };
-        (allows(true) && self.str("jwt-shared-secret").is_some())
-            || (allows(false) && self.jwt_has_public_keys())
+        let algs: Vec<&str> = self
+            .get("jwt-algorithms")
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let secret = self.str("jwt-shared-secret").is_some();
+        let jwks = self.str("jwt-jwks-uri").is_some();
+        algs.iter().any(|name| {
+            if name.starts_with("HS") {
+                return secret;
+            }
+            jwks || crate::sso::verify::algorithm_from_name(name)
+                .is_some_and(|alg| self.pem_key_kinds.iter().any(|k| k.allows(alg)))
+        })
     }
 
     /// Public keys or a JWKS URI.
@@ -632,7 +654,23 @@ mod tests {
             !eff(&[("jwt-public-keys", pem.clone())]).jwt_configured(),
             "a public key, HS256 only"
         );
-        assert!(eff(&[("jwt-public-keys", pem.clone()), algs(r#"["RS256"]"#)]).jwt_configured());
+        // The key must be of the allowed algorithm's family: a P-256 key verifies ES256 only.
+        assert!(eff(&[("jwt-public-keys", pem.clone()), algs(r#"["ES256"]"#)]).jwt_configured());
+        assert!(
+            eff(&[
+                ("jwt-public-keys", pem.clone()),
+                algs(r#"["RS256","ES256"]"#)
+            ])
+            .jwt_configured()
+        );
+        assert!(
+            !eff(&[
+                ("jwt-public-keys", pem.clone()),
+                algs(r#"["RS256","ES384","EdDSA"]"#)
+            ])
+            .jwt_configured(),
+            "a P-256 key, no algorithm it verifies"
+        );
         assert!(
             !eff(&[secret(), algs(r#"["RS256"]"#)]).jwt_configured(),
             "a secret, RS256 only"
