@@ -168,14 +168,12 @@ impl Effective {
     /// an HS algorithm; for the others a PEM key of the algorithm's family (an EC key does
     /// not make RS256 usable), or a JWKS URI (whose keys are only known once fetched).
     pub fn jwt_key_usable(&self) -> bool {
-        let algs: Vec<&str> = self
-            .get("jwt-algorithms")
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let Some(algs) = self.get("jwt-algorithms").as_array() else {
+            return false;
+        };
         let secret = self.str("jwt-shared-secret").is_some();
         let jwks = self.str("jwt-jwks-uri").is_some();
-        algs.iter().any(|name| {
+        algs.iter().filter_map(Value::as_str).any(|name| {
             if name.starts_with("HS") {
                 return secret;
             }
