@@ -166,32 +166,26 @@ async fn sign_uses_the_configured_claim_names_issuer_and_audience_and_claims_may
 
     // The secret in LATCHKEY_JWT_SHARED_SECRET is the server's own: the server's shape too.
     let other = "an-env-secret-of-at-least-32-characters!";
-    let mut cmd = command(&[
-        "token",
-        "sign",
-        "--email",
-        "pat@example.com",
-        "--database-url",
-        &url,
-    ]);
-    cmd.env("LATCHKEY_JWT_SHARED_SECRET", other);
-    let token = run_with(cmd, None).success().line();
+    let sign_with_env_secret = |url: &str| {
+        let mut cmd = command(&[
+            "token",
+            "sign",
+            "--email",
+            "pat@example.com",
+            "--database-url",
+            url,
+        ]);
+        cmd.env("LATCHKEY_JWT_SHARED_SECRET", other);
+        run_with(cmd, None).success()
+    };
+    let token = sign_with_env_secret(&url).line();
     assert_signed_with(&token, other);
     let (_, payload) = decode_jwt(&token);
     assert_eq!(payload["mail"], json!("pat@example.com"));
     assert_eq!(payload["iss"], json!("https://idp.example"));
     // With no database there, that secret and the defaults, said so.
     let missing = format!("sqlite://{}", dir.path().join("none.db").display());
-    let mut cmd = command(&[
-        "token",
-        "sign",
-        "--email",
-        "pat@example.com",
-        "--database-url",
-        &missing,
-    ]);
-    cmd.env("LATCHKEY_JWT_SHARED_SECRET", other);
-    let out = run_with(cmd, None).success();
+    let out = sign_with_env_secret(&missing);
     assert!(out.stderr.contains("default claim names"), "{out:#?}");
     let (_, payload) = decode_jwt(&out.line());
     assert_eq!(payload["email"], json!("pat@example.com"));
