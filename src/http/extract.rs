@@ -57,14 +57,14 @@ pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
+        .map(|ct| ct.split(';').next().unwrap_or_default().trim())
+        .is_some_and(|t| {
+            t.eq_ignore_ascii_case("application/json")
+                || t.len()
+                    .checked_sub(5)
+                    .and_then(|i| t.get(i..))
+                    .is_some_and(|end| end.eq_ignore_ascii_case("+json"))
         })
-        .is_some_and(|t| t == "application/json" || t.ends_with("+json"))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {

@@ -36,9 +36,10 @@ pub struct Effective {
     /// have sessions last seen before `sessions_seen_before` ([`SESSIONS_ENDED_CREATED`]).
     pub sessions_created_before: i64,
     pub sessions_seen_before: i64,
-    /// The kinds of the PEM keys of `jwt-public-keys` (parsed once per settings load), for
-    /// [`Effective::jwt_key_usable`].
-    pem_key_kinds: Vec<crate::sso::keys::KeyKind>,
+    /// The PEM keys of `jwt-public-keys`, parsed once per settings load: the verifier's and
+    /// [`Effective::jwt_key_usable`]'s. The setting's validator refused bad keys when they
+    /// were saved; one that no longer parses is skipped rather than failing every sign-in.
+    pub pem_keys: Arc<[crate::sso::keys::VerifyingKey]>,
 }
 
 /// Rows of the settings table that are no setting: when `session-max-age-minutes` or
@@ -95,24 +96,21 @@ impl Effective {
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(i64::MIN)
         };
-        let pem_key_kinds = values
+        let pem_keys = values
             .get("jwt-public-keys")
             .and_then(Value::as_array)
             .map(|list| {
-                let texts: Vec<String> = list
-                    .iter()
+                list.iter()
                     .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect();
-                crate::sso::keys::parse_pem_list(&texts)
-                    .map(|keys| keys.iter().map(|k| k.kind()).collect())
-                    .unwrap_or_default()
+                    .enumerate()
+                    .filter_map(|(i, pem)| crate::sso::keys::parse_pem(pem, i + 1).ok())
+                    .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| Arc::from(Vec::new()));
         Effective {
             values,
             env_fixed: env_fixed.clone(),
-            pem_key_kinds,
+            pem_keys,
             sessions_created_before: cutoff(SESSIONS_ENDED_CREATED, "session-max-age-minutes"),
             sessions_seen_before: cutoff(SESSIONS_ENDED_SEEN, "session-idle-timeout-minutes"),
             stored,
@@ -178,7 +176,7 @@ impl Effective {
                 return secret;
             }
             jwks || crate::sso::verify::algorithm_from_name(name)
-                .is_some_and(|alg| self.pem_key_kinds.iter().any(|k| k.allows(alg)))
+                .is_some_and(|alg| self.pem_keys.iter().any(|k| k.kind().allows(alg)))
         })
     }
 

@@ -439,14 +439,11 @@ fn state_for<'a>(slot: &'a mut Option<CacheState>, uri: &str) -> &'a mut CacheSt
     slot.get_or_insert_with(|| CacheState::new(uri))
 }
 
-/// The PEM texts of `jwt-public-keys` and the keys parsed from them.
-type ParsedPem = (Vec<String>, Arc<[VerifyingKey]>);
-
 /// Where the verifier's keys come from: the PEM keys of `jwt-public-keys` (parsed once per
-/// change of the setting) and the JWKS cache. One per app (`AppInner::keys`).
+/// settings load, [`Effective::pem_keys`]) and the JWKS cache. One per app
+/// (`AppInner::keys`).
 #[derive(Default)]
 pub struct KeyStore {
-    pem: Mutex<Option<ParsedPem>>,
     jwks: Jwks,
 }
 
@@ -455,7 +452,7 @@ impl KeyStore {
     /// JWKS first when the cache rules call for it. Call it after the checks that refuse a
     /// request without looking at its token, and before [`super::verify::verify`].
     pub async fn key_set(&self, eff: &Effective, token: &str, metrics: &Metrics) -> KeySet {
-        let pem = self.pem_keys(eff.strings("jwt-public-keys"));
+        let pem = eff.pem_keys.clone();
         let jwks = match eff.str("jwt-jwks-uri") {
             None => Arc::from(Vec::new()),
             Some(uri) => match verify::key_hint(token, &eff.strings("jwt-algorithms")) {
@@ -464,24 +461,6 @@ impl KeyStore {
             },
         };
         KeySet::new(pem, jwks)
-    }
-
-    fn pem_keys(&self, list: Vec<String>) -> Arc<[VerifyingKey]> {
-        let mut cached = self.pem.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((text, keys)) = cached.as_ref()
-            && *text == list
-        {
-            return keys.clone();
-        }
-        // The setting's validator refused bad keys when they were saved; one that no longer
-        // parses is skipped rather than failing every sign-in.
-        let keys: Arc<[VerifyingKey]> = list
-            .iter()
-            .enumerate()
-            .filter_map(|(i, pem)| keys::parse_pem(pem, i + 1).ok())
-            .collect();
-        *cached = Some((list, keys.clone()));
-        keys
     }
 }
 

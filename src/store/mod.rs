@@ -131,6 +131,20 @@ pub fn sqlite_file(url: &str) -> Option<&str> {
     Some(path.split('?').next().unwrap_or(path))
 }
 
+/// A page of a keyset-paged list from `rows`, read with a limit of `limit + 1`: at most `limit`
+/// rows, and the cursor of the last one when there was more (the next page starts after it).
+fn keyset_page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor: impl Fn(&T) -> i64,
+) -> (Vec<T>, Option<i64>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more { rows.last().map(cursor) } else { None };
+    (rows, next)
+}
+
 impl Store {
     /// Like [`Store::connect`], but a SQLite file must exist already: for the commands that
     /// only read, or change what is there, which would otherwise create an empty database at
@@ -316,15 +330,8 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<(Vec<GroupMember>, Option<i64>)> {
-        let mut members: Vec<GroupMember> = dispatch!(self, group_members(id, after, limit + 1))?;
-        let more = members.len() as i64 > limit;
-        members.truncate(usize::try_from(limit).unwrap_or(0));
-        let next = if more {
-            members.last().map(|m| m.membership_id)
-        } else {
-            None
-        };
-        Ok((members, next))
+        let rows = dispatch!(self, group_members(id, after, limit + 1))?;
+        Ok(keyset_page(rows, limit, |m: &GroupMember| m.membership_id))
     }
 
     pub async fn count_group_members(&self, id: i64) -> Result<i64> {
@@ -442,8 +449,15 @@ impl Store {
         dispatch!(self, insert_audit_standalone(record))
     }
 
-    pub async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        dispatch!(self, list_audit(q))
+    /// Up to `q.limit` audit events, newest first, and the `before` of the next (older) page
+    /// (`None` on the last).
+    pub async fn list_audit(&self, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<i64>)> {
+        let one_more = AuditQuery {
+            limit: q.limit + 1,
+            ..q.clone()
+        };
+        let rows = dispatch!(self, list_audit(&one_more))?;
+        Ok(keyset_page(rows, q.limit, |e: &AuditEvent| e.id))
     }
 
     // --- throttling ----------------------------------------------------------------------

@@ -109,7 +109,7 @@ cli_both_backends! {
 
         // The audit log records the rotation without the secret.
         let store = latchkey::store::Store::connect(&db.url).await.expect("connect");
-        let events = store
+        let (events, _) = store
             .list_audit(&latchkey::store::AuditQuery { kind: Some("setting_changed".into()), limit: 50, ..Default::default() })
             .await
             .expect("audit");

@@ -88,16 +88,9 @@ pub async fn list(
         },
         user_id: int_param("user_id", q.user_id.as_deref(), 1, i64::MAX)?,
         before: int_param("before", q.before.as_deref(), 1, i64::MAX)?,
-        limit: limit + 1,
+        limit,
     };
-    let mut events = state.store.list_audit(&query).await?;
-    let more = events.len() as i64 > limit;
-    events.truncate(limit as usize);
-    let next_before = if more {
-        events.last().map(|e| e.id)
-    } else {
-        None
-    };
+    let (events, next_before) = state.store.list_audit(&query).await?;
     let events = events
         .into_iter()
         .map(|e| AuditEvent {

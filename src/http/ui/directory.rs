@@ -386,18 +386,16 @@ pub async fn audit_page(
             }
         }
     };
-    let mut rows = state
+    let (rows, older) = state
         .store
         .list_audit(&AuditQuery {
             kind: Some(kind.clone()).filter(|s| !s.is_empty()),
             outcome: Some(outcome.clone()).filter(|s| !s.is_empty()),
             user_id,
             before,
-            limit: EVENTS_PER_PAGE + 1,
+            limit: EVENTS_PER_PAGE,
         })
         .await?;
-    let more = rows.len() as i64 > EVENTS_PER_PAGE;
-    rows.truncate(EVENTS_PER_PAGE as usize);
     // Who did it and to whom: a handful of distinct people per page, looked up once each.
     let mut actors: HashMap<i64, String> = HashMap::new();
     let ids: Vec<i64> = rows
@@ -425,11 +423,7 @@ pub async fn audit_page(
             ],
         )
     };
-    let older_href = if more {
-        rows.last().map(|e| filters(Some(e.id)))
-    } else {
-        None
-    };
+    let older_href = older.map(|id| filters(Some(id)));
     let events = rows
         .into_iter()
         .map(|e| {
