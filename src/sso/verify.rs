@@ -43,10 +43,11 @@
 //!    candidate key until one matches → else `bad_signature` (also when a `kid` matched no
 //!    key and no PEM key of the family exists). No claim is interpreted before this step
 //!    (ASVS 9.1.1).
-//! 6. **time**: `exp`/`nbf`/`iat` must be JSON numbers (`claim_invalid`); then `exp`
-//!    (`token_expired`), `nbf` (`token_not_yet_valid`), `iat` in the future
-//!    (`token_issued_in_future`), `iat` too old (`token_too_old`), neither `iat` nor `exp`
-//!    (`token_never_expires`).
+//! 6. **time**, in SPEC §4.3's order: `exp` (`token_expired`), `nbf`
+//!    (`token_not_yet_valid`), `iat` in the future (`token_issued_in_future`), `iat` too old
+//!    (`token_too_old`), each when it is a number; neither `iat` nor `exp`
+//!    (`token_never_expires`); then `exp`/`nbf`/`iat` that are not JSON numbers
+//!    (`claim_invalid`).
 //! 7. **issuer** then **audience**, only when configured (`issuer_mismatch`,
 //!    `audience_mismatch`).
 //! 8. **purpose**: a login token must not carry `events`; a logout token must carry the
@@ -811,29 +812,27 @@ struct Times {
 }
 
 /// Reads a numeric-date claim: absent → `None`; a JSON number → its value; anything else
-/// (a string, bool, null, array, object) → `claim_invalid` (CVE-2026-25537: a string `exp`
-/// must not count as "absent").
-fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
-    t: &mut Tracer<'_>,
-) -> Result<Option<f64>, Reason> {
+/// (a string, bool, null, array, object) → the reason it is not one, for `claim_invalid`
+/// (CVE-2026-25537: a string `exp` must not count as "absent").
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(v) if v.is_finite() => Ok(Some(v)),
-            _ => Err(t.fail(name, Reason::ClaimInvalid, || {
-                format!("{name} is not a finite number")
-            })),
+            _ => Err(format!("{name} is not a finite number")),
         },
-        Some(other) => Err(t.fail(name, Reason::ClaimInvalid, || {
-            format!("{name} must be a JSON number, not {}", json_type(other))
-        })),
+        Some(other) => Err(format!(
+            "{name} must be a JSON number, not {}",
+            json_type(other)
+        )),
     }
 }
 
-/// Step 6. Comparisons are done in `f64` so fractional dates work; unix times are far below
-/// 2^53, where every integer is exact.
+/// Step 6, in SPEC §4.3's order: the rules on `exp`, `nbf` and `iat`, then "carries `iat` or
+/// `exp`", then the claims' types. So a well-typed claim that fails its rule decides the
+/// code before another claim's type does (an expired `exp` next to a string `iat` is
+/// `token_expired`). Comparisons are done in `f64` so fractional dates work; unix times are
+/// far below 2^53, where every integer is exact.
 fn check_times(
     claims: &Map<String, Value>,
     policy: &VerifyPolicy<'_>,
@@ -842,9 +841,13 @@ fn check_times(
 ) -> Result<Times, Reason> {
     let skew = policy.clock_skew_seconds;
     let max_age = policy.max_age_seconds;
-    let exp = numeric_date(claims, "exp", t)?;
-    let nbf = numeric_date(claims, "nbf", t)?;
-    let iat = numeric_date(claims, "iat", t)?;
+    let read = [
+        ("exp", numeric_date(claims, "exp")),
+        ("nbf", numeric_date(claims, "nbf")),
+        ("iat", numeric_date(claims, "iat")),
+    ];
+    let valid = |i: usize| read[i].1.as_ref().ok().copied().flatten();
+    let (exp, nbf, iat) = (valid(0), valid(1), valid(2));
 
     if let Some(exp) = exp {
         if exp <= now.saturating_sub(skew) as f64 {
@@ -903,6 +906,16 @@ fn check_times(
             )
         });
     }
+    if !claims.contains_key("iat") && !claims.contains_key("exp") {
+        return Err(t.fail("lifetime", Reason::TokenNeverExpires, || {
+            "the token has neither iat nor exp, so it would be valid forever".to_owned()
+        }));
+    }
+    for (name, result) in &read {
+        if let Err(why) = result {
+            return Err(t.fail(name, Reason::ClaimInvalid, || why.clone()));
+        }
+    }
 
     // The token stops passing the exp check at exp + skew and the iat check after
     // iat + max_age + skew: it is usable until the earlier of the two.
@@ -914,6 +927,7 @@ fn check_times(
             (a, b) => a.or(b),
         }
     };
+    // Both present and valid, or the checks above returned.
     let Some(until) = usable_until(skew, max_age) else {
         return Err(t.fail("lifetime", Reason::TokenNeverExpires, || {
             "the token has neither iat nor exp, so it would be valid forever".to_owned()
@@ -2120,6 +2134,34 @@ mod tests {
                 Reason::ClaimInvalid,
                 "{p}"
             );
+        }
+    }
+
+    #[test]
+    fn a_time_rule_decides_before_another_claims_type() {
+        // SPEC §4.3 lists the time rules, then "carries iat or exp", then the types.
+        let a = algs(&["HS256"]);
+        for (p, want) in [
+            (
+                format!(r#"{{"exp":{},"iat":"x"}}"#, NOW - 1000),
+                Reason::TokenExpired,
+            ),
+            (
+                format!(r#"{{"iat":{},"exp":"x"}}"#, NOW - 10_000),
+                Reason::TokenTooOld,
+            ),
+            (
+                format!(r#"{{"iat":{NOW},"nbf":{},"exp":null}}"#, NOW + 1000),
+                Reason::TokenNotYetValid,
+            ),
+            (r#"{"nbf":"x"}"#.to_owned(), Reason::TokenNeverExpires),
+            (r#"{"exp":"x"}"#.to_owned(), Reason::ClaimInvalid),
+            (
+                format!(r#"{{"iat":{NOW},"nbf":"x"}}"#),
+                Reason::ClaimInvalid,
+            ),
+        ] {
+            assert_eq!(reason(&with_claims(&p), &policy(&a)), want, "{p}");
         }
     }
 
