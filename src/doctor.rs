@@ -144,6 +144,7 @@ pub async fn run(database_url: &str, env: impl Fn(&str) -> Option<String>) -> Ve
     out.push(check_jwt(&eff));
     out.push(check_shared_secret(&eff));
     out.push(check_password_login(&store, &eff).await);
+    out.push(check_group_mappings(&store, &eff).await);
     out.push(check_clock(&store, &eff).await);
     out.push(check_jwks(&eff).await);
     store.close().await;
@@ -454,6 +455,52 @@ async fn check_password_login(store: &Store, eff: &Effective) -> Finding {
             ),
         ),
     }
+}
+
+/// Mappings written through the API, the UI or the CLI name only existing groups (and a
+/// deleted group leaves them); one fixed by the environment is not checked at start.
+async fn check_group_mappings(store: &Store, eff: &Effective) -> Finding {
+    const CHECK: &str = "group-mappings";
+    let mapped = eff.group_mappings.all_ids();
+    if mapped.is_empty() {
+        return Finding::ok(CHECK, "no JWT group is mapped to a group");
+    }
+    let groups = match store.list_groups().await {
+        Ok(groups) => groups,
+        Err(e) => {
+            return Finding::error(
+                CHECK,
+                format!("cannot list the groups: {e}"),
+                "check the database",
+            );
+        }
+    };
+    let missing: Vec<String> = mapped
+        .iter()
+        .filter(|id| !groups.iter().any(|g| g.id == **id))
+        .map(i64::to_string)
+        .collect();
+    if missing.is_empty() {
+        return Finding::ok(
+            CHECK,
+            format!(
+                "the mappings name {} group(s), all of which exist",
+                mapped.len()
+            ),
+        );
+    }
+    Finding::warning(
+        CHECK,
+        format!(
+            "jwt-group-mappings names group id(s) that do not exist: {}; SSO logins skip them",
+            missing.join(", ")
+        ),
+        if eff.is_env_fixed("jwt-group-mappings") {
+            "create the groups, or correct LATCHKEY_JWT_GROUP_MAPPINGS and restart"
+        } else {
+            "create the groups, or correct jwt-group-mappings"
+        },
+    )
 }
 
 fn unix_now() -> f64 {

@@ -8,8 +8,16 @@ pub const WINDOW_SECS: i64 = 3600;
 pub const PER_EMAIL: i64 = 10;
 pub const PER_IP: i64 = 50;
 
+/// The bucket of a sign-in name, lower-cased and cut one character past the longest address
+/// (254): a longer name, which no account has, still counts apart from every address, and a
+/// client cannot make the row a megabyte long.
 pub fn email_bucket(email: &str) -> String {
-    format!("email:{}", email.to_lowercase())
+    let name: String = email
+        .to_lowercase()
+        .chars()
+        .take(crate::domain::email::MAX_EMAIL_LEN + 1)
+        .collect();
+    format!("email:{name}")
 }
 
 pub fn ip_bucket(ip: &str) -> String {

@@ -60,7 +60,8 @@ impl GroupMappings {
                     }
                     _ => {
                         return Err(format!(
-                            "The mapping for group name \"{name}\" contains {item}, which is not a group id (a positive whole number)."
+                            "The mapping for group name \"{name}\" contains {}, which is not a group id (a positive whole number).",
+                            brief(item)
                         ));
                     }
                 }
@@ -111,6 +112,18 @@ impl GroupMappings {
 }
 
 /// A short noun for a JSON value's type, for error sentences.
+/// A value as an error message shows it: itself when it is short, else its kind (the
+/// message must not repeat a megabyte that was sent).
+fn brief(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) if s.chars().count() <= 40 => v.to_string(),
+        serde_json::Value::String(_)
+        | serde_json::Value::Array(_)
+        | serde_json::Value::Object(_) => json_kind(v).to_owned(),
+        _ => v.to_string(),
+    }
+}
+
 fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
@@ -214,6 +227,24 @@ mod tests {
             let v = json!({"eng": [1, bad.clone()]});
             let err = GroupMappings::parse(&v).unwrap_err();
             assert!(err.contains("not a group id"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_error_shows_a_short_value_and_only_the_kind_of_a_long_one() {
+        let err = GroupMappings::parse(&json!({"eng": ["3"]})).unwrap_err();
+        assert!(err.contains(r#"contains "3", which"#), "{err}");
+        let err = GroupMappings::parse(&json!({"eng": [-7]})).unwrap_err();
+        assert!(err.contains("contains -7, which"), "{err}");
+        let long = "x".repeat(100_000);
+        for (bad, kind) in [
+            (json!(long), "a string"),
+            (json!([long]), "an array"),
+            (json!({"k": long}), "an object"),
+        ] {
+            let err = GroupMappings::parse(&json!({"eng": [bad]})).unwrap_err();
+            assert!(err.contains(&format!("contains {kind}, which")), "{err}");
+            assert!(err.len() < 200, "{} bytes", err.len());
         }
     }
 

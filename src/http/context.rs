@@ -136,10 +136,7 @@ fn wants_html(headers: &HeaderMap, path: &str) -> bool {
     if path.starts_with("/api/") || path == "/metrics" {
         return false;
     }
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
+    crate::http::extract::accepts(headers, crate::http::extract::HTML)
 }
 
 /// The one middleware of every route: builds the RequestContext; after the handler,
@@ -260,7 +257,8 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             HeaderValue::from_static("same-origin"),
         );
     }
-    crate::http::ui::add_page_headers(&state, path.starts_with("/admin"), &mut res);
+    let framable = path == "/" || path.starts_with("/auth/");
+    crate::http::ui::add_page_headers(&state, framable, &mut res);
     state.metrics.request_finished(
         crate::metrics::method_label(&method),
         route,

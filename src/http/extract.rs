@@ -24,13 +24,20 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes>
     })
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    from_value(json_value(bytes)?)
-}
-
-fn json_value(bytes: &[u8]) -> Result<serde_json::Value> {
-    serde_json::from_slice(bytes)
-        .map_err(|_| Error::validation("body", "The request body is not valid JSON."))
+/// A JSON body, which must be an object: every body the API and `/auth/sso` take is one
+/// (serde would otherwise fill a struct's fields from an array, by position).
+pub fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_slice(bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::validation(
+            "body",
+            "The request body must be a JSON object.",
+        )),
+        Err(_) => Err(Error::validation(
+            "body",
+            "The request body is not valid JSON.",
+        )),
+    }
 }
 
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
@@ -49,6 +56,29 @@ fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
         };
         Error::validation(field.clone(), format!("{field}: {inner}."))
     })
+}
+
+/// HTML as a browser asks for it.
+pub const HTML: &[&str] = &["text/html", "application/xhtml+xml"];
+
+/// Whether `Accept` names one of `types` (exactly, in any case, RFC 9110 §12.5.1) without
+/// refusing it by `q=0`. Wildcards do not count: `curl` and `fetch` send `*/*`.
+pub fn accepts(headers: &axum::http::HeaderMap, types: &[&str]) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.get(..2).is_some_and(|k| k.eq_ignore_ascii_case("q="))
+                    && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            });
+            !refused && types.iter().any(|t| media.eq_ignore_ascii_case(t))
+        })
 }
 
 /// Whether the body is declared as JSON: `application/json` or a `+json` type, in any case
@@ -79,7 +109,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "Send the body as application/json.",
             ));
         }
-        let value = json_value(&bytes)?;
+        let value = serde_json::Value::Object(json_object(&bytes)?);
         refuse_nul(&value, &mut String::new())?;
         Ok(ApiJson(from_value(value)?))
     }
@@ -132,12 +162,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| Error::validation("id", "The id in the address is missing."))?;
-        raw.parse::<i64>()
+        // A segment that does not decode (`%FF`) is not a number either.
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
             .ok()
+            .and_then(|axum::extract::Path(raw)| raw.parse::<i64>().ok())
             .filter(|n| *n > 0)
             .map(Id)
             .ok_or_else(|| {
@@ -196,5 +225,44 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                 let field = e.path().to_string();
                 Error::validation(field.clone(), format!("{field}: {}.", e.into_inner()))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn accepts_reads_media_ranges_in_any_case_and_honours_q_0() {
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        for (values, html) in [
+            (vec![browser], true),
+            (vec!["TEXT/HTML"], true),
+            (vec!["application/xhtml+xml"], true),
+            (vec!["text/plain", "text/html; charset=utf-8"], true),
+            (vec!["text/html;q=0"], false),
+            (vec!["text/html; Q=0.000"], false),
+            (vec!["text/html;q=0.1"], true),
+            (vec!["*/*"], false),
+            (vec!["text/*"], false),
+            (vec!["application/json"], false),
+            (vec!["text/htmlx"], false),
+            (vec![], false),
+        ] {
+            assert_eq!(accepts(&accept(&values), HTML), html, "{values:?}");
+        }
+        assert!(accepts(
+            &accept(&["Application/JSON"]),
+            &["application/json"]
+        ));
     }
 }

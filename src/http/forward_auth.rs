@@ -187,11 +187,7 @@ fn wanted_page(uri: &Uri, headers: &HeaderMap) -> Option<WantedPage> {
 
 /// A browser navigating asks for HTML; `fetch`, API clients and `curl` do not.
 fn accepts_html(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|a| a.contains("text/html"))
+    crate::http::extract::accepts(headers, crate::http::extract::HTML)
 }
 
 /// `<base>/auth/login?redirect=<target, percent-encoded>`.

@@ -247,8 +247,8 @@ pub struct Setting {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct SsoCallback {
-    /// The signed token from the identity provider (compact JWS, at most 8 KiB).
-    jwt: Option<String>,
+    /// The signed token from the identity provider (compact JWS, at most 8 KiB); required.
+    jwt: String,
     /// Where to go afterwards: a path on this site or an allowed origin; `/` when absent.
     return_to: Option<String>,
 }

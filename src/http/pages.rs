@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::auth::{self, password, session};
 use crate::domain::email::Email;
 use crate::error::{Error, Result};
+use crate::http::api::session::{MAX_NAME_CHARS, clean_name};
 use crate::http::audit;
 use crate::http::context::{ErrorPayload, RequestContext};
 use crate::http::extract::read_body;
@@ -176,6 +177,19 @@ impl SetupPage {
 pub async fn setup_page(State(state): State<AppState>, req: Request) -> Result<Response> {
     let mut page = SetupPage::new(query_param(&req, "token").unwrap_or_default());
     page.done = state.store.admin_exists().await?;
+    // Said at once rather than after the form is filled in.
+    if !page.done
+        && !state
+            .store
+            .setup_token_is_live(&session::hash_token(&page.token))
+            .await?
+    {
+        return Err(Error::Forbidden(
+            "The setup link is not valid: open the URL the server printed when it started, \
+             or create the first administrator with latchkey admin create."
+                .into(),
+        ));
+    }
     render(&page)
 }
 
@@ -218,18 +232,36 @@ pub async fn setup_submit(
         // Which limit was missed: too short, or over 1024 bytes.
         return again(&e.to_string());
     }
+    let name = |field: &str| clean_name(form.get(field).cloned(), field);
+    let (first_name, last_name) = match (name("first_name"), name("last_name")) {
+        (Ok(first), Ok(last)) => (first, last),
+        _ => {
+            return again(&format!(
+                "Names can have at most {MAX_NAME_CHARS} characters."
+            ));
+        }
+    };
     let new = NewUser {
         email: email.as_str().to_owned(),
-        first_name: crate::http::api::session::clean_name(form.get("first_name").cloned()),
-        last_name: crate::http::api::session::clean_name(form.get("last_name").cloned()),
+        first_name,
+        last_name,
         password_hash: Some(state.passwords.hash(pw).await?),
         is_superuser: true,
         now: crate::clock::now(),
     };
-    let created = state
+    let created = match state
         .store
         .complete_setup(&token_hash, &new, &audit(&ctx, "user_created", "success"))
-        .await?;
+        .await
+    {
+        // The address is taken (an SSO login made the account): say so on the form.
+        Err(Error::Conflict(message)) => {
+            let mut res = again(&message)?;
+            *res.status_mut() = StatusCode::CONFLICT;
+            return Ok(res);
+        }
+        other => other?,
+    };
     let Some(user) = created else {
         return Err(invalid_link());
     };

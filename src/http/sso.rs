@@ -14,7 +14,7 @@ use crate::domain::return_to::parse_return_to;
 use crate::error::{Error, Result, TokenFailure};
 use crate::http::audit;
 use crate::http::context::RequestContext;
-use crate::http::extract::{ApiJson, is_json, parse_json, read_body};
+use crate::http::extract::{ApiJson, HTML, accepts, is_json, json_object, read_body};
 use crate::settings::Effective;
 use crate::sso::{self, LoginResult};
 use crate::store::{NewSession, SsoLogoutError};
@@ -54,10 +54,7 @@ pub(super) fn sso_headers(mut res: Response) -> Response {
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+    accepts(headers, &["application/json"]) && !accepts(headers, HTML)
 }
 
 /// The base that relative redirect targets resolve against: `site-url`, else the request's
@@ -120,12 +117,12 @@ pub async fn sso_get(
     path = "/auth/sso",
     tag = "sso",
     request_body(content(
-        (Option<crate::http::openapi::SsoCallback> = "application/x-www-form-urlencoded"),
-        (Option<crate::http::openapi::SsoCallback> = "application/json"),
+        (crate::http::openapi::SsoCallback = "application/x-www-form-urlencoded"),
+        (crate::http::openapi::SsoCallback = "application/json"),
     )),
     responses(
         (status = 200, body = crate::http::openapi::SsoLogin, description = "Signed in (`Accept: application/json`)."),
-        (status = 302, description = "To the identity provider (no `jwt`) or to `return_to` with the session cookie.",
+        (status = 302, description = "To `return_to` with the session cookie.",
             headers(("location" = String), ("set-cookie" = String, description = "The session cookie."))),
     ),
     extensions(("x-error-codes" = json!(["sso_not_configured", "invalid_redirect", "validation_failed", "token_malformed", "token_too_large", "alg_not_allowed", "header_not_allowed", "bad_signature", "token_expired", "token_not_yet_valid", "token_too_old", "token_issued_in_future", "token_never_expires", "claim_invalid", "issuer_mismatch", "audience_mismatch", "token_replayed", "missing_email", "invalid_email", "claims_too_large", "user_not_provisioned", "user_deactivated", "body_too_large", "database_unavailable"])))
@@ -139,7 +136,7 @@ pub async fn sso_post(
     let result = async {
         let body = read_body(req, &state).await?;
         let params = if is_json(&headers) {
-            let v: Value = parse_json(&body)?;
+            let v = json_object(&body)?;
             let field = |k: &str| -> Result<Option<String>> {
                 match v.get(k) {
                     None | Some(Value::Null) => Ok(None),
@@ -155,6 +152,13 @@ pub async fn sso_post(
         } else {
             params_from_pairs(url::form_urlencoded::parse(&body).into_owned())
         };
+        // A POST is the callback only (SPEC §4.2); sign-in starts with GET.
+        if params.jwt.is_none() {
+            return Err(Error::validation(
+                "jwt",
+                "jwt is required (sign-in starts with GET /auth/sso).",
+            ));
+        }
         Box::pin(handle(&state, &ctx, &headers, params)).await
     }
     .await;
@@ -233,7 +237,7 @@ async fn handle(
             }
             Ok(res)
         }
-        LoginResult::Replayed { email } => {
+        LoginResult::Replayed { email, failure } => {
             // Refresh or back button: a browser already signed in as this user just goes on.
             if let Some((existing, _)) = auth::request_token(headers)
                 && let Some(live) = auth::live_session(state, &existing).await?
@@ -242,6 +246,7 @@ async fn handle(
             {
                 return Ok(redirect_to(&target));
             }
+            state.store.audit(&failure).await?;
             state.metrics.login_failed("jwt", "token_replayed");
             Err(Error::Token(TokenFailure::Replayed))
         }
@@ -336,7 +341,7 @@ pub async fn backchannel_logout(
     let result = async {
         let body = read_body(req, &state).await?;
         let token = if is_json(&headers) {
-            let v: Value = parse_json(&body)?;
+            let v = json_object(&body)?;
             v.get("logout_token")
                 .and_then(Value::as_str)
                 .map(str::to_owned)

@@ -150,7 +150,11 @@ impl Def {
             }
             Kind::Text => {
                 let s = as_str(&value)?;
-                if s.is_empty() || s.chars().count() > 1024 || s.chars().any(char::is_control) {
+                // Blank counts as empty: no claim name, issuer or audience is only spaces.
+                if s.trim().is_empty()
+                    || s.chars().count() > 1024
+                    || s.chars().any(char::is_control)
+                {
                     return Err("must be a non-empty text of at most 1024 characters".into());
                 }
                 Ok(value)
@@ -388,6 +392,22 @@ mod tests {
                 .is_err()
         );
         assert_eq!(d("jwt-enabled").validate(json!("true")), Ok(json!(true)));
+        assert!(d("jwt-enabled").validate(json!("yes")).is_err());
+        assert!(d("jwt-enabled").validate(json!(1)).is_err());
+        for blank in ["", " ", "\u{3000}\t"] {
+            assert!(
+                d("jwt-attribute-email").validate(json!(blank)).is_err(),
+                "{blank:?}"
+            );
+            assert!(
+                d("jwt-audience").validate(json!(blank)).is_err(),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(
+            d("jwt-attribute-email").validate(json!("mail")),
+            Ok(json!("mail"))
+        );
     }
 
     #[test]

@@ -131,14 +131,17 @@ pub enum LoginResult {
         user: Box<User>,
     },
     /// The token was used before; the caller may still redirect a browser that already has
-    /// a session for this email.
+    /// a session for this email. Otherwise it writes `failure`, the audit row of the refusal:
+    /// a harmless refresh is not a failed login.
     Replayed {
         email: String,
+        failure: Box<AuditRecord>,
     },
 }
 
 /// The whole callback after the redirect check: verify, provision, sync, open a session.
-/// Every failure is audited with its reason code; nothing else is written for it. `keys`
+/// Every failure is audited with its reason code (a replay by the caller, see
+/// [`LoginResult::Replayed`]); nothing else is written for it. `keys`
 /// are the asymmetric keys in effect, fetched beforehand: nothing here touches the network.
 pub async fn login(
     store: &Store,
@@ -179,12 +182,10 @@ pub async fn login(
     };
     match store.sso_login(&login).await? {
         SsoOutcome::LoggedIn { user, .. } => Ok(LoginResult::LoggedIn { user }),
-        SsoOutcome::Replayed => {
-            store
-                .audit(&fail("token_replayed", Some(email.clone())))
-                .await?;
-            Ok(LoginResult::Replayed { email })
-        }
+        SsoOutcome::Replayed => Ok(LoginResult::Replayed {
+            failure: Box::new(fail("token_replayed", Some(email.clone()))),
+            email,
+        }),
         SsoOutcome::NotProvisioned => {
             store
                 .audit(&fail("user_not_provisioned", Some(email)))

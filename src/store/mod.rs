@@ -124,6 +124,17 @@ async fn within_deadline<T>(call: impl std::future::Future<Output = Result<T>>) 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://latchkey-data/latchkey.db";
 
 /// The file of a `sqlite://` (or `sqlite:`) URL, without its query.
+/// `LATCHKEY_SQLITE_SYNCHRONOUS`: unset or `normal` (any case) → NORMAL, `full` → FULL.
+/// Anything else stops the start: a mistyped `full` must not quietly give less durability.
+fn sqlite_synchronous(value: Option<&str>) -> anyhow::Result<(SqliteSynchronous, &'static str)> {
+    match value.map(str::trim) {
+        None => Ok((SqliteSynchronous::Normal, "NORMAL")),
+        Some(v) if v.eq_ignore_ascii_case("normal") => Ok((SqliteSynchronous::Normal, "NORMAL")),
+        Some(v) if v.eq_ignore_ascii_case("full") => Ok((SqliteSynchronous::Full, "FULL")),
+        Some(_) => anyhow::bail!("LATCHKEY_SQLITE_SYNCHRONOUS must be normal or full"),
+    }
+}
+
 pub fn sqlite_file(url: &str) -> Option<&str> {
     let path = url
         .strip_prefix("sqlite://")
@@ -184,11 +195,8 @@ impl Store {
             {
                 std::fs::create_dir_all(dir)?;
             }
-            let (synchronous, level) = match std::env::var("LATCHKEY_SQLITE_SYNCHRONOUS").as_deref()
-            {
-                Ok("full") | Ok("FULL") => (SqliteSynchronous::Full, "FULL"),
-                _ => (SqliteSynchronous::Normal, "NORMAL"),
-            };
+            let (synchronous, level) =
+                sqlite_synchronous(std::env::var("LATCHKEY_SQLITE_SYNCHRONOUS").ok().as_deref())?;
             let opts = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)
@@ -896,6 +904,22 @@ mod tests {
         let store = Store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         store
+    }
+
+    #[test]
+    fn sqlite_synchronous_is_normal_or_full_and_nothing_else() {
+        let level = |v| sqlite_synchronous(v).map(|(_, level)| level).ok();
+        assert_eq!(level(None), Some("NORMAL"));
+        assert_eq!(level(Some("normal")), Some("NORMAL"));
+        assert_eq!(level(Some("Full")), Some("FULL"));
+        assert_eq!(level(Some(" FULL ")), Some("FULL"));
+        for typo in ["ful", "off", "extra", "", "2"] {
+            let err = sqlite_synchronous(Some(typo)).unwrap_err().to_string();
+            assert_eq!(
+                err, "LATCHKEY_SQLITE_SYNCHRONOUS must be normal or full",
+                "{typo:?}"
+            );
+        }
     }
 
     /// `.cargo/config.toml` builds SQLite without memory management (its shared page cache

@@ -191,6 +191,29 @@ async fn insert_user(conn: &mut Conn, new: &NewUser, sso_source: Option<&str>) -
     Ok(id)
 }
 
+/// The audit row of a user added to or removed from Administrators by `is_superuser`, as
+/// the membership endpoints write it.
+fn administrators_change(
+    kind: &'static str,
+    user_id: i64,
+    email: &str,
+    audit: &AuditRecord,
+) -> AuditRecord {
+    AuditRecord {
+        kind,
+        outcome: "success",
+        reason: None,
+        user_id: Some(user_id),
+        email: Some(email.to_owned()),
+        details: serde_json::json!({
+            "group_id": ADMINISTRATORS_GROUP_ID,
+            "group": "Administrators",
+            "source": "admin",
+        }),
+        ..audit.clone()
+    }
+}
+
 /// Adds a membership if the group exists; returns whether a row was added.
 async fn add_member(conn: &mut Conn, user_id: i64, group_id: i64) -> Result<bool> {
     // On PostgreSQL the group's row is locked against deletion while the membership goes in:
@@ -252,6 +275,13 @@ pub async fn create_user(pool: &Pool, new: &NewUser, audit: &AuditRecord) -> Res
         },
     )
     .await?;
+    if new.is_superuser {
+        insert_audit(
+            &mut tx,
+            &administrators_change("group_added", id, &new.email, audit),
+        )
+        .await?;
+    }
     let user = user_in(&mut tx, id)
         .await?
         .ok_or_else(|| Error::not_found("User"))?;
@@ -378,10 +408,19 @@ pub async fn update_user(
         Err(e) => return Err(e.into()),
     }
     if is_superuser != before.is_superuser {
-        if is_superuser {
-            add_member(&mut tx, id, ADMINISTRATORS_GROUP_ID).await?;
+        let (changed, kind) = if is_superuser {
+            (
+                add_member(&mut tx, id, ADMINISTRATORS_GROUP_ID).await?,
+                "group_added",
+            )
         } else {
-            remove_member(&mut tx, id, ADMINISTRATORS_GROUP_ID).await?;
+            (
+                remove_member(&mut tx, id, ADMINISTRATORS_GROUP_ID).await?,
+                "group_removed",
+            )
+        };
+        if changed {
+            insert_audit(&mut tx, &administrators_change(kind, id, &email, audit)).await?;
         }
     }
     if before.is_active && !is_active {
@@ -643,10 +682,11 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
     .fetch_optional(&mut *tx)
     .await?;
     let old = old.ok_or_else(|| Error::not_found("Group"))?;
-    sqlx::query("DELETE FROM memberships WHERE group_id = $1")
+    let members = sqlx::query("DELETE FROM memberships WHERE group_id = $1")
         .bind(id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
     sqlx::query("DELETE FROM groups WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
@@ -687,7 +727,9 @@ pub async fn delete_group(pool: &Pool, id: i64, audit: &AuditRecord) -> Result<(
             }
         }
     }
-    let details = serde_json::json!({"group_id": id, "name": old.name});
+    // One row for the group, which counts the members it had, rather than a `group_removed`
+    // row per member: a group of a million would write a million rows in one transaction.
+    let details = serde_json::json!({"group_id": id, "name": old.name, "members": members});
     insert_audit(
         &mut tx,
         &AuditRecord {

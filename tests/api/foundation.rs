@@ -1,7 +1,7 @@
 use std::str::FromStr;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::support::*;
@@ -112,6 +112,11 @@ both_backends! {
         let other = spawn_instance(&app).await;
         let res = other.client.post(other.url("/api/session")).json(&json!({"username": "t@example.com", "password": "password123"})).send().await.unwrap();
         assert_error(res, 429, "too_many_attempts").await;
+        // A name of half a megabyte is stored in its bucket cut to 255 characters.
+        let long = "x".repeat(500_000);
+        let res = other.client.post(other.url("/api/session")).json(&json!({"username": long, "password": "password123"})).send().await.unwrap();
+        assert_error(res, 401, "invalid_credentials").await;
+        assert_eq!(app.login_failures(&format!("email:{}", &long[..255])).await, 1);
     }
 
     async fn cookie_authenticated_writes_need_same_origin(mut app) {
@@ -164,6 +169,22 @@ both_backends! {
         let updated = body_json(res).await;
         assert_eq!(updated["last_name"], json!("Okafor"));
         assert_eq!(updated["group_ids"], json!([1, 2]));
+        // The flag's membership is audited as the membership endpoints audit it, both ways.
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"is_superuser": false})).send().await.unwrap();
+        assert_eq!(body_json(res).await["group_ids"], json!([1]));
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"is_superuser": true})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let events = app.audit_events(&format!("user_id={id}")).await;
+        let groups: Vec<(&str, &Value)> = events.iter()
+            .filter(|e| e["kind"].as_str().unwrap().starts_with("group_"))
+            .map(|e| (e["kind"].as_str().unwrap(), &e["details"]))
+            .collect();
+        let admins = json!({"group_id": 2, "group": "Administrators", "source": "admin"});
+        assert_eq!(groups, vec![("group_added", &admins), ("group_removed", &admins), ("group_added", &admins)]);
+        let res = app.admin(Method::POST, "/api/user").json(&json!({"email": "boss@example.com", "is_superuser": true})).send().await.unwrap();
+        let boss = body_json(res).await["id"].as_i64().unwrap();
+        let kinds: Vec<Value> = app.audit_events(&format!("user_id={boss}")).await.iter().map(|e| e["kind"].clone()).collect();
+        assert_eq!(kinds, vec![json!("group_added"), json!("user_created")]);
 
         let token = app.login("new@example.com", "password123").await;
         let res = app.admin(Method::DELETE, &format!("/api/user/{id}")).send().await.unwrap();
@@ -178,6 +199,18 @@ both_backends! {
         assert_error(res, 404, "not_found").await;
         let res = app.admin(Method::GET, "/api/user/abc").send().await.unwrap();
         assert_error(res, 400, "validation_failed").await;
+        let res = app.admin(Method::GET, "/api/user/%FF").send().await.unwrap();
+        let err = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(err["message"], json!("The id in the address must be a positive whole number."));
+        // Names: at most 254 characters, refused beyond (not cut), on create and update.
+        let users = app.count("users").await;
+        let res = app.admin(Method::POST, "/api/user").json(&json!({"email": "long@example.com", "last_name": "é".repeat(255)})).send().await.unwrap();
+        assert_eq!(assert_error(res, 400, "validation_failed").await["field"], json!("last_name"));
+        assert_eq!(app.count("users").await, users);
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"first_name": "é".repeat(255)})).send().await.unwrap();
+        assert_eq!(assert_error(res, 400, "validation_failed").await["field"], json!("first_name"));
+        let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"first_name": format!(" {} ", "é".repeat(254))})).send().await.unwrap();
+        assert_eq!(body_json(res).await["first_name"], json!("é".repeat(254)));
     }
 
     async fn the_last_active_admin_is_kept(mut app) {
@@ -240,8 +273,15 @@ both_backends! {
         // Deleting a group that no mapping names leaves the setting and its audit alone.
         let res = app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Unmapped"})).send().await.unwrap();
         let other = body_json(res).await["id"].as_i64().unwrap();
+        for email in ["m1@example.com", "m2@example.com"] {
+            let user = app.create_user(email, None, false).await;
+            let res = app.admin(Method::POST, "/api/permissions/membership").json(&json!({"group_id": other, "user_id": user})).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+        }
         let res = app.admin(Method::DELETE, &format!("/api/permissions/group/{other}")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let deleted = app.audit_events("kind=group_deleted&limit=1").await;
+        assert_eq!(deleted[0]["details"], json!({"group_id": other, "name": "Unmapped", "members": 2}), "it counts the members it had");
         let events = body_json(app.admin(Method::GET, "/api/audit?kind=setting_changed&limit=1").send().await.unwrap()).await;
         assert_eq!(events["events"][0]["details"]["new"], json!({"eng": []}), "no new setting_changed event");
     }
@@ -380,6 +420,23 @@ both_backends! {
         let res = app.admin(Method::PUT, "/api/setting").header("content-type", "application/json").body("{not json").send().await.unwrap();
         let body = assert_error(res, 400, "validation_failed").await;
         assert_eq!(body["field"], json!("body"));
+        // JSON that is not an object: serde would fill a struct from an array, by position.
+        let before = app.count("users").await;
+        for (method, path, body) in [
+            (Method::POST, "/api/user", r#"["seq@example.com", "Seq", "User", null, true]"#),
+            (Method::POST, "/api/permissions/group", r#"["ArrayGroup"]"#),
+            (Method::PUT, "/api/setting/jwt-issuer", r#"["x"]"#),
+            (Method::PUT, "/api/setting", r#""text""#),
+            (Method::POST, "/api/session", "5"),
+        ] {
+            let res = app.admin(method, path).header("content-type", "application/json").body(body).send().await.unwrap();
+            let err = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(err["field"], json!("body"), "{path} {body}");
+            assert_eq!(err["message"], json!("The request body must be a JSON object."));
+        }
+        assert_eq!(app.count("users").await, before);
+        assert_eq!(app.count("groups").await, 2);
+        assert_eq!(app.stored_setting("jwt-issuer").await, None);
         let big = format!("{{\"x\": \"{}\"}}", "a".repeat(1_100_000));
         let res = app.admin(Method::PUT, "/api/setting").header("content-type", "application/json").body(big).send().await.unwrap();
         assert_error(res, 413, "body_too_large").await;

@@ -78,7 +78,7 @@ async fn every_page_carries_the_security_headers_and_no_inline_script() {
 }
 
 #[tokio::test]
-async fn samesite_none_lets_allowed_origins_frame_the_sign_in_pages_but_never_admin() {
+async fn samesite_none_lets_allowed_origins_frame_the_sign_in_pages_and_nothing_else() {
     let mut app = app().await;
     app.login_admin().await;
     let res = app
@@ -94,9 +94,25 @@ async fn samesite_none_lets_allowed_origins_frame_the_sign_in_pages_but_never_ad
     );
     assert!(res.headers().get("x-frame-options").is_none());
     let admin = app.admin_token.clone().unwrap();
-    let res = get_html(&app, "/admin/people", Some(&admin)).await;
-    assert!(header(&res, "content-security-policy").contains("frame-ancestors 'none'"));
-    assert_eq!(header(&res, "x-frame-options"), "DENY");
+    let res = get_html(&app, "/", Some(&admin)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        header(&res, "content-security-policy")
+            .contains("frame-ancestors 'self' https://app.example")
+    );
+    // Admin pages, the setup page and the API docs never.
+    for (path, session) in [
+        ("/admin/people", Some(&admin)),
+        ("/setup?token=x", None),
+        ("/api/docs/", None),
+    ] {
+        let res = get_html(&app, path, session.map(String::as_str)).await;
+        assert!(
+            header(&res, "content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(header(&res, "x-frame-options"), "DENY", "{path}");
+    }
 }
 
 #[tokio::test]
@@ -376,11 +392,68 @@ async fn the_setup_form_shows_its_errors_in_place() {
         assert!(!page.contains("password123"), "{page}");
         assert_eq!(app.count("users").await, 0);
     }
+    // A name over 254 characters, and an address an SSO login already took, in place too.
+    let long_name = "n".repeat(255);
+    let form = [
+        ("token", token.as_str()),
+        ("email", "ada@example.com"),
+        ("first_name", long_name.as_str()),
+        ("password", "password123"),
+    ];
+    let res = post_setup(&app, Some(&app.base), &form).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("id=\"setup-form\"") && page.contains("at most 254 characters"),
+        "{page}"
+    );
+    let taken = latchkey::store::NewUser {
+        email: "early@example.com".into(),
+        first_name: None,
+        last_name: None,
+        password_hash: None,
+        is_superuser: false,
+        now: now(),
+    };
+    app.store
+        .create_user(
+            &taken,
+            &latchkey::store::AuditRecord::success(now(), "user_created"),
+        )
+        .await
+        .unwrap();
+    let form = [
+        ("token", token.as_str()),
+        ("email", "Early@Example.com"),
+        ("first_name", "Ada"),
+        ("password", "password123"),
+    ];
+    let res = post_setup(&app, Some(&app.base), &form).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("id=\"setup-form\""), "{page}");
+    assert!(
+        page.contains("A user with the email early@example.com already exists."),
+        "{page}"
+    );
+    assert!(page.contains("value=\"Early@Example.com\""), "{page}");
+    assert_eq!(app.count("users").await, 1);
 }
 
 #[tokio::test]
 async fn the_setup_form_checks_the_origin_then_the_token() {
     let (app, token) = setup_app().await;
+    // A wrong link says so at once; the right one shows the form.
+    let res = get_html(&app, "/setup?token=wrong", None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("The setup link is not valid") && !page.contains("setup-form"),
+        "{page}"
+    );
+    let res = get_html(&app, &format!("/setup?token={token}"), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("id=\"setup-form\""));
     let form = [
         ("token", token.as_str()),
         ("email", "Ada@Example.com"),

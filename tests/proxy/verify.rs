@@ -130,10 +130,16 @@ both_backends! {
         assert_eq!(header(&res, "cache-control"), Some("no-store"));
         assert_eq!(location(&res), login_url_for(&app.base, &format!("{APP}/reports?id=7&x=%2F")));
 
-        // An API client gets a plain 401.
-        let res = forwarded("application/json").send().await.unwrap();
-        assert!(res.headers().get("location").is_none());
-        assert_error(res, 401, "unauthenticated").await;
+        // Media types in any case, and XHTML, are HTML too.
+        for accept in ["TEXT/HTML", "application/xhtml+xml"] {
+            assert_eq!(forwarded(accept).send().await.unwrap().status(), StatusCode::FOUND, "{accept}");
+        }
+        // An API client gets a plain 401, as does one that refuses HTML (q=0) or takes anything.
+        for accept in ["application/json", "text/html;q=0, application/json", "*/*"] {
+            let res = forwarded(accept).send().await.unwrap();
+            assert!(res.headers().get("location").is_none(), "{accept}");
+            assert_error(res, 401, "unauthenticated").await;
+        }
 
         // A host that is not allowed is a configuration mistake, said out loud.
         let res = app.client.get(app.url("/auth/verify"))

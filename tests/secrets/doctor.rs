@@ -14,6 +14,7 @@ const CHECKS: &[&str] = &[
     "jwt-sso",
     "jwt-shared-secret",
     "password-login",
+    "group-mappings",
     "clock",
     "jwks",
 ];
@@ -89,6 +90,7 @@ cli_both_backends! {
         assert_finding(&out, "site-url", "ok", &["https://sso.example.com"]);
         assert_finding(&out, "password-login", "ok", &["password login is off", "1 active administrator"]);
         assert_finding(&out, "jwks", "ok", &["1 usable key"]);
+        assert_finding(&out, "group-mappings", "ok", &["no JWT group is mapped"]);
         match db.backend {
             Backend::Sqlite => assert_finding(&out, "clock", "ok", &["SQLite", "this machine's clock"]),
             Backend::Postgres => assert_finding(&out, "clock", "ok", &["the database's clock is"]),
@@ -107,9 +109,11 @@ cli_both_backends! {
 
         // Password login switched off through the environment, which the lock-out guard
         // cannot stop: nobody could administer this deployment.
-        let out = doctor(&db, &[("LATCHKEY_ENABLE_PASSWORD_LOGIN", "false")]);
+        // And a mapping fixed by the environment names a group that does not exist.
+        let out = doctor(&db, &[("LATCHKEY_ENABLE_PASSWORD_LOGIN", "false"), ("LATCHKEY_JWT_GROUP_MAPPINGS", r#"{"eng":[99],"adm":[2]}"#)]);
         assert!(!out.status.success(), "{out:#?}");
-        assert!(out.stderr.contains("doctor found 3 error(s) and 2 warning(s)"), "{out:#?}");
+        assert!(out.stderr.contains("doctor found 3 error(s) and 3 warning(s)"), "{out:#?}");
+        assert_finding(&out, "group-mappings", "warning", &["do not exist: 99;", "LATCHKEY_JWT_GROUP_MAPPINGS"]);
         assert_eq!(out.stdout.lines().count(), CHECKS.len(), "{out:#?}");
         assert_finding(&out, "database", "ok", &[]);
         assert_finding(&out, "site-url", "error", &["plain http", "https"]);

@@ -226,6 +226,27 @@ both_backends! {
         let body = assert_error(res, 400, "validation_failed").await;
         assert_eq!(body["field"], json!("jwt"));
         assert_nothing_written(&app, &before, "bad JSON POST").await;
+        // JSON that is not an object is a 400 too, not a start of the flow (302 to the IdP),
+        // and the token in it stays unused.
+        let token = sign(login_claims("array@example.com"));
+        for bad in [json!([token]), json!(token), json!(5), json!(null)] {
+            let res = app.client.post(app.url("/auth/sso")).json(&bad).send().await.unwrap();
+            assert_sso_headers(res.headers(), "non-object JSON POST");
+            let body = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(body["field"], json!("body"));
+        }
+        assert_nothing_written(&app, &before, "non-object JSON POST").await;
+        // A POST without a token is not a start of the flow either.
+        let form = app.client.post(app.url("/auth/sso")).form(&[("return_to", "https://evil.example/")]);
+        let json = app.client.post(app.url("/auth/sso")).json(&json!({"return_to": "/x"}));
+        for req in [form, json] {
+            let res = req.send().await.unwrap();
+            assert_sso_headers(res.headers(), "POST without jwt");
+            let body = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(body["field"], json!("jwt"));
+        }
+        let res = app.client.post(app.url("/auth/sso")).json(&json!({"jwt": token})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND, "the token was not consumed");
     }
 
     async fn callback_with_accept_json_answers_the_session_and_the_user(mut app) {

@@ -239,6 +239,10 @@ both_backends! {
         assert_sso_headers(res.headers(), "missing token");
         let body: Value = assert_error(res, 400, "validation_failed").await;
         assert_eq!(body["field"], json!("logout_token"));
+        let res = app.client.post(app.url("/auth/sso/logout")).json(&json!(["a.b.c"])).send().await.unwrap();
+        assert_sso_headers(res.headers(), "non-object JSON");
+        let body: Value = assert_error(res, 400, "validation_failed").await;
+        assert_eq!(body["field"], json!("body"));
         let token = sign(logout_claims(Some("a@example.com"), None));
         let res = backchannel_form(&app, &token).await;
         assert_sso_headers(res.headers(), "not configured");

@@ -118,6 +118,8 @@ both_backends! {
         assert_eq!(location(&res), "/report");
         assert!(res.headers().get("set-cookie").is_none(), "no new session");
         assert_nothing_written(&app, &before, "refresh").await;
+        // Nothing was refused, so the audit log has no failed login either.
+        assert_eq!(Counts::of(&app).await.audit_events, before.audit_events, "no audit row");
         // The target is still validated first.
         let res = app.client.get(app.url("/auth/sso"))
             .query(&[("jwt", token.as_str()), ("return_to", "//evil.example")])
@@ -137,6 +139,11 @@ both_backends! {
             .header("cookie", format!("latchkey.session={other_session}"))
             .send().await.unwrap();
         assert_error(res, 401, "token_replayed").await;
+        let last = &app.audit_events("limit=1").await[0];
+        assert_eq!(
+            (&last["kind"], &last["outcome"], &last["reason"], &last["email"]),
+            (&json!("sso_login"), &json!("failure"), &json!("token_replayed"), &json!("victim@example.com")),
+        );
         // The victim's session, once logged out, no longer excuses the replay.
         let res = app.client.get(app.url("/auth/logout")).header("cookie", &victim_cookie).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::FOUND);

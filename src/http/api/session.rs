@@ -296,6 +296,8 @@ pub async fn setup(
             "The password must have at least 8 characters.",
         )
     })?;
+    let first_name = clean_name(body.user.first_name, "user.first_name")?;
+    let last_name = clean_name(body.user.last_name, "user.last_name")?;
     let refused =
         || Error::Forbidden("The setup token is not valid, or setup is already done.".into());
     // Checked before argon2 runs, so that clients without the token cannot make the server
@@ -307,8 +309,8 @@ pub async fn setup(
     let hash = state.passwords.hash(body.user.password).await?;
     let new = NewUser {
         email: email.as_str().to_owned(),
-        first_name: clean_name(body.user.first_name),
-        last_name: clean_name(body.user.last_name),
+        first_name,
+        last_name,
         password_hash: Some(hash),
         is_superuser: true,
         now: crate::clock::now(),
@@ -326,10 +328,20 @@ pub async fn setup(
     start_session(&state, &ctx, user.id, "password", login).await
 }
 
+/// The longest first or last name, in characters.
+pub const MAX_NAME_CHARS: usize = 254;
+
 /// A name as given, trimmed and without control characters (a NUL cannot even be stored
-/// in PostgreSQL); empty means none. At most 254 characters.
-pub fn clean_name(name: Option<String>) -> Option<String> {
-    name.map(|n| n.chars().filter(|c| !c.is_control()).collect::<String>())
-        .map(|n| n.trim().chars().take(254).collect::<String>())
-        .filter(|n| !n.is_empty())
+/// in PostgreSQL); empty means none. Longer than [`MAX_NAME_CHARS`] is a 400 naming `field`.
+pub fn clean_name(name: Option<String>, field: &str) -> Result<Option<String>> {
+    let Some(name) = name else { return Ok(None) };
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    let name = name.trim();
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::validation(
+            field,
+            format!("{field} must be at most {MAX_NAME_CHARS} characters."),
+        ));
+    }
+    Ok((!name.is_empty()).then(|| name.to_owned()))
 }

@@ -159,6 +159,8 @@ pub async fn create(
 ) -> Result<Json<UserView>> {
     let email = Email::parse(&body.email)
         .map_err(|_| Error::validation("email", "Enter a valid email address."))?;
+    let first_name = clean_name(body.first_name, "first_name")?;
+    let last_name = clean_name(body.last_name, "last_name")?;
     let password_hash = match body.password {
         Some(p) => {
             password::check_new_password(&p)?;
@@ -168,8 +170,8 @@ pub async fn create(
     };
     let new = NewUser {
         email: email.as_str().to_owned(),
-        first_name: clean_name(body.first_name),
-        last_name: clean_name(body.last_name),
+        first_name,
+        last_name,
         password_hash,
         is_superuser: body.is_superuser,
         now: crate::clock::now(),
@@ -202,7 +204,7 @@ fn name_field(body: &Map<String, Value>, key: &str) -> Result<Option<Option<Stri
     match body.get(key) {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => Ok(Some(clean_name(Some(s.clone())))),
+        Some(Value::String(s)) => Ok(Some(clean_name(Some(s.clone()), key)?)),
         Some(_) => Err(Error::validation(
             key,
             format!("{key} must be a string or null."),

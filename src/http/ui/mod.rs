@@ -131,10 +131,11 @@ fn to_login(parts: &Parts) -> Response {
 /// continue).
 ///
 /// Framing follows `session-cookie-samesite`: with `None` the operator wants Latchkey in
-/// iframes of their apps, so the sign-in and home pages may be framed by this site and the
-/// `redirect-allowed-origins`; otherwise nothing may frame us. Admin pages are never
+/// iframes of their apps, so the `framable` pages (home, sign-in and the sign-in's error
+/// pages: `/` and `/auth/…`) may be framed by this site and the `redirect-allowed-origins`;
+/// otherwise nothing may frame us. Every other page (admin, setup, API docs) is never
 /// framable (clickjacking on settings toggles).
-pub fn add_page_headers(state: &AppState, admin_page: bool, res: &mut Response) {
+pub fn add_page_headers(state: &AppState, framable: bool, res: &mut Response) {
     let is_html = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -144,7 +145,7 @@ pub fn add_page_headers(state: &AppState, admin_page: bool, res: &mut Response) 
         return;
     }
     let eff = state.settings.current();
-    let ancestors = frame_ancestors(&eff, admin_page);
+    let ancestors = frame_ancestors(&eff, framable);
     let csp = content_security_policy(&eff, &ancestors);
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&csp) {
@@ -164,8 +165,8 @@ pub fn add_page_headers(state: &AppState, admin_page: bool, res: &mut Response) 
 }
 
 /// The `frame-ancestors` sources for a page.
-pub fn frame_ancestors(eff: &Effective, admin_page: bool) -> String {
-    if admin_page || eff.str("session-cookie-samesite") != Some("None") {
+pub fn frame_ancestors(eff: &Effective, framable: bool) -> String {
+    if !framable || eff.str("session-cookie-samesite") != Some("None") {
         return "'none'".into();
     }
     let mut sources = vec!["'self'".to_owned()];
