@@ -95,6 +95,17 @@ pub async fn admin_create(
 ) -> anyhow::Result<()> {
     let email = Email::parse(email.trim())
         .map_err(|_| anyhow::anyhow!("{email:?} is not a valid email address"))?;
+    let name = |flag: &str, value: Option<String>| match value {
+        None => Ok(None),
+        Some(v) => crate::domain::name::clean(&v).map_err(|_| {
+            anyhow::anyhow!(
+                "{flag} must be at most {} characters",
+                crate::domain::name::MAX_NAME_CHARS
+            )
+        }),
+    };
+    let first_name = name("--first-name", first_name)?;
+    let last_name = name("--last-name", last_name)?;
     let pw = read_password()?;
     let store = open(database_url).await?;
     let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&pw)).await??;

@@ -465,21 +465,20 @@ async fn check_group_mappings(store: &Store, eff: &Effective) -> Finding {
     if mapped.is_empty() {
         return Finding::ok(CHECK, "no JWT group is mapped to a group");
     }
-    let groups = match store.list_groups().await {
-        Ok(groups) => groups,
-        Err(e) => {
-            return Finding::error(
-                CHECK,
-                format!("cannot list the groups: {e}"),
-                "check the database",
-            );
+    let mut missing = Vec::new();
+    for id in &mapped {
+        match store.get_group(*id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => missing.push(id.to_string()),
+            Err(e) => {
+                return Finding::error(
+                    CHECK,
+                    format!("cannot read the groups: {e}"),
+                    "check the database",
+                );
+            }
         }
-    };
-    let missing: Vec<String> = mapped
-        .iter()
-        .filter(|id| !groups.iter().any(|g| g.id == **id))
-        .map(i64::to_string)
-        .collect();
+    }
     if missing.is_empty() {
         return Finding::ok(
             CHECK,

@@ -111,7 +111,6 @@ impl GroupMappings {
     }
 }
 
-/// A short noun for a JSON value's type, for error sentences.
 /// A value as an error message shows it: itself when it is short, else its kind (the
 /// message must not repeat a megabyte that was sent).
 fn brief(v: &serde_json::Value) -> String {
@@ -124,6 +123,7 @@ fn brief(v: &serde_json::Value) -> String {
     }
 }
 
+/// A short noun for a JSON value's type, for error sentences.
 fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",

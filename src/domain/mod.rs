@@ -1,5 +1,7 @@
-//! Pure types and rules, parsed at the boundary: emails, redirect targets, group mappings.
+//! Pure types and rules, parsed at the boundary: emails, names, redirect targets, group
+//! mappings.
 
 pub mod email;
 pub mod group_mappings;
+pub mod name;
 pub mod return_to;

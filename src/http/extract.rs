@@ -25,7 +25,8 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes>
 }
 
 /// A JSON body, which must be an object: every body the API and `/auth/sso` take is one
-/// (serde would otherwise fill a struct's fields from an array, by position).
+/// (serde would otherwise fill a struct's fields from an array, by position; a nested struct
+/// is guarded by [`object_only`]).
 pub fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>> {
     match serde_json::from_slice(bytes) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
@@ -56,6 +57,30 @@ fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
         };
         Error::validation(field.clone(), format!("{field}: {inner}."))
     })
+}
+
+/// For a nested struct field, `#[serde(deserialize_with = "object_only")]`: read from a JSON
+/// object only. Serde's derive would also fill the struct from an array, by position; the
+/// body itself is checked by [`json_object`]. The object's fields keep their paths in errors.
+pub fn object_only<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            map: A,
+        ) -> std::result::Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(Object(std::marker::PhantomData))
 }
 
 /// HTML as a browser asks for it.
@@ -256,12 +281,17 @@ mod tests {
             (vec!["text/*"], false),
             (vec!["application/json"], false),
             (vec!["text/htmlx"], false),
+            (vec!["application/json, text/plain, */*"], false),
             (vec![], false),
         ] {
             assert_eq!(accepts(&accept(&values), HTML), html, "{values:?}");
         }
         assert!(accepts(
             &accept(&["Application/JSON"]),
+            &["application/json"]
+        ));
+        assert!(!accepts(
+            &accept(&["application/json;q=0, text/plain"]),
             &["application/json"]
         ));
     }

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::auth::{self, password, session};
 use crate::domain::email::Email;
+use crate::domain::name::MAX_NAME_CHARS;
 use crate::error::{Error, Result};
-use crate::http::api::session::{MAX_NAME_CHARS, clean_name};
+use crate::http::api::session::clean_name;
 use crate::http::audit;
 use crate::http::context::{ErrorPayload, RequestContext};
 use crate::http::extract::read_body;
@@ -153,6 +154,8 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
 struct SetupPage {
     chrome: Chrome,
     done: bool,
+    /// No administrator yet, and the token is not the live one.
+    invalid_link: bool,
     token: String,
     email: String,
     first_name: String,
@@ -165,6 +168,7 @@ impl SetupPage {
         SetupPage {
             chrome: Chrome::public("Set up Latchkey"),
             done: false,
+            invalid_link: false,
             token,
             email: String::new(),
             first_name: String::new(),
@@ -178,19 +182,16 @@ pub async fn setup_page(State(state): State<AppState>, req: Request) -> Result<R
     let mut page = SetupPage::new(query_param(&req, "token").unwrap_or_default());
     page.done = state.store.admin_exists().await?;
     // Said at once rather than after the form is filled in.
-    if !page.done
+    page.invalid_link = !page.done
         && !state
             .store
             .setup_token_is_live(&session::hash_token(&page.token))
-            .await?
-    {
-        return Err(Error::Forbidden(
-            "The setup link is not valid: open the URL the server printed when it started, \
-             or create the first administrator with latchkey admin create."
-                .into(),
-        ));
+            .await?;
+    let mut res = render(&page)?;
+    if page.invalid_link {
+        *res.status_mut() = StatusCode::FORBIDDEN;
     }
-    render(&page)
+    Ok(res)
 }
 
 /// `POST /setup` from the setup form: the origin is checked first, then the setup token

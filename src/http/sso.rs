@@ -152,8 +152,12 @@ pub async fn sso_post(
         } else {
             params_from_pairs(url::form_urlencoded::parse(&body).into_owned())
         };
-        // A POST is the callback only (SPEC §4.2); sign-in starts with GET.
+        // A POST is the callback only (SPEC §4.2); sign-in starts with GET. (Without SSO
+        // configured, that is the answer, as for a GET.)
         if params.jwt.is_none() {
+            if !state.settings.current().jwt_configured() {
+                return Err(Error::SsoNotConfigured);
+            }
             return Err(Error::validation(
                 "jwt",
                 "jwt is required (sign-in starts with GET /auth/sso).",

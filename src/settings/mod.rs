@@ -387,7 +387,7 @@ impl Settings {
             if def.secret && registry::is_masked(&value) {
                 continue; // the masked form we handed out: unchanged
             }
-            let normal = def.validate(value).map_err(|m| {
+            let normal = def.validate_new(value).map_err(|m| {
                 let m = m.trim_end_matches('.');
                 Error::validation(def.key, format!("{}: {m}.", def.key))
             })?;
@@ -571,7 +571,7 @@ pub fn env_overlay(
         let Some(raw) = lookup(&name) else { continue };
         let value = setting_value(def.key, &raw);
         let normal = def
-            .validate(value)
+            .validate_new(value)
             .map_err(|m| anyhow::anyhow!("environment variable {name} is invalid: {m}"))?;
         if !normal.is_null() {
             out.insert(def.key, normal);

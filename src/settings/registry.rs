@@ -124,6 +124,19 @@ impl Def {
         serde_json::from_str(self.default).unwrap_or(Value::Null)
     }
 
+    /// [`Def::validate`], plus the rules a value must meet to be written now (the API, the
+    /// CLI, the environment), which a value stored by an earlier version may not: a text that
+    /// is only blanks (no claim name, issuer or audience is) is refused. Loading keeps such a
+    /// stored value rather than falling back to the default, which for `jwt-issuer` and
+    /// `jwt-audience` would stop checking the claim.
+    pub fn validate_new(&self, value: Value) -> Result<Value, String> {
+        let normal = self.validate(value)?;
+        if matches!(self.kind, Kind::Text) && normal.as_str().is_some_and(|s| s.trim().is_empty()) {
+            return Err("must not be blank".into());
+        }
+        Ok(normal)
+    }
+
     /// Validates a value and returns its normal form. `Null` means "unset" and is always
     /// accepted: the setting falls back to its default.
     pub fn validate(&self, value: Value) -> Result<Value, String> {
@@ -150,11 +163,7 @@ impl Def {
             }
             Kind::Text => {
                 let s = as_str(&value)?;
-                // Blank counts as empty: no claim name, issuer or audience is only spaces.
-                if s.trim().is_empty()
-                    || s.chars().count() > 1024
-                    || s.chars().any(char::is_control)
-                {
+                if s.is_empty() || s.chars().count() > 1024 || s.chars().any(char::is_control) {
                     return Err("must be a non-empty text of at most 1024 characters".into());
                 }
                 Ok(value)
@@ -394,19 +403,25 @@ mod tests {
         assert_eq!(d("jwt-enabled").validate(json!("true")), Ok(json!(true)));
         assert!(d("jwt-enabled").validate(json!("yes")).is_err());
         assert!(d("jwt-enabled").validate(json!(1)).is_err());
-        for blank in ["", " ", "\u{3000}\t"] {
-            assert!(
-                d("jwt-attribute-email").validate(json!(blank)).is_err(),
-                "{blank:?}"
-            );
-            assert!(
-                d("jwt-audience").validate(json!(blank)).is_err(),
-                "{blank:?}"
-            );
+        // Blanks are refused on write, and kept when stored by an earlier version.
+        for blank in [" ", "\u{3000}"] {
+            for key in ["jwt-attribute-email", "jwt-audience"] {
+                assert_eq!(
+                    d(key).validate_new(json!(blank)),
+                    Err("must not be blank".into()),
+                    "{key} {blank:?}"
+                );
+                assert_eq!(d(key).validate(json!(blank)), Ok(json!(blank)));
+            }
         }
+        assert!(d("jwt-audience").validate_new(json!("")).is_err());
         assert_eq!(
-            d("jwt-attribute-email").validate(json!("mail")),
+            d("jwt-attribute-email").validate_new(json!("mail")),
             Ok(json!("mail"))
+        );
+        assert_eq!(
+            d("jwt-enabled").validate_new(json!("FALSE")),
+            Ok(json!(false))
         );
     }
 

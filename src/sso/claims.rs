@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use crate::domain::email::{Email, EmailError, email_from_claim};
+use crate::domain::name;
 
 /// The built-in group every user belongs to; membership is never removed (SPEC §2).
 pub const ALL_USERS_GROUP_ID: i64 = 1;
@@ -102,8 +103,8 @@ pub fn user_fields(
     names: &AttributeNames<'_>,
 ) -> Result<UserFields, ClaimsError> {
     let email = email_from_claim(claims.get(names.email))?;
-    let first_name = string_claim(claims, names.first_name)?;
-    let last_name = string_claim(claims, names.last_name)?;
+    let first_name = string_claim(claims, names.first_name)?.map(|n| name::cut(&n));
+    let last_name = string_claim(claims, names.last_name)?.map(|n| name::cut(&n));
     let groups = groups_from_claim(claims.get(names.groups));
     let login_attributes = login_attributes(claims, names)?;
     Ok(UserFields {

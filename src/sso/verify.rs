@@ -927,7 +927,8 @@ fn check_times(
             (a, b) => a.or(b),
         }
     };
-    // Both present and valid, or the checks above returned.
+    // Here `iat` or `exp` is present and every time claim is a number, so `until` is known;
+    // the `else` only keeps the function total.
     let Some(until) = usable_until(skew, max_age) else {
         return Err(t.fail("lifetime", Reason::TokenNeverExpires, || {
             "the token has neither iat nor exp, so it would be valid forever".to_owned()

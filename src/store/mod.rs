@@ -123,7 +123,6 @@ async fn within_deadline<T>(call: impl std::future::Future<Output = Result<T>>) 
 /// The default database: `./latchkey-data/latchkey.db`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://latchkey-data/latchkey.db";
 
-/// The file of a `sqlite://` (or `sqlite:`) URL, without its query.
 /// `LATCHKEY_SQLITE_SYNCHRONOUS`: unset or `normal` (any case) → NORMAL, `full` → FULL.
 /// Anything else stops the start: a mistyped `full` must not quietly give less durability.
 fn sqlite_synchronous(value: Option<&str>) -> anyhow::Result<(SqliteSynchronous, &'static str)> {
@@ -135,6 +134,7 @@ fn sqlite_synchronous(value: Option<&str>) -> anyhow::Result<(SqliteSynchronous,
     }
 }
 
+/// The file of a `sqlite://` (or `sqlite:`) URL, without its query.
 pub fn sqlite_file(url: &str) -> Option<&str> {
     let path = url
         .strip_prefix("sqlite://")
@@ -189,14 +189,16 @@ impl Store {
                 reads: Default::default(),
             }))
         } else if let Some(path) = sqlite_file(url) {
+            // A value that is not text is not `full` either.
+            let synchronous = std::env::var_os("LATCHKEY_SQLITE_SYNCHRONOUS")
+                .map(|v| v.into_string().unwrap_or_default());
+            let (synchronous, level) = sqlite_synchronous(synchronous.as_deref())?;
             sqlite_login::configure_sqlite();
             if let Some(dir) = std::path::Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir)?;
             }
-            let (synchronous, level) =
-                sqlite_synchronous(std::env::var("LATCHKEY_SQLITE_SYNCHRONOUS").ok().as_deref())?;
             let opts = SqliteConnectOptions::new()
                 .filename(path)
                 .create_if_missing(true)

@@ -191,8 +191,9 @@ async fn insert_user(conn: &mut Conn, new: &NewUser, sso_source: Option<&str>) -
     Ok(id)
 }
 
-/// The audit row of a user added to or removed from Administrators by `is_superuser`, as
-/// the membership endpoints write it.
+/// The audit row of a user added to or removed from Administrators by `is_superuser`, in
+/// the shape the membership endpoints write, with the `source` of `audit`'s details (`admin`
+/// when it names none).
 fn administrators_change(
     kind: &'static str,
     user_id: i64,
@@ -208,7 +209,7 @@ fn administrators_change(
         details: serde_json::json!({
             "group_id": ADMINISTRATORS_GROUP_ID,
             "group": "Administrators",
-            "source": "admin",
+            "source": audit.details.get("source").cloned().unwrap_or_else(|| "admin".into()),
         }),
         ..audit.clone()
     }
@@ -837,7 +838,14 @@ pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Res
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let details = serde_json::json!({"group_id": group_id, "source": "admin"});
+    // A group deleted meanwhile (on PostgreSQL, by a transaction that committed after the
+    // membership was read) took the membership with it.
+    let group: String = sqlx::query_scalar("SELECT name FROM groups WHERE id = $1")
+        .bind(group_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found("Membership"))?;
+    let details = serde_json::json!({"group_id": group_id, "group": group, "source": "admin"});
     insert_audit(
         &mut tx,
         &AuditRecord {
@@ -1307,14 +1315,20 @@ pub async fn complete_setup(
     sqlx::query("DELETE FROM setup_tokens")
         .execute(&mut *tx)
         .await?;
+    let created = AuditRecord {
+        user_id: Some(id),
+        actor_id: Some(id),
+        email: Some(new.email.clone()),
+        ..audit.clone()
+    };
+    insert_audit(&mut tx, &created).await?;
+    let setup = AuditRecord {
+        details: serde_json::json!({"source": "setup"}),
+        ..created
+    };
     insert_audit(
         &mut tx,
-        &AuditRecord {
-            user_id: Some(id),
-            actor_id: Some(id),
-            email: Some(new.email.clone()),
-            ..audit.clone()
-        },
+        &administrators_change("group_added", id, &new.email, &setup),
     )
     .await?;
     let user = user_in(&mut tx, id)

@@ -44,6 +44,21 @@ both_backends! {
         assert_eq!(me["email"], json!("first@example.com"));
         assert_eq!(me["is_superuser"], json!(true));
         assert_eq!(me["group_ids"], json!([1, 2]));
+        let id = me["id"].as_i64().unwrap();
+        let events = body_json(app.as_user(&session, Method::GET, &format!("/api/audit?user_id={id}")).send().await.unwrap()).await;
+        let rows: Vec<(Value, Value)> = events["events"].as_array().unwrap().iter()
+            .map(|e| (e["kind"].clone(), e["details"].clone()))
+            .filter(|(kind, _)| kind == "group_added" || kind == "user_created")
+            .collect();
+        let admins = json!({"group_id": 2, "group": "Administrators", "source": "setup"});
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0], (json!("group_added"), admins));
+        assert_eq!(rows[1].0, json!("user_created"));
+
+        // Names are checked before the token: over 254 characters is a 400 naming the field.
+        let body = json!({"token": "wrong", "user": {"email": "n@example.com", "last_name": "n".repeat(255), "password": "password123"}});
+        let res = app.client.post(app.url("/api/setup")).json(&body).send().await.unwrap();
+        assert_eq!(assert_error(res, 400, "validation_failed").await["field"], json!("user.last_name"));
 
         let body = json!({"token": token, "user": {"email": "second@example.com", "password": "password123"}});
         let res = app.client.post(app.url("/api/setup")).json(&body).send().await.unwrap();
@@ -68,6 +83,15 @@ both_backends! {
         let res = app.client.post(app.url("/api/setup")).json(&bad).send().await.unwrap();
         let body = assert_error(res, 400, "validation_failed").await;
         assert_eq!(body["field"], json!("user.email"));
+        // The nested user is an object too (not filled from an array), and its fields keep
+        // their paths in errors.
+        for (user, field) in [
+            (json!(["n@example.com", null, null, "password123"]), "user"),
+            (json!({"email": 5, "password": "password123"}), "user.email"),
+        ] {
+            let res = app.client.post(app.url("/api/setup")).json(&json!({"token": "wrong", "user": user})).send().await.unwrap();
+            assert_eq!(assert_error(res, 400, "validation_failed").await["field"], json!(field));
+        }
         // The right token: one hash, one admin; then setup is closed, again without hashing.
         let right = json!({"token": token, "user": {"email": "first@example.com", "password": "password123"}});
         let res = app.client.post(app.url("/api/setup")).json(&right).send().await.unwrap();
@@ -273,11 +297,16 @@ both_backends! {
         // Deleting a group that no mapping names leaves the setting and its audit alone.
         let res = app.admin(Method::POST, "/api/permissions/group").json(&json!({"name": "Unmapped"})).send().await.unwrap();
         let other = body_json(res).await["id"].as_i64().unwrap();
-        for email in ["m1@example.com", "m2@example.com"] {
+        let mut memberships = Vec::new();
+        for email in ["m1@example.com", "m2@example.com", "m3@example.com"] {
             let user = app.create_user(email, None, false).await;
             let res = app.admin(Method::POST, "/api/permissions/membership").json(&json!({"group_id": other, "user_id": user})).send().await.unwrap();
-            assert_eq!(res.status(), StatusCode::OK);
+            memberships.push(body_json(res).await["membership_id"].as_i64().unwrap());
         }
+        let res = app.admin(Method::DELETE, &format!("/api/permissions/membership/{}", memberships[2])).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let removed = app.audit_events("kind=group_removed&limit=1").await;
+        assert_eq!(removed[0]["details"], json!({"group_id": other, "group": "Unmapped", "source": "admin"}));
         let res = app.admin(Method::DELETE, &format!("/api/permissions/group/{other}")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
         let deleted = app.audit_events("kind=group_deleted&limit=1").await;

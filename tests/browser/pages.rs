@@ -448,8 +448,12 @@ async fn the_setup_form_checks_the_origin_then_the_token() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let page = res.text().await.unwrap();
     assert!(
-        page.contains("The setup link is not valid") && !page.contains("setup-form"),
+        page.contains("This setup link is not valid") && !page.contains("setup-form"),
         "{page}"
+    );
+    assert!(
+        !page.contains("administrator account"),
+        "not the generic 403 advice: {page}"
     );
     let res = get_html(&app, &format!("/setup?token={token}"), None).await;
     assert_eq!(res.status(), StatusCode::OK);

@@ -83,6 +83,13 @@ cli_both_backends! {
 
         let out = admin_create(&db, "short@example.com", "short").failure();
         assert!(out.stderr.contains("at least 8 characters"), "{out:#?}");
+        let long = "n".repeat(255);
+        let out = run_stdin(
+            &["admin", "create", "--email", "long@example.com", "--first-name", &long, "--password-stdin", "--database-url", url],
+            "long enough password\n",
+        )
+        .failure();
+        assert!(out.stderr.contains("--first-name must be at most 254 characters"), "{out:#?}");
         let out = run_stdin(
             &["admin", "create", "--email", "empty@example.com", "--password-stdin", "--database-url", url],
             "",

@@ -57,6 +57,10 @@ both_backends! {
         let v = user(&app, id).await;
         assert_eq!((v["first_name"].clone(), v["last_name"].clone()), (json!("Anne"), json!("Li")), "a non-string name counts as absent");
         assert_eq!(v["login_attributes"], json!({}), "name claims are never attributes");
+        // A name over 254 characters is cut, not a refused login.
+        let (_, u) = sso_login(&app, with("names@example.com", json!({"first_name": "é".repeat(300)}))).await;
+        assert_eq!(u["first_name"], json!("é".repeat(254)));
+        assert_eq!(user(&app, id).await["first_name"], json!("é".repeat(254)));
     }
 
     async fn login_attributes_are_replaced_at_every_login(mut app) {

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::auth::{self, CurrentUser, password, session, throttle};
 use crate::domain::email::Email;
+use crate::domain::name::MAX_NAME_CHARS;
 use crate::error::{Error, Result};
 use crate::http::audit;
 use crate::http::context::RequestContext;
@@ -259,6 +260,7 @@ pub async fn logout(
 pub struct SetupBody {
     /// The one-time setup token the server printed at its first start.
     token: String,
+    #[serde(deserialize_with = "crate::http::extract::object_only")]
     user: SetupUser,
 }
 
@@ -328,20 +330,13 @@ pub async fn setup(
     start_session(&state, &ctx, user.id, "password", login).await
 }
 
-/// The longest first or last name, in characters.
-pub const MAX_NAME_CHARS: usize = 254;
-
-/// A name as given, trimmed and without control characters (a NUL cannot even be stored
-/// in PostgreSQL); empty means none. Longer than [`MAX_NAME_CHARS`] is a 400 naming `field`.
+/// A name as typed (`domain::name::clean`); one over the limit is a 400 naming `field`.
 pub fn clean_name(name: Option<String>, field: &str) -> Result<Option<String>> {
     let Some(name) = name else { return Ok(None) };
-    let name: String = name.chars().filter(|c| !c.is_control()).collect();
-    let name = name.trim();
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::validation(
+    crate::domain::name::clean(&name).map_err(|_| {
+        Error::validation(
             field,
             format!("{field} must be at most {MAX_NAME_CHARS} characters."),
-        ));
-    }
-    Ok((!name.is_empty()).then(|| name.to_owned()))
+        )
+    })
 }
