@@ -114,9 +114,14 @@ form.addEventListener('submit', async (event) => {
       reloadWith('Saved. The new settings apply from the next sign-in, on every server.');
     } catch (e) {
       if (e.field) {
-        const { input } = showFieldError(e.field, e.message, form);
+        // "jwt-max-age-seconds: must be …" under a field that has a label of its own.
+        const prefix = `${e.field}: `;
+        const text = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+        const { input } = showFieldError(e.field, text, form);
         notify(formNotice, 'error', `Nothing was saved: ${e.message} Fix the highlighted field and save again.`);
-        if (input && input.focus) input.focus();
+        // A fieldset (the algorithms) cannot take the focus; its first box can.
+        const target = input && input.matches('fieldset') ? input.querySelector('input') : input;
+        if (target && target.focus) target.focus();
         else formNotice.focus();
       } else {
         notify(formNotice, 'error', `Nothing was saved: ${errorMessage(e)}`);
@@ -211,13 +216,14 @@ function renderDraft(focusName) {
   list.replaceChildren(...names.map((name, index) => {
     const ids = draft[name];
     const selectId = `mapping-select-${index}`;
-    const available = groups.filter((g) => !ids.includes(g.id));
+    // All Users (id 1) is never changed by group sync (SPEC §4.5): mapping to it does nothing.
+    const available = groups.filter((g) => g.id !== 1 && !ids.includes(g.id));
     const select = el('select', { id: selectId, 'data-mapping': name },
       el('option', { value: '', text: 'Choose a Latchkey group…' }),
       available.map((g) => el('option', { value: String(g.id), text: g.name })));
     const add = el('button', {
       type: 'button', class: 'small', 'data-mapping': name, text: 'Add group',
-      'aria-label': `Add the chosen group to ${name}`,
+      'aria-label': `Add group: the chosen one, to ${name}`,
       onclick: () => {
         if (!select.value) { select.focus(); return; }
         draft[name].push(Number(select.value));

@@ -33,7 +33,7 @@ export async function api(method, path, body) {
   }
   if (!res.ok) {
     if (res.status === 401 && data && data.error === 'unauthenticated') {
-      data.message = 'Your session has ended, so nothing was changed. Sign in again in another tab, then retry.';
+      data.message = 'Your session has ended. Sign in again in another tab, then retry.';
     }
     throw new ApiError(res.status, data || {});
   }
@@ -67,6 +67,9 @@ export function errorMessage(error) {
 
 // Shows a notice in a box: kind is 'ok', 'error', 'warn' or 'info'.
 export function notify(box, kind, ...content) {
+  // A message of an earlier action (shown after a reload) would sit beside this one.
+  const flash = document.getElementById('flash');
+  if (flash && flash !== box) clearNotice(flash);
   box.className = `notice ${kind}`;
   box.setAttribute('role', kind === 'error' ? 'alert' : 'status');
   box.replaceChildren(...content.map((c) => (c instanceof Node ? c : el('p', { text: c }))));
@@ -152,8 +155,10 @@ export function pageData() {
   return node ? JSON.parse(node.textContent) : {};
 }
 
-// Disables a button while a request runs, so a double click cannot send twice.
+// Disables a button while a request runs, so a double click cannot send twice. Disabling
+// the focused button drops the focus to the page; it is given back unless the work moved it.
 export async function busy(button, work) {
+  const hadFocus = document.activeElement === button;
   button.disabled = true;
   button.setAttribute('aria-busy', 'true');
   try {
@@ -161,6 +166,8 @@ export async function busy(button, work) {
   } finally {
     button.disabled = false;
     button.removeAttribute('aria-busy');
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (hadFocus && lost && document.contains(button) && button.offsetParent !== null) button.focus();
   }
 }
 

@@ -41,7 +41,9 @@ createForm.addEventListener('submit', async (event) => {
   await busy(document.getElementById('create-submit'), async () => {
     try {
       const user = await api('POST', '/api/user', body);
-      reloadWith(`${user.email} was added.${password ? ' They can sign in with the password you set.' : ' They can sign in through SSO.'}`);
+      // The list is in the order people were added: show the new person by name.
+      reloadWith(`${user.email} was added.${password ? ' They can sign in with the password you set.' : ' They can sign in through SSO.'}`,
+        `/admin/people?q=${encodeURIComponent(user.email)}`);
     } catch (e) {
       const input = e.field && fieldSlot(createForm, e.field);
       if (input) {
@@ -60,6 +62,7 @@ createForm.addEventListener('submit', async (event) => {
 const dialog = document.getElementById('user-dialog');
 const notice = document.getElementById('user-notice');
 let user = null;
+let isMe = false;
 
 function sourceText(u) {
   const ways = [];
@@ -96,6 +99,7 @@ document.querySelectorAll('.manage-user').forEach((button) => {
     clearFieldErrors(dialog);
     try {
       fill(await api('GET', `/api/user/${button.dataset.userId}`));
+      isMe = button.dataset.me === '1';
       openDialog(dialog, document.getElementById('edit-email'));
     } catch (e) {
       notify(document.getElementById('flash'), 'error', `Could not open this person: ${errorMessage(e)}`);
@@ -145,6 +149,7 @@ document.getElementById('password-form').addEventListener('submit', async (event
       await api('PUT', `/api/user/${user.id}/password`, { password: input.value });
       input.value = '';
       changed = true;
+      fill(await api('GET', `/api/user/${user.id}`)); // "Signs in with" now says password
       notify(notice, 'ok', `The password of ${user.email} is set.`);
     } catch (e) {
       if (e.field === 'password') {
@@ -161,14 +166,20 @@ document.getElementById('password-form').addEventListener('submit', async (event
 document.getElementById('revoke-sessions').addEventListener('click', async (event) => {
   clearNotice(notice);
   const ok = await confirmDialog({
-    title: `Sign ${user.email} out everywhere?`,
-    message: 'Every open session of this person ends now. They can sign in again straight away.',
+    title: isMe ? 'Sign yourself out everywhere?' : `Sign ${user.email} out everywhere?`,
+    message: isMe
+      ? 'Every open session of yours ends now, this one included: you will be taken to the sign-in page.'
+      : 'Every open session of this person ends now. They can sign in again straight away.',
     confirm: 'End all sessions',
   });
   if (!ok) return;
   await busy(event.target, async () => {
     try {
       const { revoked } = await api('DELETE', `/api/user/${user.id}/sessions`);
+      if (isMe) {
+        window.location.assign('/auth/login?redirect=%2Fadmin%2Fpeople');
+        return;
+      }
       notify(notice, 'ok', revoked === 1 ? 'Ended 1 session.' : `Ended ${revoked} sessions.`);
     } catch (e) {
       notify(notice, 'error', errorMessage(e));

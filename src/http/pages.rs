@@ -156,6 +156,8 @@ struct SetupPage {
     done: bool,
     /// No administrator yet, and the token is not the live one.
     invalid_link: bool,
+    /// The input `error` is about (`email`, `first_name`, `last_name`, `password`).
+    error_field: &'static str,
     token: String,
     email: String,
     first_name: String,
@@ -169,6 +171,7 @@ impl SetupPage {
             chrome: Chrome::public("Set up Latchkey"),
             done: false,
             invalid_link: false,
+            error_field: "",
             token,
             email: String::new(),
             first_name: String::new(),
@@ -215,32 +218,32 @@ pub async fn setup_submit(
     if !state.store.setup_token_is_live(&token_hash).await? {
         return Err(invalid_link());
     }
-    let again = |error: &str| {
+    // The form again, with the error tied to the field it is about (which gets the focus).
+    let again = |field: &'static str, error: &str| {
         let mut page = SetupPage::new(token.clone());
         page.email = get("email");
         page.first_name = get("first_name");
         page.last_name = get("last_name");
         page.error = Some(error.to_owned());
+        page.error_field = field;
         let mut res = render(&page)?;
         *res.status_mut() = StatusCode::BAD_REQUEST;
         Ok(res)
     };
     let Ok(email) = Email::parse(get("email").trim()) else {
-        return again("Enter a valid email address.");
+        return again("email", "Enter a valid email address.");
     };
     let pw = get("password");
     if let Err(e) = password::check_new_password(&pw) {
         // Which limit was missed: too short, or over 1024 bytes.
-        return again(&e.to_string());
+        return again("password", &e.to_string());
     }
     let name = |field: &str| clean_name(form.get(field).cloned(), field);
+    let too_long = format!("Names can have at most {MAX_NAME_CHARS} characters.");
     let (first_name, last_name) = match (name("first_name"), name("last_name")) {
         (Ok(first), Ok(last)) => (first, last),
-        _ => {
-            return again(&format!(
-                "Names can have at most {MAX_NAME_CHARS} characters."
-            ));
-        }
+        (Err(_), _) => return again("first_name", &too_long),
+        (_, Err(_)) => return again("last_name", &too_long),
     };
     let new = NewUser {
         email: email.as_str().to_owned(),
@@ -257,7 +260,7 @@ pub async fn setup_submit(
     {
         // The address is taken (an SSO login made the account): say so on the form.
         Err(Error::Conflict(message)) => {
-            let mut res = again(&message)?;
+            let mut res = again("email", &message)?;
             *res.status_mut() = StatusCode::CONFLICT;
             return Ok(res);
         }
@@ -325,9 +328,37 @@ async fn login_page_for(
     })
 }
 
-pub async fn login_page(State(state): State<AppState>, req: Request) -> Result<Response> {
-    let redirect = query_param(&req, "redirect").unwrap_or_default();
-    render(&login_page_for(&state, req.headers(), &redirect, "", None).await?)
+pub async fn login_page(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    req: Request,
+) -> Result<Response> {
+    let mut redirect = query_param(&req, "redirect").unwrap_or_default();
+    // A target the sign-in would refuse is said now, and dropped, rather than after the
+    // password is typed.
+    let mut warning = None;
+    if !redirect.is_empty() {
+        let eff = state.settings.current();
+        // The same base as the form's POST resolves against.
+        let base = match &eff.site_url {
+            Some(u) => Some(u.clone()),
+            None => url::Url::parse(&ctx.own_base).ok(),
+        };
+        let allowed = base.is_some_and(|base| {
+            let origins = eff.strings("redirect-allowed-origins");
+            crate::domain::return_to::parse_return_to(Some(redirect.as_str()), &base, &origins)
+                .is_ok()
+        });
+        if !allowed {
+            redirect.clear();
+            warning = Some(
+                "The link you followed points to a place outside this site, so after signing \
+                 in you will go to your home page instead."
+                    .to_owned(),
+            );
+        }
+    }
+    render(&login_page_for(&state, req.headers(), &redirect, "", warning).await?)
 }
 
 /// `POST /auth/login` from the form: on success a 303 to the (validated) redirect target,

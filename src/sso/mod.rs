@@ -308,7 +308,8 @@ pub async fn dry_run(
                 "kept_last_admin": group_entries(store, eff, &kept).await?});
         }
         None => {
-            report["groups"] = json!({"sync": false, "claim": fields.groups, "add": [], "remove": [], "kept_last_admin": []});
+            // Sync off, or on and the token carries no groups claim: nothing changes either way.
+            report["groups"] = json!({"sync": eff.bool("jwt-group-sync"), "claim": fields.groups, "add": [], "remove": [], "kept_last_admin": []});
         }
     }
     report["ok"] = json!(true);

@@ -299,7 +299,8 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
         format!("%{escaped}%")
     });
     // SQLite's `lower()` folds ASCII letters only; `latchkey_lower` (`sqlite_functions`) folds
-    // as the pattern was, by Unicode's rules. PostgreSQL's follows the database's locale.
+    // as the pattern was, by Unicode's rules. PostgreSQL's follows the database's locale. A
+    // name matches as "first last", which contains each part on its own.
     macro_rules! matching {
         ($lower:literal) => {
             concat!(
@@ -308,10 +309,9 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
                 "(email) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
                  OR ",
                 $lower,
-                "(COALESCE(first_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\' \
-                 OR ",
-                $lower,
-                "(COALESCE(last_name, '')) LIKE CAST($1 AS TEXT) ESCAPE '\\') \
+                // The name as the pages show it, so that "Ada Lovelace" finds her too.
+                "(COALESCE(first_name, '') || ' ' || COALESCE(last_name, '')) \
+                 LIKE CAST($1 AS TEXT) ESCAPE '\\') \
                  AND ($2 = TRUE OR is_active = TRUE)"
             )
         };

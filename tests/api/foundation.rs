@@ -192,6 +192,11 @@ both_backends! {
         let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"last_name": "Okafor", "is_superuser": true})).send().await.unwrap();
         let updated = body_json(res).await;
         assert_eq!(updated["last_name"], json!("Okafor"));
+        // The whole name as the pages show it matches too, in any case.
+        for (query, total) in [("nia%20okafor", 1), ("A%20OKAF", 1), ("okafor%20nia", 0)] {
+            let list = body_json(app.admin(Method::GET, &format!("/api/user?query={query}")).send().await.unwrap()).await;
+            assert_eq!(list["total"], json!(total), "{query}");
+        }
         assert_eq!(updated["group_ids"], json!([1, 2]));
         // The flag's membership is audited as the membership endpoints audit it, both ways.
         let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"is_superuser": false})).send().await.unwrap();

@@ -74,6 +74,9 @@ async fn scenario(b: &Browser, app: &mut TestApp) {
     b.fill("#new-password", "cobol forever").await;
     b.click("#create-submit").await;
     b.wait_text("#flash", "grace@example.com was added").await;
+    // The list shows the new person (it is in the order people were added).
+    b.wait_path("/admin/people?q=grace%40example.com").await;
+    b.wait_text("#people-table", "grace@example.com").await;
     let found = body_json(
         app.admin(Method::GET, "/api/user?query=grace")
             .send()

@@ -314,6 +314,22 @@ async fn the_login_form_keeps_the_redirect_and_shows_errors_in_place() {
         page.contains("href=\"/auth/sso?redirect=%2Fadmin%2Faudit\""),
         "{page}"
     );
+    // A target the sign-in would refuse is said at once and dropped from the form and button.
+    let page = get_html(
+        &app,
+        "/auth/login?redirect=https%3A%2F%2Fevil.example%2F",
+        None,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        page.contains("points to a place outside this site"),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/auth/sso\""), "{page}");
+    assert!(!page.contains("evil.example"), "{page}");
 }
 
 /// A fresh server without an administrator and the setup token it announces.
@@ -391,6 +407,23 @@ async fn the_setup_form_shows_its_errors_in_place() {
         assert!(page.contains(&format!("value=\"{token}\"")), "{page}");
         assert!(!page.contains("password123"), "{page}");
         assert_eq!(app.count("users").await, 0);
+        // The field the error is about has the focus and points to the error.
+        let focused: Vec<&str> = page
+            .split("<input")
+            .filter(|tag| tag.contains(" autofocus"))
+            .collect();
+        let id = if message.starts_with("Enter") {
+            "id=\"email\""
+        } else {
+            "id=\"password\""
+        };
+        assert_eq!(focused.len(), 1, "{page}");
+        assert!(
+            focused[0].contains(id)
+                && focused[0].contains("aria-invalid=\"true\" aria-describedby=\"setup-error"),
+            "{message}: {}",
+            focused[0]
+        );
     }
     // A name over 254 characters, and an address an SSO login already took, in place too.
     let long_name = "n".repeat(255);
@@ -632,4 +665,44 @@ async fn a_large_group_is_shown_a_page_of_members_at_a_time() {
     assert!(past.contains("id=\"no-more-members\""), "{past}");
     assert!(!past.contains("id=\"no-members\""));
     assert!(past.contains("id=\"first-members\""));
+}
+
+#[tokio::test]
+async fn a_people_page_past_the_end_says_so_and_links_to_the_first() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let admin = app.admin_token.clone().unwrap();
+    let res = get_html(&app, "/admin/people?page=999", Some(&admin)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("this page is past the end"), "{page}");
+    assert!(
+        page.contains("No one on this page. <a href=\"/admin/people\">Go to the first page</a>"),
+        "{page}"
+    );
+    assert!(!page.contains("No one yet"), "{page}");
+}
+
+#[tokio::test]
+async fn the_audit_filter_by_an_email_nobody_has_matches_no_event() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let admin = app.admin_token.clone().unwrap();
+    let res = get_html(&app, "/admin/audit?user=Nobody%40Example.com", Some(&admin)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("No one has the email nobody@example.com"),
+        "{page}"
+    );
+    assert!(page.contains("No events match these filters."), "{page}");
+    assert!(!page.contains("id=\"audit-table\""), "{page}");
+    // The admin's own email filters to their events.
+    let res = get_html(
+        &app,
+        &format!("/admin/audit?user={ADMIN_EMAIL}"),
+        Some(&admin),
+    )
+    .await;
+    assert!(res.text().await.unwrap().contains("id=\"audit-table\""));
 }

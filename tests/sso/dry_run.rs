@@ -82,6 +82,14 @@ both_backends! {
         assert_eq!(report["groups"]["add"][0]["name"], json!("Operations"));
         assert_eq!(Counts::of(&app).await, before);
         assert_eq!(group_ids(&app, u["id"].as_i64().unwrap()).await, vec![1, eng], "memberships unchanged");
+        // Without a groups claim, sync is still reported on (the claim is what is missing).
+        let report = dry_run(&app, &sign(json!({"email": "upd@example.com", "iat": now(), "jti": "u-3"}))).await;
+        assert_eq!(report["groups"], json!({"sync": true, "claim": null, "add": [], "remove": [], "kept_last_admin": []}));
+        let res = app.put_setting("jwt-group-sync", json!(false)).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let report = dry_run(&app, &sign(json!({"email": "upd@example.com", "groups": ["ops"], "iat": now(), "jti": "u-4"}))).await;
+        assert_eq!(report["groups"]["sync"], json!(false));
+        assert_eq!(report["groups"]["add"], json!([]));
     }
 
     async fn the_last_admin_removal_is_reported_as_kept(mut app) {

@@ -61,6 +61,8 @@ struct PeoplePage {
     showing: String,
     prev_href: Option<String>,
     next_href: Option<String>,
+    /// The list's first page, when this one is past its end.
+    past_end_href: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +100,7 @@ pub async fn people_page(
     let last = first + users.len() as i64 - 1;
     let showing = match total {
         0 => "No one to show.".to_owned(),
+        1 if users.is_empty() => "1 person; this page is past the end.".to_owned(),
         1 => "1 person.".to_owned(),
         _ if users.is_empty() => format!("{total} people; this page is past the end."),
         _ => format!("Showing {first}–{last} of {total} people."),
@@ -137,6 +140,7 @@ pub async fn people_page(
         chrome: Chrome::admin("People", "people", &admin, vec!["lib.js", "people.js"]),
         prev_href: (page > 1).then(|| link(page - 1)),
         next_href: (page * PEOPLE_PER_PAGE < total).then(|| link(page + 1)),
+        past_end_href: (total > 0 && users.is_empty()).then(|| link(1)),
         query,
         include_inactive,
         rows,
@@ -373,29 +377,36 @@ pub async fn audit_page(
     let user = params.user.unwrap_or_default().trim().to_lowercase();
     let before = crate::http::api::int_param("before", params.before.as_deref(), 1, i64::MAX)?;
     let mut notice = None;
+    // The person filter is by account; an email no account has matches no event (failed
+    // sign-ins under it carry no account either).
     let user_id = if user.is_empty() {
-        None
+        Some(None)
     } else {
         match state.store.find_user_by_email(&user).await? {
-            Some(u) => Some(u.user.id),
+            Some(u) => Some(Some(u.user.id)),
             None => {
                 notice = Some(format!(
-                    "No one has the email {user}, so the person filter is not applied."
+                    "No one has the email {user}, so no event is about them."
                 ));
                 None
             }
         }
     };
-    let (rows, older) = state
-        .store
-        .list_audit(&AuditQuery {
-            kind: Some(kind.clone()).filter(|s| !s.is_empty()),
-            outcome: Some(outcome.clone()).filter(|s| !s.is_empty()),
-            user_id,
-            before,
-            limit: EVENTS_PER_PAGE,
-        })
-        .await?;
+    let (rows, older) = match user_id {
+        Some(user_id) => {
+            state
+                .store
+                .list_audit(&AuditQuery {
+                    kind: Some(kind.clone()).filter(|s| !s.is_empty()),
+                    outcome: Some(outcome.clone()).filter(|s| !s.is_empty()),
+                    user_id,
+                    before,
+                    limit: EVENTS_PER_PAGE,
+                })
+                .await?
+        }
+        None => (Vec::new(), None),
+    };
     // Who did it and to whom: a handful of distinct people per page, looked up once each.
     let mut actors: HashMap<i64, String> = HashMap::new();
     let ids: Vec<i64> = rows
