@@ -223,7 +223,7 @@ function renderDraft(focusName) {
       available.map((g) => el('option', { value: String(g.id), text: g.name })));
     const add = el('button', {
       type: 'button', class: 'small', 'data-mapping': name, text: 'Add group',
-      'aria-label': `Add group: the chosen one, to ${name}`,
+      'aria-label': `Add group to ${name}`,
       onclick: () => {
         if (!select.value) { select.focus(); return; }
         draft[name].push(Number(select.value));

@@ -149,7 +149,9 @@ document.getElementById('password-form').addEventListener('submit', async (event
       await api('PUT', `/api/user/${user.id}/password`, { password: input.value });
       input.value = '';
       changed = true;
-      fill(await api('GET', `/api/user/${user.id}`)); // "Signs in with" now says password
+      // "Signs in with" now includes the password; the rest of the form keeps what is typed.
+      user.has_password = true;
+      document.getElementById('user-source').textContent = sourceText(user);
       notify(notice, 'ok', `The password of ${user.email} is set.`);
     } catch (e) {
       if (e.field === 'password') {

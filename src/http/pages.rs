@@ -291,6 +291,8 @@ struct LoginPage {
     sso_href: Option<String>,
     password_form: bool,
     error: Option<String>,
+    /// The `redirect` given could not be used (it was dropped).
+    redirect_dropped: bool,
     signed_in_as: Option<String>,
     setup_required: bool,
 }
@@ -323,6 +325,7 @@ async fn login_page_for(
         sso_href,
         password_form: eff.password_login_enabled(),
         error,
+        redirect_dropped: false,
         signed_in_as,
         setup_required: !state.store.admin_exists().await?,
     })
@@ -336,7 +339,7 @@ pub async fn login_page(
     let mut redirect = query_param(&req, "redirect").unwrap_or_default();
     // A target the sign-in would refuse is said now, and dropped, rather than after the
     // password is typed.
-    let mut warning = None;
+    let mut dropped = false;
     if !redirect.is_empty() {
         let eff = state.settings.current();
         // The same base as the form's POST resolves against.
@@ -351,14 +354,12 @@ pub async fn login_page(
         });
         if !allowed {
             redirect.clear();
-            warning = Some(
-                "The link you followed points to a place outside this site, so after signing \
-                 in you will go to your home page instead."
-                    .to_owned(),
-            );
+            dropped = true;
         }
     }
-    render(&login_page_for(&state, req.headers(), &redirect, "", warning).await?)
+    let mut page = login_page_for(&state, req.headers(), &redirect, "", None).await?;
+    page.redirect_dropped = dropped;
+    render(&page)
 }
 
 /// `POST /auth/login` from the form: on success a 303 to the (validated) redirect target,

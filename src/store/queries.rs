@@ -310,7 +310,7 @@ pub async fn list_users(pool: &Pool, q: &UserQuery) -> Result<(Vec<User>, i64)> 
                  OR ",
                 $lower,
                 // The name as the pages show it, so that "Ada Lovelace" finds her too.
-                "(COALESCE(first_name, '') || ' ' || COALESCE(last_name, '')) \
+                "(COALESCE(first_name || ' ' || last_name, first_name, last_name, '')) \
                  LIKE CAST($1 AS TEXT) ESCAPE '\\') \
                  AND ($2 = TRUE OR is_active = TRUE)"
             )

@@ -197,6 +197,11 @@ both_backends! {
             let list = body_json(app.admin(Method::GET, &format!("/api/user?query={query}")).send().await.unwrap()).await;
             assert_eq!(list["total"], json!(total), "{query}");
         }
+        // Only a last name (no first name) is found by it as well.
+        let res = app.admin(Method::POST, "/api/user").json(&json!({"email": "z1@example.com", "last_name": "Zeta"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let list = body_json(app.admin(Method::GET, "/api/user?query=%20zeta%20").send().await.unwrap()).await;
+        assert_eq!(list["total"], json!(1));
         assert_eq!(updated["group_ids"], json!([1, 2]));
         // The flag's membership is audited as the membership endpoints audit it, both ways.
         let res = app.admin(Method::PUT, &format!("/api/user/{id}")).json(&json!({"is_superuser": false})).send().await.unwrap();

@@ -89,7 +89,8 @@ pub async fn list(
     let limit = int_param("limit", q.limit.as_deref(), 1, 1000)?.unwrap_or(50);
     let offset = int_param("offset", q.offset.as_deref(), 0, i64::MAX)?.unwrap_or(0);
     let query = UserQuery {
-        search: q.query.map(|s| s.chars().take(200).collect()),
+        // Trimmed as the people page trims it: blanks around a name are not part of it.
+        search: q.query.map(|s| s.trim().chars().take(200).collect()),
         include_inactive: matches!(q.include_deactivated.as_deref(), Some("true") | Some("1")),
         limit,
         offset,

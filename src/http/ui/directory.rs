@@ -96,6 +96,7 @@ pub async fn people_page(
             offset: (page - 1) * PEOPLE_PER_PAGE,
         })
         .await?;
+    let last_page = (total + PEOPLE_PER_PAGE - 1) / PEOPLE_PER_PAGE;
     let first = (page - 1) * PEOPLE_PER_PAGE + 1;
     let last = first + users.len() as i64 - 1;
     let showing = match total {
@@ -138,7 +139,8 @@ pub async fn people_page(
         .collect();
     render(&PeoplePage {
         chrome: Chrome::admin("People", "people", &admin, vec!["lib.js", "people.js"]),
-        prev_href: (page > 1).then(|| link(page - 1)),
+        // From past the end, "Previous" goes to the last page that has anyone.
+        prev_href: (page > 1).then(|| link((page - 1).min(last_page.max(1)))),
         next_href: (page * PEOPLE_PER_PAGE < total).then(|| link(page + 1)),
         past_end_href: (total > 0 && users.is_empty()).then(|| link(1)),
         query,
@@ -377,8 +379,9 @@ pub async fn audit_page(
     let user = params.user.unwrap_or_default().trim().to_lowercase();
     let before = crate::http::api::int_param("before", params.before.as_deref(), 1, i64::MAX)?;
     let mut notice = None;
-    // The person filter is by account; an email no account has matches no event (failed
-    // sign-ins under it carry no account either).
+    // The person filter is by account (an index of the audit log); an email no account has
+    // matches no event. Failed sign-ins under such an address carry it, but no account: the
+    // notice says where to find them.
     let user_id = if user.is_empty() {
         Some(None)
     } else {
@@ -386,7 +389,9 @@ pub async fn audit_page(
             Some(u) => Some(Some(u.user.id)),
             None => {
                 notice = Some(format!(
-                    "No one has the email {user}, so no event is about them."
+                    "No account has the email {user}. Failed sign-ins under an address \
+                     without an account are not linked to one: filter by the outcome \
+                     “failure” to find them."
                 ));
                 None
             }
