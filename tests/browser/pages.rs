@@ -249,15 +249,7 @@ async fn the_error_page_shows_the_sentence_next_step_and_request_id() {
 async fn the_login_form_keeps_the_redirect_and_shows_errors_in_place() {
     let mut app = app().await;
     app.login_admin().await;
-    let page = get_html(
-        &app,
-        "/auth/login?redirect=%2Fadmin%2Faudit%3Fkind%3Dlogout",
-        None,
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
+    let page = sign_in_page(&app, "redirect=%2Fadmin%2Faudit%3Fkind%3Dlogout").await;
     assert!(
         page.contains("name=\"redirect\" value=\"/admin/audit?kind=logout\""),
         "{page}"
@@ -305,31 +297,25 @@ async fn the_login_form_keeps_the_redirect_and_shows_errors_in_place() {
     assert!(header(&res, "location").ends_with("/admin/audit?kind=logout"));
     // With SSO on, the SSO button carries the redirect too.
     app.configure_jwt().await;
-    let page = get_html(&app, "/auth/login?redirect=%2Fadmin%2Faudit", None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = sign_in_page(&app, "redirect=%2Fadmin%2Faudit").await;
     assert!(
         page.contains("href=\"/auth/sso?redirect=%2Fadmin%2Faudit\""),
         "{page}"
     );
     // A target the sign-in would refuse is said at once and dropped from the form and button.
-    let page = get_html(
-        &app,
-        "/auth/login?redirect=https%3A%2F%2Fevil.example%2F",
-        None,
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
+    let page = sign_in_page(&app, "redirect=https%3A%2F%2Fevil.example%2F").await;
     assert!(
         page.contains("id=\"redirect-dropped\"") && page.contains("cannot be used"),
         "{page}"
     );
     assert!(page.contains("href=\"/auth/sso\""), "{page}");
     assert!(!page.contains("evil.example"), "{page}");
+}
+
+/// The sign-in page's HTML for `/auth/login?<query>`, as an anonymous browser gets it.
+async fn sign_in_page(app: &TestApp, query: &str) -> String {
+    let res = get_html(app, &format!("/auth/login?{query}"), None).await;
+    res.text().await.unwrap()
 }
 
 /// A fresh server without an administrator and the setup token it announces.
@@ -668,7 +654,8 @@ async fn a_large_group_is_shown_a_page_of_members_at_a_time() {
 }
 
 #[tokio::test]
-async fn a_people_page_past_the_end_says_so_and_links_to_the_first() {
+async fn empty_admin_lists_say_why() {
+    // A people page past the end says so and links to the first page.
     let mut app = app().await;
     app.login_admin().await;
     let admin = app.admin_token.clone().unwrap();
@@ -683,13 +670,9 @@ async fn a_people_page_past_the_end_says_so_and_links_to_the_first() {
     assert!(!page.contains("No one yet"), "{page}");
     // "Previous" goes to the last page that has anyone (the first, here), not to page 998.
     assert!(!page.contains("page=998"), "{page}");
-}
 
-#[tokio::test]
-async fn the_audit_filter_by_an_email_nobody_has_matches_no_event() {
-    let mut app = app().await;
-    app.login_admin().await;
-    let admin = app.admin_token.clone().unwrap();
+    // The audit log filtered by an email no account has shows no event, and says where
+    // failed sign-ins under it are.
     let res = get_html(&app, "/admin/audit?user=Nobody%40Example.com", Some(&admin)).await;
     assert_eq!(res.status(), StatusCode::OK);
     let page = res.text().await.unwrap();
