@@ -36,6 +36,15 @@ impl RequestContext {
         }
     }
 
+    /// The base that relative redirect targets resolve against: `site-url`, else the
+    /// request's own scheme and Host.
+    pub fn redirect_base(&self, eff: &crate::settings::Effective) -> Result<url::Url, Error> {
+        match &eff.site_url {
+            Some(u) => Ok(u.clone()),
+            None => url::Url::parse(&self.own_base).map_err(|_| Error::InvalidRedirect),
+        }
+    }
+
     pub fn from_parts(parts: &Parts) -> RequestContext {
         parts
             .extensions

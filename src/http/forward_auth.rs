@@ -110,10 +110,7 @@ async fn check(
         return Err(Error::Unauthenticated);
     }
     let eff = state.settings.current();
-    let base = match &eff.site_url {
-        Some(u) => u.clone(),
-        None => Url::parse(&ctx.own_base).map_err(|_| Error::InvalidRedirect)?,
-    };
+    let base = ctx.redirect_base(&eff)?;
     let target = parse_return_to_or_fallback(
         Some(wanted.url.as_str()),
         &base,

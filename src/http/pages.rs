@@ -17,6 +17,7 @@ use crate::http::audit;
 use crate::http::context::{ErrorPayload, RequestContext};
 use crate::http::extract::read_body;
 use crate::http::ui::{Chrome, render};
+use crate::settings::Effective;
 use crate::store::NewUser;
 
 pub fn escape(s: &str) -> String {
@@ -183,13 +184,14 @@ impl SetupPage {
 
 pub async fn setup_page(State(state): State<AppState>, req: Request) -> Result<Response> {
     let mut page = SetupPage::new(query_param(&req, "token").unwrap_or_default());
-    page.done = state.store.admin_exists().await?;
-    // Said at once rather than after the form is filled in.
-    page.invalid_link = !page.done
-        && !state
-            .store
-            .setup_token_is_live(&session::hash_token(&page.token))
-            .await?;
+    // A live link means no administrator yet; otherwise either setup is done or the link is
+    // wrong, which is said at once rather than after the form is filled in.
+    let live = state
+        .store
+        .setup_token_is_live(&session::hash_token(&page.token))
+        .await?;
+    page.done = !live && state.store.admin_exists().await?;
+    page.invalid_link = !live && !page.done;
     let mut res = render(&page)?;
     if page.invalid_link {
         *res.status_mut() = StatusCode::FORBIDDEN;
@@ -339,27 +341,25 @@ pub async fn login_page(
     let mut redirect = query_param(&req, "redirect").unwrap_or_default();
     // A target the sign-in would refuse is said now, and dropped, rather than after the
     // password is typed.
-    let mut dropped = false;
-    if !redirect.is_empty() {
-        let eff = state.settings.current();
-        // The same base as the form's POST resolves against.
-        let base = match &eff.site_url {
-            Some(u) => Some(u.clone()),
-            None => url::Url::parse(&ctx.own_base).ok(),
-        };
-        let allowed = base.is_some_and(|base| {
-            let origins = eff.strings("redirect-allowed-origins");
-            crate::domain::return_to::parse_return_to(Some(redirect.as_str()), &base, &origins)
-                .is_ok()
-        });
-        if !allowed {
-            redirect.clear();
-            dropped = true;
-        }
+    let dropped =
+        !redirect.is_empty() && sign_in_target(&state.settings.current(), &ctx, &redirect).is_err();
+    if dropped {
+        redirect.clear();
     }
     let mut page = login_page_for(&state, req.headers(), &redirect, "", None).await?;
     page.redirect_dropped = dropped;
     render(&page)
+}
+
+/// Where a sign-in with this `redirect` goes (empty: the home page); a target it may not
+/// go to is `invalid_redirect`. The sign-in page asks the same as its form's POST.
+fn sign_in_target(eff: &Effective, ctx: &RequestContext, redirect: &str) -> Result<url::Url> {
+    crate::domain::return_to::parse_return_to(
+        Some(redirect).filter(|r| !r.is_empty()),
+        &ctx.redirect_base(eff)?,
+        &eff.strings("redirect-allowed-origins"),
+    )
+    .map_err(|_| Error::InvalidRedirect)
 }
 
 /// `POST /auth/login` from the form: on success a 303 to the (validated) redirect target,
@@ -378,16 +378,7 @@ pub async fn login_submit(
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
     let eff = state.settings.current();
     let redirect = get("redirect");
-    let base = match &eff.site_url {
-        Some(u) => u.clone(),
-        None => url::Url::parse(&ctx.own_base).map_err(|_| Error::InvalidRedirect)?,
-    };
-    let target = crate::domain::return_to::parse_return_to(
-        Some(redirect.as_str()).filter(|r| !r.is_empty()),
-        &base,
-        &eff.strings("redirect-allowed-origins"),
-    )
-    .map_err(|_| Error::InvalidRedirect)?;
+    let target = sign_in_target(&eff, &ctx, &redirect)?;
     let username = get("username");
     match crate::http::api::session::password_login(&state, &ctx, &username, get("password")).await
     {

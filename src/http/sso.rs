@@ -15,7 +15,6 @@ use crate::error::{Error, Result, TokenFailure};
 use crate::http::audit;
 use crate::http::context::RequestContext;
 use crate::http::extract::{ApiJson, HTML, accepts, is_json, json_object, read_body};
-use crate::settings::Effective;
 use crate::sso::{self, LoginResult};
 use crate::store::{NewSession, SsoLogoutError};
 
@@ -55,15 +54,6 @@ pub(super) fn sso_headers(mut res: Response) -> Response {
 
 fn wants_json(headers: &HeaderMap) -> bool {
     accepts(headers, &["application/json"]) && !accepts(headers, HTML)
-}
-
-/// The base that relative redirect targets resolve against: `site-url`, else the request's
-/// own scheme and Host.
-fn redirect_base(eff: &Effective, ctx: &RequestContext) -> Result<Url> {
-    match &eff.site_url {
-        Some(u) => Ok(u.clone()),
-        None => Url::parse(&ctx.own_base).map_err(|_| Error::InvalidRedirect),
-    }
 }
 
 fn redirect_to(location: &str) -> Response {
@@ -179,7 +169,7 @@ async fn handle(
     if !eff.jwt_configured() {
         return Err(Error::SsoNotConfigured);
     }
-    let base = redirect_base(&eff, ctx)?;
+    let base = ctx.redirect_base(&eff)?;
     let allowed = eff.strings("redirect-allowed-origins");
     let Some(token) = params.jwt else {
         // Step 1: send the browser to the identity provider.

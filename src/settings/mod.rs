@@ -96,17 +96,15 @@ impl Effective {
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(i64::MIN)
         };
-        let pem_keys = values
+        // Validated above (a list with a key that does not parse fell back to `[]`), so
+        // every key parses here.
+        let pem_list: Vec<String> = values
             .get("jwt-public-keys")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(Value::as_str)
-                    .enumerate()
-                    .filter_map(|(i, pem)| crate::sso::keys::parse_pem(pem, i + 1).ok())
-                    .collect()
-            })
-            .unwrap_or_else(|| Arc::from(Vec::new()));
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let pem_keys = crate::sso::keys::parse_pem_list(&pem_list)
+            .map(Arc::from)
+            .unwrap_or_else(|_| Arc::from(Vec::new()));
         Effective {
             values,
             env_fixed: env_fixed.clone(),

@@ -155,11 +155,9 @@ pub async fn people_page(
 fn mapped_from_by_group(state: &AppState) -> HashMap<i64, Vec<String>> {
     let mut by_group: HashMap<i64, Vec<String>> = HashMap::new();
     for (name, ids) in &state.settings.current().group_mappings.0 {
+        // A name's ids are distinct (`GroupMappings::parse`), so each name comes once.
         for id in ids {
-            let names = by_group.entry(*id).or_default();
-            if names.last() != Some(name) {
-                names.push(name.clone());
-            }
+            by_group.entry(*id).or_default().push(name.clone());
         }
     }
     by_group
@@ -167,9 +165,15 @@ fn mapped_from_by_group(state: &AppState) -> HashMap<i64, Vec<String>> {
 
 /// The JWT group names that map to a group.
 fn mapped_from(state: &AppState, group_id: i64) -> Vec<String> {
-    mapped_from_by_group(state)
-        .remove(&group_id)
-        .unwrap_or_default()
+    state
+        .settings
+        .current()
+        .group_mappings
+        .0
+        .iter()
+        .filter(|(_, ids)| ids.contains(&group_id))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 struct GroupRow {
@@ -378,39 +382,32 @@ pub async fn audit_page(
     let outcome = params.outcome.unwrap_or_default().trim().to_owned();
     let user = params.user.unwrap_or_default().trim().to_lowercase();
     let before = crate::http::api::int_param("before", params.before.as_deref(), 1, i64::MAX)?;
-    let mut notice = None;
-    // The person filter is by account (an index of the audit log); an email no account has
+    // The person filter is by account (the audit log's index); an email no account has
     // matches no event. Failed sign-ins under such an address carry it, but no account: the
     // notice says where to find them.
-    let user_id = if user.is_empty() {
-        Some(None)
-    } else {
-        match state.store.find_user_by_email(&user).await? {
-            Some(u) => Some(Some(u.user.id)),
-            None => {
-                notice = Some(format!(
-                    "No account has the email {user}. Failed sign-ins under an address \
-                     without an account are not linked to one: filter by the outcome \
-                     “failure” to find them."
-                ));
-                None
-            }
-        }
+    let account = match user.as_str() {
+        "" => None,
+        email => Some(state.store.find_user_by_email(email).await?),
     };
-    let (rows, older) = match user_id {
-        Some(user_id) => {
-            state
-                .store
-                .list_audit(&AuditQuery {
-                    kind: Some(kind.clone()).filter(|s| !s.is_empty()),
-                    outcome: Some(outcome.clone()).filter(|s| !s.is_empty()),
-                    user_id,
-                    before,
-                    limit: EVENTS_PER_PAGE,
-                })
-                .await?
-        }
-        None => (Vec::new(), None),
+    let notice = matches!(account, Some(None)).then(|| {
+        format!(
+            "No account has the email {user}. Failed sign-ins under an address without an \
+             account are not linked to one: filter by the outcome “failure” to find them."
+        )
+    });
+    let (rows, older) = if notice.is_some() {
+        (Vec::new(), None)
+    } else {
+        state
+            .store
+            .list_audit(&AuditQuery {
+                kind: Some(kind.clone()).filter(|s| !s.is_empty()),
+                outcome: Some(outcome.clone()).filter(|s| !s.is_empty()),
+                user_id: account.flatten().map(|u| u.user.id),
+                before,
+                limit: EVENTS_PER_PAGE,
+            })
+            .await?
     };
     // Who did it and to whom: a handful of distinct people per page, looked up once each.
     let mut actors: HashMap<i64, String> = HashMap::new();
