@@ -8,16 +8,16 @@ pub const WINDOW_SECS: i64 = 3600;
 pub const PER_EMAIL: i64 = 10;
 pub const PER_IP: i64 = 50;
 
-/// The bucket of a sign-in name, lower-cased and cut one character past the longest address
-/// (254): a longer name, which no account has, still counts apart from every address, and a
-/// client cannot make the row a megabyte long.
+/// The bucket of a sign-in name, lower-cased. A name that is not an address (no account has
+/// one) is kept only as its SHA-256: it still counts apart from every address, the row stays
+/// short however long the name, and a password typed into the name field is not stored.
 pub fn email_bucket(email: &str) -> String {
-    let name: String = email
-        .to_lowercase()
-        .chars()
-        .take(crate::domain::email::MAX_EMAIL_LEN + 1)
-        .collect();
-    format!("email:{name}")
+    let name = email.to_lowercase();
+    if crate::domain::email::Email::parse(&name).is_ok() {
+        format!("email:{name}")
+    } else {
+        format!("name:{}", crate::auth::session::hash_token(&name))
+    }
 }
 
 pub fn ip_bucket(ip: &str) -> String {

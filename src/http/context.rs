@@ -266,6 +266,12 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
             HeaderValue::from_static("same-origin"),
         );
     }
+    // API answers carry session tokens, the signing key being generated, the settings and
+    // who is signed in: no cache, shared or private, keeps them.
+    if path.starts_with("/api/") {
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+    }
     let framable = path == "/" || path.starts_with("/auth/");
     crate::http::ui::add_page_headers(&state, framable, &mut res);
     state.metrics.request_finished(

@@ -719,8 +719,18 @@ mod tests {
             format!("\"{}\"", "k".repeat(40)),
         );
         stored.insert("enable-password-login".to_owned(), "false".to_owned());
-        let eff = Effective::build(stored, &HashMap::new());
+        let eff = Effective::build(stored.clone(), &HashMap::new());
         assert!(eff.jwt_configured());
         assert!(!eff.password_login_enabled());
+        // A key of blanks stored by an earlier version is no key: SSO is off, and password
+        // login with it.
+        stored.insert(
+            "jwt-shared-secret".to_owned(),
+            format!("\"{}\"", " ".repeat(40)),
+        );
+        let eff = Effective::build(stored, &HashMap::new());
+        assert_eq!(eff.str("jwt-shared-secret"), None);
+        assert!(!eff.jwt_configured());
+        assert!(eff.password_login_enabled());
     }
 }

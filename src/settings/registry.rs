@@ -173,6 +173,11 @@ impl Def {
                 if s.chars().count() < 32 {
                     return Err("must be at least 32 characters long (use Generate key)".into());
                 }
+                // Blanks are no key. Checked at load too, so that such a value stored by an
+                // earlier version leaves HS256 off instead of verifying tokens with it.
+                if s.trim().is_empty() {
+                    return Err("must not be only blanks (use Generate key)".into());
+                }
                 if s.len() > 4096 {
                     return Err("must be at most 4096 bytes".into());
                 }
@@ -355,6 +360,11 @@ mod tests {
                 .is_err()
         );
         assert!(d("jwt-shared-secret").validate(json!("short")).is_err());
+        assert!(
+            d("jwt-shared-secret")
+                .validate(json!(" \t\u{3000}".repeat(11)))
+                .is_err()
+        );
         assert!(
             d("jwt-shared-secret")
                 .validate(json!("x".repeat(32)))

@@ -375,7 +375,9 @@ impl Store {
 
     // --- sessions ------------------------------------------------------------------------
 
-    pub async fn create_session(&self, s: &NewSession, audit: &AuditRecord) -> Result<()> {
+    /// Stores a session and its audit row; `false`, with nothing stored, when the user is
+    /// no longer active (deactivated since its password was checked).
+    pub async fn create_session(&self, s: &NewSession, audit: &AuditRecord) -> Result<bool> {
         dispatch!(self, create_session(s, audit))
     }
 
@@ -538,7 +540,8 @@ impl Store {
         dispatch!(self, sso_preview(email))
     }
 
-    /// A back-channel logout: consumes the replay record and ends every session of the user.
+    /// A back-channel logout: consumes the replay record and ends every session of the user
+    /// `email` names, or of every account whose last SSO login carried `subject`.
     pub async fn sso_logout(
         &self,
         replay_key: &str,
@@ -891,7 +894,7 @@ pub enum SsoOutcome {
 #[derive(Debug, PartialEq, Eq)]
 pub enum SsoLogoutError {
     Replayed,
-    /// `email` and `sub` name different users.
+    /// `email` names a user outside the accounts `sub` names.
     Ambiguous,
 }
 

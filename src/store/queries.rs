@@ -885,12 +885,27 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
     Ok(())
 }
 
-pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) -> Result<()> {
+pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) -> Result<bool> {
     let mut tx = begin_write(pool).await?;
+    // The user must still be active when the session is stored (a password was checked
+    // before, outside this transaction). On PostgreSQL the row stays share-locked until the
+    // commit: a deactivation committed meanwhile is seen here, and one that comes later waits
+    // and then ends this session with the others.
+    let active: Option<bool> = sqlx::query_scalar(if IS_SQLITE {
+        "SELECT is_active FROM users WHERE id = $1"
+    } else {
+        "SELECT is_active FROM users WHERE id = $1 FOR SHARE"
+    })
+    .bind(s.user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if active != Some(true) {
+        return Ok(false);
+    }
     insert_session(&mut tx, s).await?;
     insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// A session, its user and the user's groups (PostgreSQL; SQLite reads them through
@@ -1079,6 +1094,10 @@ pub async fn update_settings(pool: &Pool, plan: &SettingsPlanner<'_>) -> Result<
         return Ok(SettingsUpdate::Unchanged);
     }
     if plan.requires_sso_admin {
+        // Under the lock every removal of an admin takes (demotion, deactivation, membership
+        // deletion, group sync), after `lock_settings`: a removal that is under way commits
+        // first and is counted, or waits until this write has committed.
+        lock_admins(&mut tx).await?;
         let sso_admins: i64 = sqlx::query(SSO_ADMINS_SQL)
             .fetch_one(&mut *tx)
             .await?
@@ -1398,10 +1417,13 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         (Some(user), _) => (user, true),
         (None, Some(u)) if !u.user.is_active => return Ok(SsoOutcome::Deactivated),
         (None, Some(u)) => {
-            let row: UserRow = sqlx::query_as(concat!(
+            // `AND is_active` again, under the row's lock: on PostgreSQL a deactivation that
+            // committed after the read above is seen here (the update reads the newest row),
+            // and one that comes later waits for this login and then ends its session too.
+            let row: Option<UserRow> = sqlx::query_as(concat!(
                 "UPDATE users SET first_name = COALESCE($2, first_name), last_name = COALESCE($3, last_name), \
                  login_attributes = $4, sso_source = 'jwt', sso_subject = COALESCE($5, sso_subject), updated_at = $6, \
-                 last_login = $6 WHERE id = $1 RETURNING ",
+                 last_login = $6 WHERE id = $1 AND is_active RETURNING ",
                 user_fields!()
             ))
             .bind(u.user.id)
@@ -1410,8 +1432,11 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
             .bind(&attrs)
             .bind(l.subject)
             .bind(now)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            let Some(row) = row else {
+                return Ok(SsoOutcome::Deactivated);
+            };
             (row.into_user().user, false)
         }
         (None, None) => {
@@ -1556,36 +1581,50 @@ pub async fn sso_logout(
         Some(e) => user_by_email_in(&mut tx, e).await?.map(|u| u.user.id),
         None => None,
     };
-    let by_subject = match subject {
-        Some(s) => sqlx::query("SELECT id FROM users WHERE sso_subject = $1 ORDER BY id LIMIT 1")
-            .bind(s)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get::<i64, _>(0))
-            .transpose()?,
-        None => None,
+    // Every account whose last SSO login carried the subject: an address changed at the IdP
+    // makes a new account, and the old one keeps the same `sub`.
+    let by_subject: Vec<i64> = match subject {
+        Some(s) => {
+            sqlx::query_scalar("SELECT id FROM users WHERE sso_subject = $1 ORDER BY id")
+                .bind(s)
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        None => Vec::new(),
     };
-    let user_id = match (by_email, by_subject) {
-        (Some(a), Some(b)) if a != b => return Ok(Err(SsoLogoutError::Ambiguous)),
-        (Some(a), _) => Some(a),
-        (None, b) => b,
+    let users = match by_email {
+        Some(a) if !by_subject.is_empty() && !by_subject.contains(&a) => {
+            return Ok(Err(SsoLogoutError::Ambiguous));
+        }
+        Some(a) if by_subject.is_empty() => vec![a],
+        _ => by_subject,
     };
-    let mut n = 0;
-    if let Some(uid) = user_id {
-        n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(uid)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    let mut total = 0;
+    // One audit row per account, naming it; an unknown user gets one row naming nobody.
+    for user_id in users
+        .iter()
+        .copied()
+        .map(Some)
+        .chain(users.is_empty().then_some(None))
+    {
+        let mut n = 0;
+        if let Some(uid) = user_id {
+            n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(uid)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        total += n;
+        let record = AuditRecord {
+            user_id,
+            details: serde_json::json!({"revoked": n, "channel": "back-channel"}),
+            ..audit.clone()
+        };
+        insert_audit(&mut tx, &record).await?;
     }
-    let record = AuditRecord {
-        user_id,
-        details: serde_json::json!({"revoked": n, "channel": "back-channel"}),
-        ..audit.clone()
-    };
-    insert_audit(&mut tx, &record).await?;
     tx.commit().await?;
-    Ok(Ok(n))
+    Ok(Ok(total))
 }
 
 // --- housekeeping --------------------------------------------------------------------------

@@ -121,7 +121,8 @@ both_backends! {
         assert_eq!(res.status(), StatusCode::OK);
     }
 
-    async fn login_is_throttled_per_email_in_the_database(app) {
+    async fn login_is_throttled_per_email_in_the_database(mut app) {
+        app.login_admin().await;
         app.create_user("t@example.com", Some("password123"), false).await;
         for _ in 0..10 {
             let res = app.client.post(app.url("/api/session")).json(&json!({"username": "t@example.com", "password": "wrong-password"})).send().await.unwrap();
@@ -131,16 +132,24 @@ both_backends! {
         let retry: u64 = res.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
         assert!(retry > 0 && retry <= 3600);
         assert_error(res, 429, "too_many_attempts").await;
-        assert_eq!(app.count("sessions").await, 0);
+        assert_eq!(app.count("sessions").await, 1, "the admin's only");
         // A second instance on the same database sees the same counters.
         let other = spawn_instance(&app).await;
         let res = other.client.post(other.url("/api/session")).json(&json!({"username": "t@example.com", "password": "password123"})).send().await.unwrap();
         assert_error(res, 429, "too_many_attempts").await;
-        // A name of half a megabyte is stored in its bucket cut to 255 characters.
-        let long = "x".repeat(500_000);
-        let res = other.client.post(other.url("/api/session")).json(&json!({"username": long, "password": "password123"})).send().await.unwrap();
-        assert_error(res, 401, "invalid_credentials").await;
-        assert_eq!(app.login_failures(&format!("email:{}", &long[..255])).await, 1);
+        // A name that is not an address, here half a megabyte or a password typed into the
+        // name field, counts in a bucket of its own under its SHA-256, and the audit row
+        // names no email.
+        for name in ["x".repeat(500_000), "Hunter2-MySecretPassword!".to_owned()] {
+            let res = other.client.post(other.url("/api/session")).json(&json!({"username": name, "password": "password123"})).send().await.unwrap();
+            assert_error(res, 401, "invalid_credentials").await;
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.to_lowercase()));
+            assert_eq!(app.login_failures(&format!("name:{digest}")).await, 1);
+            let rows = app.audit_events("kind=password_login&outcome=failure&limit=1").await;
+            assert_eq!(rows[0]["reason"], "invalid_credentials");
+            assert_eq!(rows[0]["email"], Value::Null, "{rows:?}");
+        }
+        assert!(!app.audit_events("kind=password_login&limit=100").await.iter().any(|r| r.to_string().contains("hunter2")));
     }
 
     async fn cookie_authenticated_writes_need_same_origin(mut app) {
@@ -419,9 +428,13 @@ both_backends! {
 
     async fn settings_are_validated_masked_and_all_or_nothing(mut app) {
         app.login_admin().await;
-        let res = app.put_setting("jwt-shared-secret", json!("short")).await;
-        let body = assert_error(res, 400, "validation_failed").await;
-        assert_eq!(body["field"], json!("jwt-shared-secret"));
+        // Too short, and only blanks (research J-08), including Unicode ones.
+        for value in ["short".to_owned(), " ".repeat(40), "\t \u{3000}".repeat(12)] {
+            let res = app.put_setting("jwt-shared-secret", json!(value)).await;
+            let body = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(body["field"], json!("jwt-shared-secret"));
+        }
+        assert_eq!(app.stored_setting("jwt-shared-secret").await, None);
         let res = app.put_setting("no-such-setting", json!(1)).await;
         assert_error(res, 400, "validation_failed").await;
         let res = app.admin(Method::GET, "/api/setting/no-such-setting").send().await.unwrap();
@@ -439,6 +452,14 @@ both_backends! {
         assert_eq!(one["env_var"], json!("LATCHKEY_JWT_SHARED_SECRET"));
         let audit = app.audit_events("kind=setting_changed").await;
         assert!(!serde_json::to_string(&audit).unwrap().contains(SECRET), "secret never audited");
+        // API answers that carry secrets (and every other one) are not to be cached.
+        for path in ["/api/util/random_token", "/api/setting", "/api/user/current", "/api/audit"] {
+            let res = app.admin(Method::GET, path).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            assert_eq!(res.headers()["cache-control"], "no-store", "{path}");
+        }
+        let res = app.client.post(app.url("/api/session")).json(&json!({"username": "nobody@example.com", "password": "x"})).send().await.unwrap();
+        assert_eq!(res.headers()["cache-control"], "no-store", "an error too");
         let token = body_json(app.admin(Method::GET, "/api/util/random_token").send().await.unwrap()).await;
         assert_eq!(token["token"].as_str().unwrap().len(), 64);
     }

@@ -40,6 +40,37 @@ async fn concurrent_logins(
 }
 
 both_backends! {
+    async fn a_password_login_racing_a_deactivation_leaves_no_session(mut app) {
+        app.login_admin().await;
+        for round in 0..6 {
+            let email = format!("racer{round}@example.com");
+            let id = app.create_user(&email, Some("a fine password 99"), false).await;
+            let login = app.client.post(app.url("/api/session")).json(&json!({"username": email, "password": "a fine password 99"})).send();
+            let deactivate = async {
+                // Lands while the login hashes the password.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                app.admin(Method::DELETE, &format!("/api/user/{id}")).send().await
+            };
+            let (login, deactivated) = tokio::join!(login, deactivate);
+            assert_eq!(deactivated.unwrap().status(), StatusCode::OK);
+            let login = login.unwrap();
+            let token = if login.status() == StatusCode::OK {
+                body_json(login).await["id"].as_str().map(str::to_owned)
+            } else {
+                assert_error(login, 401, "invalid_credentials").await;
+                None
+            };
+            // Whichever came first, no session of this account outlives the deactivation:
+            // not even once the account is active again.
+            let res = app.admin(Method::PUT, &format!("/api/user/{id}/reactivate")).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            if let Some(token) = token {
+                let res = app.as_user(&token, Method::GET, "/api/user/current").send().await.unwrap();
+                assert_error(res, 401, "unauthenticated").await;
+            }
+        }
+    }
+
     async fn concurrent_wrong_passwords_get_ten_guesses_then_429(app) {
         app.create_user("race@example.com", Some("password123"), false).await;
         let answers = concurrent_logins(&app, "race@example.com", "wrong-password", 30).await;

@@ -288,6 +288,34 @@ both_backends! {
         assert_eq!(events[0]["email"], json!("gone@example.com"));
     }
 
+    async fn an_sso_login_racing_a_deactivation_leaves_no_session(mut app) {
+        sso_ready(&mut app).await;
+        for round in 0..10 {
+            let email = format!("racer{round}@example.com");
+            let (_, u) = sso_login(&app, login_claims(&email)).await;
+            let id = u["id"].as_i64().unwrap();
+            let t: Vec<String> = (0..4).map(|_| sign(login_claims(&email))).collect();
+            let deactivate = app.admin(Method::DELETE, &format!("/api/user/{id}")).send();
+            let (a, b, deactivated, c, d) = tokio::join!(sso_json(&app, &t[0]), sso_json(&app, &t[1]), deactivate, sso_json(&app, &t[2]), sso_json(&app, &t[3]));
+            assert_eq!(deactivated.unwrap().status(), StatusCode::OK);
+            let mut sessions = Vec::new();
+            for res in [a, b, c, d] {
+                if res.status() == StatusCode::OK {
+                    sessions.push(body_json(res).await["id"].as_str().unwrap().to_owned());
+                } else {
+                    assert_error(res, 403, "user_deactivated").await;
+                }
+            }
+            // No session a login opened outlives the deactivation, even once the account is
+            // active again.
+            let res = app.admin(Method::PUT, &format!("/api/user/{id}/reactivate")).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            for s in sessions {
+                assert!(!session_works(&app, &s).await, "round {round}: a session outlived the deactivation");
+            }
+        }
+    }
+
     async fn error_messages_never_echo_the_token(mut app) {
         sso_ready(&mut app).await;
         let mut m: Map<String, Value> = Map::new();

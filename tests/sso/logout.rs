@@ -148,6 +148,26 @@ both_backends! {
         let res = backchannel_form(&app, &sign(claims)).await;
         assert_eq!(body_json(res).await, json!({"revoked": 1}));
         assert!(!session_works(&app, &session).await);
+        // An address changed at the IdP makes a second account with the same sub: a logout
+        // by that sub ends the sessions of both, with an audit row naming each.
+        let (old, a) = sso_login(&app, login_claims("subby@example.com")).await;
+        let mut c = login_claims("renamed@example.com");
+        c["sub"] = json!("idp-77");
+        let (new, b) = sso_login(&app, c).await;
+        assert_ne!(a["id"], b["id"]);
+        let res = backchannel_json(&app, &sign(logout_claims(None, Some("idp-77")))).await;
+        assert_eq!(body_json(res).await, json!({"revoked": 2}));
+        assert!(!session_works(&app, &old).await && !session_works(&app, &new).await);
+        let events = app.audit_events("kind=logout&limit=2").await;
+        let mut named: Vec<_> = events.iter().map(|e| (e["user_id"].as_i64(), e["details"]["revoked"].as_i64())).collect();
+        named.sort();
+        assert_eq!(named, [(a["id"].as_i64(), Some(1)), (b["id"].as_i64(), Some(1))]);
+        // With the old address as well, the sub still names both accounts.
+        let (old, _) = sso_login(&app, login_claims("subby@example.com")).await;
+        let (new, _) = sso_login(&app, login_claims("renamed@example.com")).await;
+        let res = backchannel_form(&app, &sign(logout_claims(Some("subby@example.com"), Some("idp-77")))).await;
+        assert_eq!(body_json(res).await, json!({"revoked": 2}));
+        assert!(!session_works(&app, &old).await && !session_works(&app, &new).await);
     }
 
     async fn backchannel_logout_finds_a_user_by_a_sub_longer_than_the_stored_one(mut app) {

@@ -38,6 +38,30 @@ async fn setting_value(app: &TestApp, key: &str) -> serde_json::Value {
 }
 
 both_backends! {
+    async fn an_sso_admin_demoted_while_password_login_is_switched_off_is_counted(mut app) {
+        sso_ready(&mut app).await;
+        // The only administrator who signed in through SSO; the test's own signs in with a
+        // password.
+        let (_, u) = sso_login(&app, login_claims("sso-admin@example.com")).await;
+        let id = u["id"].as_i64().unwrap();
+        let promote = |value: bool| app.admin(reqwest::Method::PUT, &format!("/api/user/{id}")).json(&json!({"is_superuser": value})).send();
+        for round in 0..15 {
+            assert_eq!(promote(true).await.unwrap().status(), StatusCode::OK);
+            assert_eq!(app.put_setting("enable-password-login", json!(true)).await.status(), StatusCode::NO_CONTENT);
+            let (demoted, switched) = tokio::join!(promote(false), app.put_setting("enable-password-login", json!(false)));
+            assert_eq!(demoted.unwrap().status(), StatusCode::OK, "round {round}");
+            if switched.status() != StatusCode::NO_CONTENT {
+                assert_error(switched, 409, "lockout_risk").await;
+                continue;
+            }
+            // Both went through: then the switch came first, when the SSO admin still was
+            // one, and the demotion's rows follow the setting's in the audit log.
+            let events = app.audit_events("limit=20").await;
+            let id_of = |kind: &str| events.iter().find(|e| e["kind"] == kind && e["outcome"] == "success").and_then(|e| e["id"].as_i64()).unwrap();
+            assert!(id_of("setting_changed") < id_of("group_removed"), "round {round}: the switch counted an admin being demoted: {events:?}");
+        }
+    }
+
     async fn switching_password_login_off_without_an_sso_admin_is_a_lockout_risk(mut app) {
         sso_ready(&mut app).await;
         // An ordinary user who signed in through SSO does not count.

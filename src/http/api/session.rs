@@ -99,7 +99,11 @@ pub async fn open_session(
         ip: ctx.ip.clone(),
         user_agent: ctx.user_agent.clone(),
     };
-    state.store.create_session(&new, &audit_row).await?;
+    if !state.store.create_session(&new, &audit_row).await? {
+        // Deactivated since the caller checked: refused as a deactivated account's
+        // password is.
+        return Err(Error::InvalidCredentials);
+    }
     Ok(token)
 }
 
@@ -153,7 +157,9 @@ async fn check_password_login(
     let email = username.trim().to_lowercase().replace('\0', "\u{FFFD}");
     let now = crate::clock::now();
     let mut failure = audit(ctx, "password_login", "failure");
-    failure.email = Some(email.chars().take(254).collect());
+    // Only an address is recorded: what is typed into the name field is sometimes the
+    // password, and passwords never reach the audit log (SPEC §4.8).
+    failure.email = Email::parse(&email).ok().map(Email::into_string);
     let mut buckets = vec![(throttle::email_bucket(&email), throttle::PER_EMAIL)];
     if let Some(ip) = &ctx.ip {
         buckets.push((throttle::ip_bucket(ip), throttle::PER_IP));
