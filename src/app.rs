@@ -15,7 +15,7 @@ pub struct AppInner {
     pub store: Store,
     pub settings: Settings,
     pub passwords: Passwords,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Verification keys: parsed `jwt-public-keys` and the JWKS cache.
     pub keys: crate::sso::jwks::KeyStore,
     /// Sessions and groups read by recent requests (at most 1 s old).
@@ -53,7 +53,7 @@ impl App {
             store,
             settings,
             passwords: Passwords::default(),
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::default(),
             keys: crate::sso::jwks::KeyStore::default(),
             caches: crate::auth::cache::Caches::default(),
         });

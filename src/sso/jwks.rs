@@ -20,6 +20,8 @@
 //! - A failed fetch (connection error, non-200 — redirects are not followed —, a body over
 //!   [`MAX_JWKS_BYTES`], not a JWK Set, no usable key, [`FETCH_TIMEOUT`]) keeps the last
 //!   good keys, which go on working, and no fetch is tried for [`FAILURE_RETRY`].
+//! - One fetch runs at a time, as a task of its own: requests that need a fetch meanwhile
+//!   wait for it, and a request that goes away does not cancel it.
 //! - Every fetch is counted in `latchkey_jwks_refresh_total{outcome="success|failure"}`.
 //! - Changing `jwt-jwks-uri` starts a new, empty cache.
 
@@ -153,14 +155,6 @@ impl CacheState {
     /// The last good keys stay; nothing is fetched for [`FAILURE_RETRY`].
     pub fn failed(&mut self, now: Instant) {
         self.retry_at = Some(now + FAILURE_RETRY);
-    }
-
-    /// The request that was fetching went away before the answer came (its client left): the
-    /// outcome is unknown, so nothing is fetched again before that fetch would have timed
-    /// out. Otherwise every abandoned request would start another fetch of a hanging URI.
-    pub fn abandoned(&mut self, now: Instant, timeout: Duration) {
-        let until = now + timeout;
-        self.retry_at = Some(self.retry_at.map_or(until, |at| at.max(until)));
     }
 }
 
@@ -327,15 +321,39 @@ impl Jwks {
 
     /// The keys of `uri` for a token with this `kid`, fetching first when the rules above
     /// say so. Never fails: without a usable fetch it answers the last good keys (or none).
+    ///
+    /// The fetch runs as a task of its own, which the request awaits: a request whose client
+    /// goes away does not take the fetch with it, so the keys still reach the cache for the
+    /// requests that come next (and a client cannot keep the keys from loading by leaving
+    /// each time a fetch has started).
     pub async fn keys(
+        self: &Arc<Self>,
+        uri: &str,
+        kid: Option<&str>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<[VerifyingKey]> {
+        if let Ok(keys) = self.plan(uri, kid) {
+            return keys;
+        }
+        let (jwks, metrics) = (Arc::clone(self), Arc::clone(metrics));
+        let (task_uri, task_kid) = (uri.to_owned(), kid.map(str::to_owned));
+        tokio::spawn(async move {
+            jwks.fetch_when_due(&task_uri, task_kid.as_deref(), &metrics)
+                .await
+        })
+        .await
+        // Only a panic, or the runtime shutting down, ends the task early.
+        .unwrap_or_else(|_| self.cached(uri))
+    }
+
+    /// One fetch at a time: a request that waited for another's sees its result and the rate
+    /// limits before fetching itself.
+    async fn fetch_when_due(
         &self,
         uri: &str,
         kid: Option<&str>,
         metrics: &Metrics,
     ) -> Arc<[VerifyingKey]> {
-        if let Ok(keys) = self.plan(uri, kid) {
-            return keys;
-        }
         let _one_fetch_at_a_time = self.fetch_lock.lock().await;
         // Another request may have fetched while this one waited.
         let reason = match self.plan(uri, kid) {
@@ -343,17 +361,10 @@ impl Jwks {
             Err(reason) => reason,
         };
         state_for(&mut self.lock(), uri).started(reason, Instant::now());
-        let mut pending = Abandoned {
-            jwks: self,
-            uri,
-            metrics,
-            armed: true,
-        };
         let result = match &self.client {
             Some(client) => fetch(client, uri, self.timeout).await,
             None => Err(FetchError::NoClient),
         };
-        pending.armed = false;
         metrics.jwks_refreshed(result.is_ok());
         let mut slot = self.lock();
         let state = state_for(&mut slot, uri);
@@ -392,25 +403,6 @@ impl Jwks {
     }
 }
 
-/// Armed while a fetch is awaited: dropped armed, the request's future was dropped before the
-/// fetch ended, which then counts as a failed refresh and holds further fetches back for as
-/// long as it could have lasted ([`CacheState::abandoned`]).
-struct Abandoned<'a> {
-    jwks: &'a Jwks,
-    uri: &'a str,
-    metrics: &'a Metrics,
-    armed: bool,
-}
-
-impl Drop for Abandoned<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.metrics.jwks_refreshed(false);
-            state_for(&mut self.jwks.lock(), self.uri).abandoned(Instant::now(), self.jwks.timeout);
-        }
-    }
-}
-
 /// `uri` as logs and `doctor` show it: without user info, and with `?…` for a query, which
 /// may carry a credential (an access token in the URL of a JWKS endpoint).
 pub fn shown_uri(uri: &str) -> String {
@@ -444,14 +436,14 @@ fn state_for<'a>(slot: &'a mut Option<CacheState>, uri: &str) -> &'a mut CacheSt
 /// (`AppInner::keys`).
 #[derive(Default)]
 pub struct KeyStore {
-    jwks: Jwks,
+    jwks: Arc<Jwks>,
 }
 
 impl KeyStore {
     /// The asymmetric keys for verifying `token` under the settings `eff`, fetching the
     /// JWKS first when the cache rules call for it. Call it after the checks that refuse a
     /// request without looking at its token, and before [`super::verify::verify`].
-    pub async fn key_set(&self, eff: &Effective, token: &str, metrics: &Metrics) -> KeySet {
+    pub async fn key_set(&self, eff: &Effective, token: &str, metrics: &Arc<Metrics>) -> KeySet {
         let pem = eff.pem_keys.clone();
         let jwks = match eff.str("jwt-jwks-uri") {
             None => Arc::from(Vec::new()),
@@ -747,45 +739,28 @@ mod tests {
         assert_eq!(shown_uri("not a url"), "(not a URL)");
     }
 
-    #[test]
-    fn an_abandoned_fetch_holds_further_fetches_back_for_its_timeout_only() {
-        let t0 = Instant::now();
-        let mut state = CacheState::new("https://idp.example/jwks");
-        state.abandoned(t0, secs(5));
-        assert_eq!(state.plan(t0 + secs(4), None), None);
-        assert_eq!(state.plan(t0 + secs(5), None), Some(FetchReason::Initial));
-        // It never shortens the back-off of a failure.
-        state.failed(t0);
-        state.abandoned(t0, secs(5));
-        assert_eq!(state.plan(t0 + secs(29), None), None);
-    }
-
-    /// Requests whose clients leave while the JWKS endpoint hangs do not each start a fetch.
+    /// A request whose client leaves while the JWKS endpoint is slow does not take the fetch
+    /// with it: the keys still reach the cache, and the requests after it use them.
     #[tokio::test]
-    async fn requests_that_go_away_mid_fetch_start_no_more_fetches() {
+    async fn a_request_that_goes_away_mid_fetch_still_fills_the_cache() {
         let ok = response("200 OK", &[], &jwks_body(&["k1"]));
-        let (uri, hits) = serve(vec![ok; 8], secs(3)).await;
-        let jwks = Jwks::with_timeout(secs(2));
-        let metrics = Metrics::default();
+        let (uri, hits) = serve(vec![ok; 8], Duration::from_millis(300)).await;
+        let jwks = Arc::new(Jwks::with_timeout(secs(2)));
+        let metrics = Arc::new(Metrics::default());
         let gone =
-            tokio::time::timeout(Duration::from_millis(100), jwks.keys(&uri, None, &metrics)).await;
+            tokio::time::timeout(Duration::from_millis(50), jwks.keys(&uri, None, &metrics)).await;
         assert!(gone.is_err(), "the request went away before the answer");
-        // Meanwhile the others get the keys there are (none yet) without fetching.
+        // Those that come meanwhile wait for that fetch and get its keys.
+        let waited = jwks.keys(&uri, Some("k1"), &metrics).await;
+        assert_eq!(waited.len(), 1);
+        assert_eq!(jwks.cached(&uri).len(), 1);
         for _ in 0..4 {
-            let answered =
-                tokio::time::timeout(Duration::from_millis(100), jwks.keys(&uri, None, &metrics))
-                    .await
-                    .expect("answered at once");
-            assert!(answered.is_empty());
+            assert_eq!(jwks.keys(&uri, Some("k1"), &metrics).await.len(), 1);
         }
-        assert_eq!(
-            hits.load(Ordering::SeqCst),
-            1,
-            "one fetch for five requests"
-        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch for six requests");
         let rendered = metrics.render(None);
         assert!(
-            rendered.contains("latchkey_jwks_refresh_total{outcome=\"failure\"} 1"),
+            rendered.contains("latchkey_jwks_refresh_total{outcome=\"success\"} 1"),
             "{rendered}"
         );
     }
@@ -811,8 +786,8 @@ mod tests {
         );
         let down = response("503 Service Unavailable", &[], b"");
         let (uri, hits) = serve(vec![ok, down], Duration::ZERO).await;
-        let jwks = Jwks::with_timeout(secs(2));
-        let metrics = Metrics::default();
+        let jwks = Arc::new(Jwks::with_timeout(secs(2)));
+        let metrics = Arc::new(Metrics::default());
         let text = |m: &Metrics| m.render(None);
         // The first use fetches.
         assert_eq!(jwks.keys(&uri, Some("k1"), &metrics).await.len(), 1);
