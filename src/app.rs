@@ -20,6 +20,26 @@ pub struct AppInner {
     pub keys: crate::sso::jwks::KeyStore,
     /// Sessions and groups read by recent requests (at most 1 s old).
     pub caches: crate::auth::cache::Caches,
+    /// How long a client may take to send a request's headers, and then its body
+    /// (`LATCHKEY_CLIENT_TIMEOUT_SECONDS`).
+    pub client_timeout: Duration,
+}
+
+/// `LATCHKEY_CLIENT_TIMEOUT_SECONDS` when unset: longer than the 60 s for which nginx keeps
+/// an idle connection to its upstream, so that the proxy, not Latchkey, closes it.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// `LATCHKEY_CLIENT_TIMEOUT_SECONDS`: whole seconds from 1 to 3600.
+fn client_timeout(value: Option<String>) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(DEFAULT_CLIENT_TIMEOUT),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n @ 1..=3600) => Ok(Duration::from_secs(n)),
+            _ => anyhow::bail!(
+                "LATCHKEY_CLIENT_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 3600"
+            ),
+        },
+    }
 }
 
 pub type AppState = Arc<AppInner>;
@@ -42,6 +62,7 @@ impl App {
         database_url: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<App> {
+        let client_timeout = client_timeout(env("LATCHKEY_CLIENT_TIMEOUT_SECONDS"))?;
         let store = Store::connect(database_url).await?;
         store.migrate().await?;
         let settings = Settings::load_with_env(store.clone(), env).await?;
@@ -56,6 +77,7 @@ impl App {
             metrics: Arc::default(),
             keys: crate::sso::jwks::KeyStore::default(),
             caches: crate::auth::cache::Caches::default(),
+            client_timeout,
         });
         let background = vec![
             state.settings.spawn_reloader(),
@@ -104,12 +126,8 @@ impl App {
         let router = crate::http::router(self.state.clone());
         let addr = self.local_addr();
         tracing::info!("listening on http://{addr}");
-        axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        crate::http::server::serve(self.listener, router, self.state.client_timeout, shutdown)
+            .await;
         for task in &self.background {
             task.abort();
         }

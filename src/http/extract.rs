@@ -14,14 +14,39 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A JSON body, deserialised with the path of any failing field.
 pub struct ApiJson<T>(pub T);
 
+/// The request's body, at most [`MAX_BODY_BYTES`], sent within the client time limit
+/// (`LATCHKEY_CLIENT_TIMEOUT_SECONDS`) of its headers. A declared `Content-Length` over the
+/// limit is refused before anything is read.
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            Error::BodyTooLarge
-        } else {
-            Error::validation("body", "The request body could not be read.")
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(Error::BodyTooLarge);
+    }
+    let limit = req
+        .extensions()
+        .get::<crate::http::context::RequestContext>()
+        .map_or(crate::app::DEFAULT_CLIENT_TIMEOUT, |c| c.client_timeout);
+    match tokio::time::timeout(limit, Bytes::from_request(req, state)).await {
+        Err(_) => Err(Error::validation(
+            "body",
+            format!(
+                "The request body did not arrive within {} s.",
+                limit.as_secs()
+            ),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(rejection)) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(Error::BodyTooLarge)
         }
-    })
+        Ok(Err(_)) => Err(Error::validation(
+            "body",
+            "The request body could not be read.",
+        )),
+    }
 }
 
 /// A JSON body, which must be an object: every body the API and `/auth/sso` take is one

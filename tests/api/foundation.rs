@@ -980,3 +980,88 @@ async fn session_cutoffs_do_not_apply_to_a_lifetime_fixed_by_the_environment() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// Sends `head` (and nothing more) on a new connection and returns what the server answers
+/// before it closes the connection, and how long that took; `None` if it stays open 10 s.
+async fn answer_to_a_stalled_request(
+    app: &TestApp,
+    head: &str,
+) -> Option<(String, std::time::Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut answer),
+    )
+    .await;
+    // A reset after the answer (the body was never read) ends the read too.
+    read.ok().map(|_| {
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            started.elapsed(),
+        )
+    })
+}
+
+/// Clients that stall (slowloris): a request's headers, and then its body, must arrive within
+/// `LATCHKEY_CLIENT_TIMEOUT_SECONDS`, and a body declared too large is refused at once.
+#[tokio::test]
+async fn stalled_clients_are_cut_off_after_the_client_timeout() {
+    let env = std::collections::HashMap::from([(
+        "LATCHKEY_CLIENT_TIMEOUT_SECONDS".to_owned(),
+        "1".to_owned(),
+    )]);
+    let app = spawn_app_with_env(Backend::Sqlite, env).await.unwrap();
+    // Headers that never end: the connection is closed, with no answer.
+    let (answer, _) = answer_to_a_stalled_request(&app, "GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("closed");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // An idle keep-alive connection is closed too.
+    let (answer, _) =
+        answer_to_a_stalled_request(&app, "GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("closed once idle");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A body that stops coming: 400 naming the body.
+    let head = "POST /api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"username\":";
+    let (answer, _) = answer_to_a_stalled_request(&app, head)
+        .await
+        .expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("\"validation_failed\"") && answer.contains("did not arrive within 1 s"),
+        "{answer}"
+    );
+    // A body declared over 1 MiB: 413 before any of it is sent.
+    let head = "POST /api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n";
+    let (answer, took) = answer_to_a_stalled_request(&app, head)
+        .await
+        .expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"body_too_large\""), "{answer}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "at once, not after the timeout: {took:?}"
+    );
+    // An unusable value stops the start.
+    for bad in ["0", "3601", "soon"] {
+        let env = std::collections::HashMap::from([(
+            "LATCHKEY_CLIENT_TIMEOUT_SECONDS".to_owned(),
+            bad.to_owned(),
+        )]);
+        let (url, _dir) = database_url(Backend::Sqlite).unwrap();
+        let err =
+            latchkey::app::App::build_with_env("127.0.0.1:0", &url, move |k| env.get(k).cloned())
+                .await
+                .err()
+                .expect("refused");
+        assert!(
+            err.to_string().contains("LATCHKEY_CLIENT_TIMEOUT_SECONDS"),
+            "{err}"
+        );
+    }
+}
