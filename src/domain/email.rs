@@ -50,6 +50,9 @@ impl Email {
         if s.chars().any(is_bad_char) {
             return Err(EmailError::Invalid);
         }
+        if !s.is_ascii() && !is_one_spelling(s) {
+            return Err(EmailError::Invalid);
+        }
         let lowered = s.to_lowercase();
         if lowered.chars().any(is_bad_char) {
             return Err(EmailError::Invalid);
@@ -94,14 +97,31 @@ fn is_bad_char(c: char) -> bool {
     c.is_whitespace() || c.is_control() || is_invisible_format(c) || FORBIDDEN.contains(&c)
 }
 
-/// Unicode format characters (category Cf) that render as nothing or reorder text: an
-/// address containing one looks like another account's address but is a different string
-/// (zero-width spaces, joiners, bidi overrides, the BOM, soft hyphen, tag characters).
+/// Characters that render as nothing or reorder text: an address containing one looks like
+/// another account's address but is a different string. The format characters (category
+/// Cf: zero-width spaces, joiners, bidi overrides, the BOM, soft hyphen, tag characters),
+/// the variation selectors and the combining grapheme joiner, and the letters that are drawn
+/// blank (the Hangul fillers, the blank Braille pattern, the Khmer inherent vowels).
 pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
-        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{2800}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// Whether a non-ASCII address is written in the one form that compares as itself: in
+/// NFKC, so that no fullwidth letter, mathematical letter, ligature, Kelvin sign or accent
+/// written as a separate mark stands for the plain character it looks like; and with no
+/// non-ASCII character that lower-cases into ASCII (the Turkish `İ` becomes `i` and a dot),
+/// so that lower-casing cannot turn it into another account's address.
+fn is_one_spelling(s: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    s.nfkc().eq(s.chars())
+        && !s
+            .chars()
+            .any(|c| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii()))
 }
 
 /// Reads the address out of a claim value (SPEC §4.4: "required, a string").
@@ -161,6 +181,12 @@ mod tests {
             "admin\u{202E}@example.com",
             "\u{FEFF}admin@example.com",
             "ad\u{00AD}min@example.com",
+            // Letters drawn blank, and selectors and joiners that change nothing visible.
+            "admin\u{3164}@example.com",
+            "admin\u{2800}@example.com",
+            "admin\u{FFA0}@example.com",
+            "a\u{FE0F}dmin@example.com",
+            "a\u{034F}dmin@example.com",
         ] {
             assert_eq!(
                 super::Email::parse(bad),
@@ -212,6 +238,29 @@ mod tests {
     fn non_ascii_lowered_too() {
         assert_eq!(ok("ÉLODIE@exemple.fr"), "élodie@exemple.fr");
         assert_eq!(ok("用户@例子.广告"), "用户@例子.广告");
+        assert_eq!(ok("straße@example.de"), "straße@example.de");
+    }
+
+    #[test]
+    fn look_alike_spellings_of_another_address_are_refused() {
+        for bad in [
+            // The Kelvin sign lower-cases to the ASCII k of kate@example.com.
+            "\u{212A}ate@example.com",
+            // The Turkish dotted capital I lower-cases to i and a combining dot.
+            "\u{0130}nfo@example.com",
+            // Fullwidth and mathematical letters, a ligature: compatibility forms.
+            "\u{FF55}ser1@example.com",
+            "user@\u{FF45}xample.com",
+            "\u{1D41A}dmin@example.com",
+            "\u{FB01}nance@example.com",
+            // An accent written as a separate mark (NFD) is another spelling of élodie.
+            "e\u{0301}lodie@exemple.fr",
+        ] {
+            invalid(bad);
+        }
+        // The same addresses written plainly are fine.
+        assert_eq!(ok("kate@example.com"), "kate@example.com");
+        assert_eq!(ok("\u{00E9}lodie@exemple.fr"), "élodie@exemple.fr");
     }
 
     #[test]

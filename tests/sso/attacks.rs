@@ -439,6 +439,11 @@ fn attack_cases() -> Vec<(String, String, &'static str)> {
         json!("admin@example.com\u{0}.evil.example"),
         json!("admin@example.com\n"),
         json!("admin@exa\u{7f}mple.com"),
+        // Look-alikes of an ASCII address (F-02): the Kelvin sign, fullwidth letters, a blank
+        // Hangul filler.
+        json!("\u{212A}ate@example.com"),
+        json!("\u{FF41}dmin@example.com"),
+        json!("admin\u{3164}@example.com"),
     ]
     .iter()
     .enumerate()
