@@ -39,6 +39,12 @@ impl std::ops::Deref for CurrentUser {
 pub struct AdminUser(pub CurrentUser);
 
 /// The session token a request carries: the header wins over the cookie.
+/// The stored key of the session the request came with (cookie or header), whether or not
+/// it is live: what a login replaces.
+pub fn request_session_key(headers: &HeaderMap) -> Option<Vec<u8>> {
+    request_token(headers).map(|(token, _)| session::session_key(&token).as_bytes().to_vec())
+}
+
 pub fn request_token(headers: &HeaderMap) -> Option<(String, bool)> {
     if let Some(v) = headers
         .get(session::HEADER_NAME)

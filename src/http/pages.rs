@@ -380,7 +380,15 @@ pub async fn login_submit(
     let redirect = get("redirect");
     let target = sign_in_target(&eff, &ctx, &redirect)?;
     let username = get("username");
-    match crate::http::api::session::password_login(&state, &ctx, &username, get("password")).await
+    let replaces = auth::request_session_key(&headers);
+    match crate::http::api::session::password_login(
+        &state,
+        &ctx,
+        &username,
+        get("password"),
+        replaces,
+    )
+    .await
     {
         Ok((token, _)) => {
             let cookie = session::session_cookie(&token, &eff, ctx.https);

@@ -786,6 +786,10 @@ pub struct NewSession {
     pub auth_method: &'static str,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The stored key of the session the request came with, if any: the login ends it in the
+    /// same transaction, so a session planted in the browser before the sign-in (fixation), or
+    /// the previous user's, does not live on beside the new one.
+    pub replaces: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -980,6 +984,7 @@ mod tests {
                 auth_method: "jwt",
                 ip: None,
                 user_agent: None,
+                replaces: None,
             },
             audit: AuditRecord::success(1_000, "sso_login"),
         };

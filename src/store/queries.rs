@@ -882,6 +882,12 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
         .bind(s.now)
         .execute(&mut *conn)
         .await?;
+    if let Some(old) = &s.replaces {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(&old[..])
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -1536,6 +1542,12 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     q.push(")) ");
     push_audit_insert(&mut q, &audit);
     q.build().execute(&mut *tx).await?;
+    if let Some(old) = &s.replaces {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(&old[..])
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),

@@ -518,6 +518,10 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
          VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7)",
     )?
     .execute(params![&s.id_hash[..], user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
+    if let Some(old) = &s.replaces {
+        tx.prepare_cached("DELETE FROM sessions WHERE id_hash = ?1")?
+            .execute(params![&old[..]])?;
+    }
     audit.push("sso_login", "success", None, json!({"created": created}));
     let base = AuditRecord {
         user_id: Some(user_id),

@@ -128,6 +128,45 @@ both_backends! {
         assert_error(res, 400, "invalid_redirect").await;
     }
 
+    async fn a_login_ends_the_session_the_browser_came_with(mut app) {
+        sso_ready(&mut app).await;
+        // A session planted in the browser (fixation), or the previous user's: the new login
+        // replaces it, whoever it belongs to.
+        let (planted, _) = sso_login(&app, login_claims("planted@example.com")).await;
+        let res = app.client.get(app.url("/auth/sso")).query(&[("jwt", sign(login_claims("next@example.com")).as_str())])
+            .header("cookie", format!("latchkey.session={planted}"))
+            .send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let new = cookie_token(&set_cookie(&res).unwrap());
+        assert_ne!(new, planted);
+        assert!(session_works(&app, &new).await);
+        assert!(!session_works(&app, &planted).await, "the session the browser came with is over");
+        // The same for a password login, with the cookie or the header.
+        app.create_user("pw@example.com", Some("password123"), false).await;
+        let old = app.login("pw@example.com", "password123").await;
+        for (name, value) in [("cookie", format!("latchkey.session={old}")), ("x-latchkey-session", new.clone())] {
+            let res = app.client.post(app.url("/api/session")).header(name, value)
+                .json(&json!({"username": "pw@example.com", "password": "password123"}))
+                .send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{name}");
+            let fresh = body_json(res).await["id"].as_str().unwrap().to_owned();
+            assert!(session_works(&app, &fresh).await, "{name}");
+        }
+        assert!(!session_works(&app, &old).await && !session_works(&app, &new).await);
+        // A failed login ends nothing.
+        let kept = app.login("pw@example.com", "password123").await;
+        let res = app.client.post(app.url("/api/session")).header("x-latchkey-session", &kept)
+            .json(&json!({"username": "pw@example.com", "password": "wrong-password"}))
+            .send().await.unwrap();
+        assert_error(res, 401, "invalid_credentials").await;
+        let res = app.client.get(app.url("/auth/sso")).query(&[("jwt", "not.a.token")])
+            .header("cookie", format!("latchkey.session={kept}"))
+            .header("accept", "application/json")
+            .send().await.unwrap();
+        assert_error(res, 401, "token_malformed").await;
+        assert!(session_works(&app, &kept).await);
+    }
+
     async fn a_replay_with_another_users_or_a_dead_session_is_refused(mut app) {
         sso_ready(&mut app).await;
         let token = sign(login_claims("victim@example.com"));

@@ -70,7 +70,7 @@ pub async fn start_session(
     auth_method: &'static str,
     audit_row: crate::store::AuditRecord,
 ) -> Result<Response> {
-    let token = open_session(state, ctx, user_id, auth_method, audit_row).await?;
+    let token = open_session(state, ctx, user_id, auth_method, audit_row, None).await?;
     let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -79,13 +79,15 @@ pub async fn start_session(
         .into_response())
 }
 
-/// Stores a new session for `user_id` (with its audit row) and returns its token.
+/// Stores a new session for `user_id` (with its audit row), ending the one it `replaces`
+/// (the session the request came with), and returns its token.
 pub async fn open_session(
     state: &AppState,
     ctx: &RequestContext,
     user_id: i64,
     auth_method: &'static str,
     audit_row: crate::store::AuditRecord,
+    replaces: Option<Vec<u8>>,
 ) -> Result<String> {
     let eff = state.settings.current();
     let (token, key) = session::new_token();
@@ -98,6 +100,7 @@ pub async fn open_session(
         auth_method,
         ip: ctx.ip.clone(),
         user_agent: ctx.user_agent.clone(),
+        replaces,
     };
     if !state.store.create_session(&new, &audit_row).await? {
         // Deactivated since the caller checked: refused as a deactivated account's
@@ -122,9 +125,12 @@ pub async fn open_session(
 pub async fn login(
     State(state): State<AppState>,
     ctx: RequestContext,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response> {
-    let (token, _user) = password_login(&state, &ctx, &body.username, body.password).await?;
+    let replaces = auth::request_session_key(&headers);
+    let (token, _user) =
+        password_login(&state, &ctx, &body.username, body.password, replaces).await?;
     let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -141,8 +147,9 @@ pub async fn password_login(
     ctx: &RequestContext,
     username: &str,
     password: String,
+    replaces: Option<Vec<u8>>,
 ) -> Result<(String, crate::store::User)> {
-    let result = check_password_login(state, ctx, username, password).await;
+    let result = check_password_login(state, ctx, username, password, replaces).await;
     state.metrics.record_login("password", result)
 }
 
@@ -151,6 +158,7 @@ async fn check_password_login(
     ctx: &RequestContext,
     username: &str,
     password: String,
+    replaces: Option<Vec<u8>>,
 ) -> Result<(String, crate::store::User)> {
     // The sign-in form can carry a NUL (the JSON API refuses it earlier). No address has
     // one, and PostgreSQL cannot store one in the throttle bucket or the audit row.
@@ -204,7 +212,7 @@ async fn check_password_login(
     success.user_id = Some(user.id);
     success.actor_id = Some(user.id);
     success.email = Some(user.email.clone());
-    let token = open_session(state, ctx, user.id, "password", success).await?;
+    let token = open_session(state, ctx, user.id, "password", success, replaces).await?;
     Ok((token, user))
 }
 
