@@ -177,11 +177,21 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
+            // Where it is, without the password, for the error when it cannot be reached.
+            let at = format!(
+                "{}:{}/{}",
+                opts.get_host(),
+                opts.get_port(),
+                opts.get_database().unwrap_or("")
+            );
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
-                .await?;
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot connect to the PostgreSQL database at {at}: {e}")
+                })?;
             Ok(Store::Postgres(Pools {
                 read: pool.clone(),
                 write: pool,

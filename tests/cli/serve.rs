@@ -186,6 +186,22 @@ async fn a_taken_port_is_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_is_a_clear_error_without_the_password() {
+    // Nothing listens on port 1 of the loopback address.
+    let url = "postgres://latchkey:hunter2-pw@127.0.0.1:1/latchkey";
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--database-url", url]).failure();
+    assert!(
+        out.stderr
+            .contains("cannot connect to the PostgreSQL database at 127.0.0.1:1/latchkey"),
+        "{out:#?}"
+    );
+    assert!(
+        !out.stderr.contains("hunter2") && !out.stdout.contains("hunter2"),
+        "{out:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_an_in_flight_request() {
     let db = Db::new(Backend::Sqlite).expect("sqlite");
     let mut server = Proc::serve(&db);
