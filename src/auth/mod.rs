@@ -38,13 +38,20 @@ impl std::ops::Deref for CurrentUser {
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub CurrentUser);
 
-/// The session token a request carries: the header wins over the cookie.
-/// The stored key of the session the request came with (cookie or header), whether or not
-/// it is live: what a login replaces.
-pub fn request_session_key(headers: &HeaderMap) -> Option<Vec<u8>> {
-    request_token(headers).map(|(token, _)| session::session_key(&token).as_bytes().to_vec())
+/// The stored key of the session the request's cookie carries, whether or not it is live:
+/// what a login replaces. Only the cookie: it is what a browser brings to a sign-in (and what
+/// a planted session would be), while a session in `X-Latchkey-Session` belongs to an API
+/// client that chose to send it.
+pub fn cookie_session_key(headers: &HeaderMap) -> Option<Vec<u8>> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session::token_from_cookie_header)
+        .map(|token| session::session_key(token).as_bytes().to_vec())
 }
 
+/// The session token a request carries: the header wins over the cookie.
 pub fn request_token(headers: &HeaderMap) -> Option<(String, bool)> {
     if let Some(v) = headers
         .get(session::HEADER_NAME)

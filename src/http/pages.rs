@@ -380,7 +380,7 @@ pub async fn login_submit(
     let redirect = get("redirect");
     let target = sign_in_target(&eff, &ctx, &redirect)?;
     let username = get("username");
-    let replaces = auth::request_session_key(&headers);
+    let replaces = auth::cookie_session_key(&headers);
     match crate::http::api::session::password_login(
         &state,
         &ctx,

@@ -5,8 +5,11 @@
 //! Without it a client that opens connections and sends its headers a byte at a time (or
 //! never) holds each one open for as long as it likes, and enough of them exhaust the
 //! process's file descriptors. With it, hyper closes a connection whose request headers are
-//! not complete within the limit; the same limit closes a keep-alive connection that stays
-//! idle that long. The body's own limit is [`crate::http::extract::read_body`]'s.
+//! not complete within the limit, counted from the first read of the connection or the end of
+//! the previous request; the same limit closes a keep-alive connection that stays idle that
+//! long. The body's own limit is [`crate::http::extract::read_body`]'s. HTTP/1.1 only, as
+//! with `axum::serve` and axum's default features: no HTTP/2 without TLS, whose preface would
+//! otherwise be read before any limit applies.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,8 +20,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -40,6 +43,10 @@ pub async fn serve(
     });
     // Each connection holds a receiver; the loop's end waits until none is left.
     let (close_tx, close_rx) = watch::channel(());
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_timeout);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -53,16 +60,11 @@ pub async fn serve(
             });
         let signal_tx = signal_tx.clone();
         let close_rx = close_rx.clone();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
         tokio::spawn(async move {
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(client_timeout);
-            let mut conn = pin!(builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service)
-            ));
+            let mut conn = pin!(conn);
             let mut stopping = false;
             loop {
                 tokio::select! {

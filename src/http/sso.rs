@@ -209,7 +209,7 @@ async fn handle(
         auth_method: "jwt",
         ip: ctx.ip.clone(),
         user_agent: ctx.user_agent.clone(),
-        replaces: auth::request_session_key(headers),
+        replaces: auth::cookie_session_key(headers),
     };
     let template = audit(ctx, "sso_login", "success");
     // Keys before verification: this may fetch the JWKS (bounded); the verifier never does.

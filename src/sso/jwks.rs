@@ -337,10 +337,15 @@ impl Jwks {
         }
         let (jwks, metrics) = (Arc::clone(self), Arc::clone(metrics));
         let (task_uri, task_kid) = (uri.to_owned(), kid.map(str::to_owned));
-        tokio::spawn(async move {
+        let fetching = async move {
             jwks.fetch_when_due(&task_uri, task_kid.as_deref(), &metrics)
                 .await
-        })
+        };
+        // In the request's span, so that the fetch's log lines carry its request id.
+        tokio::spawn(tracing::Instrument::instrument(
+            fetching,
+            tracing::Span::current(),
+        ))
         .await
         // Only a panic, or the runtime shutting down, ends the task early.
         .unwrap_or_else(|_| self.cached(uri))

@@ -796,9 +796,10 @@ pub struct NewSession {
     pub auth_method: &'static str,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
-    /// The stored key of the session the request came with, if any: the login ends it in the
-    /// same transaction, so a session planted in the browser before the sign-in (fixation), or
-    /// the previous user's, does not live on beside the new one.
+    /// The stored key of the session the request's cookie carried, if any: the login ends it
+    /// in the same transaction when it is another user's, so a session planted in the browser
+    /// before the sign-in (fixation), or the previous user's, does not live on beside the new
+    /// one.
     pub replaces: Option<Vec<u8>>,
 }
 

@@ -862,8 +862,23 @@ pub async fn delete_membership(pool: &Pool, id: i64, audit: &AuditRecord) -> Res
 
 // --- sessions ------------------------------------------------------------------------------
 
-/// Inserts the session and sets the user's `last_login`.
-async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
+/// Stores a session and its audit row for a user whose password was checked outside this
+/// transaction; `false`, with nothing written, when the user is no longer active.
+pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) -> Result<bool> {
+    let mut tx = begin_write(pool).await?;
+    // The user's row first, as in every transaction that takes locks (on PostgreSQL this
+    // update holds the row until the commit): a deactivation committed meanwhile is seen here,
+    // and one that comes later waits, then ends this session with the others.
+    let active = sqlx::query("UPDATE users SET last_login = $2 WHERE id = $1 AND is_active")
+        .bind(s.user_id)
+        .bind(s.now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if !active {
+        return Ok(false);
+    }
     sqlx::query(
         "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
          VALUES ($1, $2, $3, $4, $3, $5, $6, $7)",
@@ -875,43 +890,27 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
     .bind(s.auth_method)
     .bind(&s.ip)
     .bind(&s.user_agent)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE users SET last_login = $2 WHERE id = $1")
-        .bind(s.user_id)
-        .bind(s.now)
-        .execute(&mut *conn)
-        .await?;
+    end_replaced_session(&mut tx, s, s.user_id).await?;
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Ends the session a login replaces ([`NewSession::replaces`]) when it is another user's: a
+/// session planted in the browser before the sign-in, or the previous user's. The user's own
+/// session stays, so that a callback submitted twice (the second is the replay SPEC §4.3 lets
+/// through for a browser signed in as that user) does not sign them out.
+async fn end_replaced_session(conn: &mut Conn, s: &NewSession, user_id: i64) -> Result<()> {
     if let Some(old) = &s.replaces {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1 AND user_id <> $2")
             .bind(&old[..])
+            .bind(user_id)
             .execute(&mut *conn)
             .await?;
     }
     Ok(())
-}
-
-pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) -> Result<bool> {
-    let mut tx = begin_write(pool).await?;
-    // The user must still be active when the session is stored (a password was checked
-    // before, outside this transaction). On PostgreSQL the row stays share-locked until the
-    // commit: a deactivation committed meanwhile is seen here, and one that comes later waits
-    // and then ends this session with the others.
-    let active: Option<bool> = sqlx::query_scalar(if IS_SQLITE {
-        "SELECT is_active FROM users WHERE id = $1"
-    } else {
-        "SELECT is_active FROM users WHERE id = $1 FOR SHARE"
-    })
-    .bind(s.user_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if active != Some(true) {
-        return Ok(false);
-    }
-    insert_session(&mut tx, s).await?;
-    insert_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(true)
 }
 
 /// A session, its user and the user's groups (PostgreSQL; SQLite reads them through
@@ -1542,12 +1541,7 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     q.push(")) ");
     push_audit_insert(&mut q, &audit);
     q.build().execute(&mut *tx).await?;
-    if let Some(old) = &s.replaces {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-            .bind(&old[..])
-            .execute(&mut *tx)
-            .await?;
-    }
+    end_replaced_session(&mut tx, s, user_id).await?;
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),
@@ -1595,30 +1589,25 @@ pub async fn sso_logout(
     };
     // Every account whose last SSO login carried the subject: an address changed at the IdP
     // makes a new account, and the old one keeps the same `sub`.
-    let by_subject: Vec<i64> = match subject {
-        Some(s) => {
-            sqlx::query_scalar("SELECT id FROM users WHERE sso_subject = $1 ORDER BY id")
-                .bind(s)
-                .fetch_all(&mut *tx)
-                .await?
-        }
+    let by_subject: Vec<(i64, String)> = match subject {
+        Some(s) => sqlx::query_as("SELECT id, email FROM users WHERE sso_subject = $1 ORDER BY id")
+            .bind(s)
+            .fetch_all(&mut *tx)
+            .await?,
         None => Vec::new(),
     };
-    let users = match by_email {
-        Some(a) if !by_subject.is_empty() && !by_subject.contains(&a) => {
+    let users: Vec<(i64, Option<String>)> = match by_email {
+        Some(a) if !by_subject.is_empty() && !by_subject.iter().any(|(id, _)| *id == a) => {
             return Ok(Err(SsoLogoutError::Ambiguous));
         }
-        Some(a) if by_subject.is_empty() => vec![a],
-        _ => by_subject,
+        Some(a) if by_subject.is_empty() => vec![(a, audit.email.clone())],
+        _ => by_subject.into_iter().map(|(id, e)| (id, Some(e))).collect(),
     };
     let mut total = 0;
     // One audit row per account, naming it; an unknown user gets one row naming nobody.
-    for user_id in users
-        .iter()
-        .copied()
-        .map(Some)
-        .chain(users.is_empty().then_some(None))
-    {
+    let rows = users.iter().map(|(id, e)| (Some(*id), e.clone()));
+    let nobody = users.is_empty().then(|| (None, audit.email.clone()));
+    for (user_id, email) in rows.chain(nobody) {
         let mut n = 0;
         if let Some(uid) = user_id {
             n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
@@ -1630,6 +1619,7 @@ pub async fn sso_logout(
         total += n;
         let record = AuditRecord {
             user_id,
+            email,
             details: serde_json::json!({"revoked": n, "channel": "back-channel"}),
             ..audit.clone()
         };

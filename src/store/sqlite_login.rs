@@ -518,9 +518,10 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
          VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7)",
     )?
     .execute(params![&s.id_hash[..], user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
+    // As `end_replaced_session` in queries.rs: only another user's session.
     if let Some(old) = &s.replaces {
-        tx.prepare_cached("DELETE FROM sessions WHERE id_hash = ?1")?
-            .execute(params![&old[..]])?;
+        tx.prepare_cached("DELETE FROM sessions WHERE id_hash = ?1 AND user_id <> ?2")?
+            .execute(params![&old[..], user_id])?;
     }
     audit.push("sso_login", "success", None, json!({"created": created}));
     let base = AuditRecord {

@@ -128,36 +128,40 @@ both_backends! {
         assert_error(res, 400, "invalid_redirect").await;
     }
 
-    async fn a_login_ends_the_session_the_browser_came_with(mut app) {
+    async fn a_login_ends_another_users_session_the_browser_came_with(mut app) {
         sso_ready(&mut app).await;
+        let with_cookie = |path: &str, session: &str| {
+            app.client.post(app.url(path)).header("cookie", format!("latchkey.session={session}"))
+        };
         // A session planted in the browser (fixation), or the previous user's: the new login
-        // replaces it, whoever it belongs to.
+        // ends it.
         let (planted, _) = sso_login(&app, login_claims("planted@example.com")).await;
         let res = app.client.get(app.url("/auth/sso")).query(&[("jwt", sign(login_claims("next@example.com")).as_str())])
             .header("cookie", format!("latchkey.session={planted}"))
             .send().await.unwrap();
         assert_eq!(res.status(), StatusCode::FOUND);
-        let new = cookie_token(&set_cookie(&res).unwrap());
-        assert_ne!(new, planted);
-        assert!(session_works(&app, &new).await);
-        assert!(!session_works(&app, &planted).await, "the session the browser came with is over");
-        // The same for a password login, with the cookie or the header.
+        let next = cookie_token(&set_cookie(&res).unwrap());
+        assert!(session_works(&app, &next).await);
+        assert!(!session_works(&app, &planted).await, "another user's session is over");
+        // The same for a password login.
         app.create_user("pw@example.com", Some("password123"), false).await;
-        let old = app.login("pw@example.com", "password123").await;
-        for (name, value) in [("cookie", format!("latchkey.session={old}")), ("x-latchkey-session", new.clone())] {
-            let res = app.client.post(app.url("/api/session")).header(name, value)
-                .json(&json!({"username": "pw@example.com", "password": "password123"}))
-                .send().await.unwrap();
-            assert_eq!(res.status(), StatusCode::OK, "{name}");
-            let fresh = body_json(res).await["id"].as_str().unwrap().to_owned();
-            assert!(session_works(&app, &fresh).await, "{name}");
-        }
-        assert!(!session_works(&app, &old).await && !session_works(&app, &new).await);
-        // A failed login ends nothing.
-        let kept = app.login("pw@example.com", "password123").await;
-        let res = app.client.post(app.url("/api/session")).header("x-latchkey-session", &kept)
-            .json(&json!({"username": "pw@example.com", "password": "wrong-password"}))
+        let res = with_cookie("/api/session", &next).json(&json!({"username": "pw@example.com", "password": "password123"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let pw = body_json(res).await["id"].as_str().unwrap().to_owned();
+        assert!(!session_works(&app, &next).await);
+        // The user's own session stays (a callback submitted twice must not sign them out), and
+        // a session sent in the header belongs to an API client: neither is ended.
+        let res = with_cookie("/api/session", &pw).json(&json!({"username": "pw@example.com", "password": "password123"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let (other, _) = sso_login(&app, login_claims("api@example.com")).await;
+        let res = app.client.post(app.url("/api/session")).header("x-latchkey-session", &other)
+            .json(&json!({"username": "pw@example.com", "password": "password123"}))
             .send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(session_works(&app, &pw).await && session_works(&app, &other).await);
+        // A failed login ends nothing.
+        let (kept, _) = sso_login(&app, login_claims("kept@example.com")).await;
+        let res = with_cookie("/api/session", &kept).json(&json!({"username": "pw@example.com", "password": "wrong-password"})).send().await.unwrap();
         assert_error(res, 401, "invalid_credentials").await;
         let res = app.client.get(app.url("/auth/sso")).query(&[("jwt", "not.a.token")])
             .header("cookie", format!("latchkey.session={kept}"))
@@ -165,6 +169,23 @@ both_backends! {
             .send().await.unwrap();
         assert_error(res, 401, "token_malformed").await;
         assert!(session_works(&app, &kept).await);
+    }
+
+    async fn a_callback_submitted_twice_by_a_signed_in_browser_keeps_it_signed_in(mut app) {
+        sso_ready(&mut app).await;
+        let (own, _) = sso_login(&app, login_claims("twice@example.com")).await;
+        let token = sign(login_claims("twice@example.com"));
+        let send = || app.client.get(app.url("/auth/sso")).query(&[("jwt", token.as_str())])
+            .header("cookie", format!("latchkey.session={own}"))
+            .send();
+        let first = send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::FOUND);
+        assert!(set_cookie(&first).is_some(), "a new session");
+        // The second submission, whose answer the browser keeps, is the refresh case.
+        let second = send().await.unwrap();
+        assert_eq!(second.status(), StatusCode::FOUND);
+        assert!(second.headers().get("set-cookie").is_none());
+        assert!(session_works(&app, &own).await);
     }
 
     async fn a_replay_with_another_users_or_a_dead_session_is_refused(mut app) {

@@ -128,7 +128,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response> {
-    let replaces = auth::request_session_key(&headers);
+    let replaces = auth::cookie_session_key(&headers);
     let (token, _user) =
         password_login(&state, &ctx, &body.username, body.password, replaces).await?;
     let cookie = session::session_cookie(&token, &state.settings.current(), ctx.https);
@@ -212,7 +212,17 @@ async fn check_password_login(
     success.user_id = Some(user.id);
     success.actor_id = Some(user.id);
     success.email = Some(user.email.clone());
-    let token = open_session(state, ctx, user.id, "password", success, replaces).await?;
+    let token = match open_session(state, ctx, user.id, "password", success, replaces).await {
+        Err(Error::InvalidCredentials) => {
+            // Deactivated while the password was checked: refused, and recorded, as a
+            // deactivated account's password is.
+            failure.user_id = Some(user.id);
+            failure.reason = Some("invalid_credentials".into());
+            state.store.audit(&failure).await?;
+            return Err(Error::InvalidCredentials);
+        }
+        other => other?,
+    };
     Ok((token, user))
 }
 

@@ -260,12 +260,21 @@ pub async fn update(
     }
     let email = match body.get("email") {
         None => None,
-        Some(Value::String(s)) => Some(
-            Email::parse(s)
-                .map_err(|_| Error::validation("email", "Enter a valid email address."))?
-                .as_str()
-                .to_owned(),
-        ),
+        Some(Value::String(s)) => match Email::parse(s) {
+            Ok(email) => Some(email.into_string()),
+            // An address stored before the current rules, sent back unchanged (the admin page
+            // sends every field): kept as it is, so the rest of the edit can be made.
+            Err(_)
+                if state
+                    .store
+                    .get_user(id)
+                    .await?
+                    .is_some_and(|u| u.email == *s) =>
+            {
+                None
+            }
+            Err(_) => return Err(Error::validation("email", "Enter a valid email address.")),
+        },
         Some(_) => return Err(Error::validation("email", "email must be a string.")),
     };
     let patch = UserPatch {
