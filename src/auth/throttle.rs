@@ -8,16 +8,14 @@ pub const WINDOW_SECS: i64 = 3600;
 pub const PER_EMAIL: i64 = 10;
 pub const PER_IP: i64 = 50;
 
-/// The bucket of a sign-in name, lower-cased. A name that is not an address (no account has
-/// one) is kept only as its SHA-256: it still counts apart from every address, the row stays
-/// short however long the name, and a password typed into the name field is not stored.
-pub fn email_bucket(email: &str) -> String {
+/// The bucket of a sign-in name, lower-cased, when it is an address. A name that is not
+/// (no account has one, so no guess at it can succeed) has none and counts only against its
+/// IP: what is typed into the name field is sometimes the password, and it is not stored.
+pub fn email_bucket(email: &str) -> Option<String> {
     let name = email.to_lowercase();
-    if crate::domain::email::Email::parse(&name).is_ok() {
-        format!("email:{name}")
-    } else {
-        format!("name:{}", crate::auth::session::hash_token(&name))
-    }
+    crate::domain::email::Email::parse(&name)
+        .is_ok()
+        .then(|| format!("email:{name}"))
 }
 
 pub fn ip_bucket(ip: &str) -> String {

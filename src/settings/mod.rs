@@ -583,14 +583,16 @@ pub fn parse_cli_value(raw: &str) -> Value {
     serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
 }
 
-/// As `parse_cli_value`, for a known setting: when the JSON reading does not fit the
-/// setting but the bare string does (a secret that happens to look like a number), the
-/// string wins.
+/// As `parse_cli_value`, for a known setting: when the JSON reading is not a string and does
+/// not fit the setting but the bare string does (a secret that happens to look like a
+/// number), the string wins. A JSON string is what was meant, quotes and all: a refused one
+/// is not stored with its quotes instead.
 pub fn setting_value(key: &str, raw: &str) -> Value {
     let json = parse_cli_value(raw);
     match registry::def(key) {
         Some(def)
-            if def.validate(json.clone()).is_err()
+            if !json.is_string()
+                && def.validate(json.clone()).is_err()
                 && def.validate(Value::String(raw.to_owned())).is_ok() =>
         {
             Value::String(raw.to_owned())

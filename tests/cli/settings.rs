@@ -63,6 +63,10 @@ cli_both_backends! {
         assert!(out.stderr.contains("999"), "{out:#?}");
         let out = settings_set(&db, "jwt-enabled", "maybe").failure();
         assert!(out.stderr.contains("jwt-enabled"), "{out:#?}");
+        // A JSON string that is refused is not stored with its quotes instead.
+        let quoted_blanks = format!("\"{}\"", " ".repeat(40));
+        let out = settings_set(&db, "jwt-shared-secret", &quoted_blanks).failure();
+        assert!(out.stderr.contains("jwt-shared-secret"), "{out:#?}");
 
         // Unknown keys.
         let out = settings_set(&db, "no-such-key", "1").failure();

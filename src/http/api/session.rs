@@ -168,7 +168,11 @@ async fn check_password_login(
     // Only an address is recorded: what is typed into the name field is sometimes the
     // password, and passwords never reach the audit log (SPEC §4.8).
     failure.email = Email::parse(&email).ok().map(Email::into_string);
-    let mut buckets = vec![(throttle::email_bucket(&email), throttle::PER_EMAIL)];
+    let email_bucket = throttle::email_bucket(&email);
+    let mut buckets: Vec<_> = email_bucket
+        .iter()
+        .map(|b| (b.clone(), throttle::PER_EMAIL))
+        .collect();
     if let Some(ip) = &ctx.ip {
         buckets.push((throttle::ip_bucket(ip), throttle::PER_IP));
     }
@@ -206,7 +210,7 @@ async fn check_password_login(
     };
     state
         .store
-        .forget_login_failures(Some(&throttle::email_bucket(&email)), &reserved)
+        .forget_login_failures(email_bucket.as_deref(), &reserved)
         .await?;
     let mut success = audit(ctx, "password_login", "success");
     success.user_id = Some(user.id);
