@@ -173,12 +173,14 @@ impl Def {
                 if s.chars().count() < 32 {
                     return Err("must be at least 32 characters long (use Generate key)".into());
                 }
-                // Blanks, visible or not, are no key. Checked at load too, so that such a
+                // Blanks, visible or not, and control characters are no key. Checked at load too, so that such a
                 // value stored by an earlier version leaves HS256 off instead of verifying
                 // tokens with it.
-                if s.chars()
-                    .all(|c| c.is_whitespace() || crate::domain::email::is_invisible_format(c))
-                {
+                if s.chars().all(|c| {
+                    c.is_whitespace()
+                        || c.is_control()
+                        || crate::domain::email::is_invisible_format(c)
+                }) {
                     return Err("must not be only blanks (use Generate key)".into());
                 }
                 if s.len() > 4096 {
@@ -368,7 +370,7 @@ mod tests {
                 .validate(json!(" \t\u{3000}".repeat(11)))
                 .is_err()
         );
-        for blank in ["\u{3164}", "\u{2800}", "\u{200B}"] {
+        for blank in ["\u{3164}", "\u{2800}", "\u{200B}", "\u{0}", "\u{85}"] {
             assert!(
                 d("jwt-shared-secret")
                     .validate(json!(blank.repeat(40)))

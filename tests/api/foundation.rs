@@ -1087,3 +1087,34 @@ async fn an_address_stored_before_the_current_rules_can_be_kept_on_edit() {
     let err = assert_error(res, 400, "validation_failed").await;
     assert_eq!(err["field"], json!("email"));
 }
+
+/// An account stored under an address that today's rules refuse is still throttled by that
+/// address: ten wrong guesses, then even the right password waits.
+#[tokio::test]
+async fn an_account_under_a_legacy_address_is_throttled_by_it() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let legacy = "e\u{0301}lodie@exemple.fr";
+    app.create_user(legacy, Some("password123"), false).await;
+    let login = |password: &'static str| {
+        app.client
+            .post(app.url("/api/session"))
+            .json(&json!({"username": legacy, "password": password}))
+            .send()
+    };
+    assert_eq!(login("password123").await.unwrap().status(), StatusCode::OK);
+    for _ in 0..10 {
+        assert_error(
+            login("wrong-password").await.unwrap(),
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    assert_error(
+        login("password123").await.unwrap(),
+        429,
+        "too_many_attempts",
+    )
+    .await;
+    assert_eq!(app.login_failures(&format!("email:{legacy}")).await, 10);
+}

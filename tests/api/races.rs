@@ -58,6 +58,9 @@ both_backends! {
                 body_json(login).await["id"].as_str().map(str::to_owned)
             } else {
                 assert_error(login, 401, "invalid_credentials").await;
+                // Refused, and recorded as a failure of this account.
+                let rows = app.audit_events("kind=password_login&outcome=failure&limit=1").await;
+                assert_eq!((rows[0]["user_id"].as_i64(), rows[0]["email"].as_str()), (Some(id), Some(email.as_str())), "round {round}");
                 None
             };
             // Whichever came first, no session of this account outlives the deactivation:

@@ -80,7 +80,7 @@ pub async fn start_session(
 }
 
 /// Stores a new session for `user_id` (with its audit row), ending the one it `replaces`
-/// (the session the request came with), and returns its token.
+/// (the session in the request's cookie) when that is another user's, and returns its token.
 pub async fn open_session(
     state: &AppState,
     ctx: &RequestContext,
@@ -165,10 +165,11 @@ async fn check_password_login(
     let email = username.trim().to_lowercase().replace('\0', "\u{FFFD}");
     let now = crate::clock::now();
     let mut failure = audit(ctx, "password_login", "failure");
-    // Only an address is recorded: what is typed into the name field is sometimes the
-    // password, and passwords never reach the audit log (SPEC §4.8).
-    failure.email = Email::parse(&email).ok().map(Email::into_string);
-    let email_bucket = throttle::email_bucket(&email);
+    // Only an account's address is recorded and throttled by: what is typed into the name
+    // field is sometimes the password, and passwords never reach the audit log (SPEC §4.8).
+    let address = throttle::account_address(&state.store, &email).await?;
+    let email_bucket = address.as_deref().map(throttle::email_bucket);
+    failure.email = address;
     let mut buckets: Vec<_> = email_bucket
         .iter()
         .map(|b| (b.clone(), throttle::PER_EMAIL))
