@@ -145,6 +145,7 @@ pub async fn run(database_url: &str, env: impl Fn(&str) -> Option<String>) -> Ve
     out.push(check_shared_secret(&eff));
     out.push(check_password_login(&store, &eff).await);
     out.push(check_group_mappings(&store, &eff).await);
+    out.push(check_addresses(&store).await);
     out.push(check_clock(&store, &eff).await);
     out.push(check_jwks(&eff).await);
     store.close().await;
@@ -459,6 +460,50 @@ async fn check_password_login(store: &Store, eff: &Effective) -> Finding {
 
 /// Mappings written through the API, the UI or the CLI name only existing groups (and a
 /// deleted group leaves them); one fixed by the environment is not checked at start.
+/// Accounts stored under an address that the current rules refuse (a look-alike spelling,
+/// `docs/decisions.md`): they still sign in with a password, but an SSO login with that
+/// address is `invalid_email`. Named by id only.
+async fn check_addresses(store: &Store) -> Finding {
+    const CHECK: &str = "addresses";
+    const SHOWN: usize = 5;
+    let (mut after, mut refused, mut ids) = (0, 0usize, Vec::new());
+    loop {
+        let page = match store.non_ascii_addresses(after, 1_000).await {
+            Ok(page) => page,
+            Err(e) => {
+                return Finding::error(
+                    CHECK,
+                    format!("cannot read the users: {e}"),
+                    "check the database",
+                );
+            }
+        };
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        for (id, email) in &page {
+            if crate::domain::email::Email::parse(email).is_err() {
+                refused += 1;
+                if ids.len() < SHOWN {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+    }
+    if refused == 0 {
+        return Finding::ok(CHECK, "every stored address follows the current rules");
+    }
+    let more = if refused > SHOWN { ", …" } else { "" };
+    Finding::warning(
+        CHECK,
+        format!(
+            "{refused} account(s) have an address the current rules refuse (user id {}{more}): \
+             they can sign in with a password, not through SSO",
+            ids.join(", ")
+        ),
+        "give each its plain address (admin UI, People, Manage; or PUT /api/user/:id)",
+    )
+}
+
 async fn check_group_mappings(store: &Store, eff: &Effective) -> Finding {
     const CHECK: &str = "group-mappings";
     let mapped = eff.group_mappings.all_ids();

@@ -338,6 +338,13 @@ impl Store {
         dispatch!(self, list_groups())
     }
 
+    /// Up to `limit` users after id `after` whose address has a character outside printable
+    /// ASCII (the only addresses that rules about Unicode can refuse), in id order: for
+    /// `doctor`, which reads them all a page at a time.
+    pub async fn non_ascii_addresses(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+        dispatch!(self, non_ascii_addresses(after, limit))
+    }
+
     pub async fn get_group(&self, id: i64) -> Result<Option<Group>> {
         dispatch!(self, get_group(id))
     }

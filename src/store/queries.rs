@@ -1562,6 +1562,22 @@ pub async fn replay_exists(pool: &Pool, key: &str) -> Result<bool> {
     )
 }
 
+pub async fn non_ascii_addresses(
+    pool: &Pool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>> {
+    Ok(sqlx::query_as(if IS_SQLITE {
+        "SELECT id, email FROM users WHERE id > $1 AND email GLOB '*[^ -~]*' ORDER BY id LIMIT $2"
+    } else {
+        "SELECT id, email FROM users WHERE id > $1 AND email ~ '[^ -~]' ORDER BY id LIMIT $2"
+    })
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&pool.read)
+    .await?)
+}
+
 pub async fn sso_preview(pool: &Pool, email: &str) -> Result<Option<(User, Vec<i64>)>> {
     let mut conn = pool.read.acquire().await?;
     let Some(user) = user_by_email_in(&mut conn, email).await? else {

@@ -15,6 +15,7 @@ const CHECKS: &[&str] = &[
     "jwt-shared-secret",
     "password-login",
     "group-mappings",
+    "addresses",
     "clock",
     "jwks",
 ];
@@ -91,6 +92,7 @@ cli_both_backends! {
         assert_finding(&out, "password-login", "ok", &["password login is off", "1 active administrator"]);
         assert_finding(&out, "jwks", "ok", &["1 usable key"]);
         assert_finding(&out, "group-mappings", "ok", &["no JWT group is mapped"]);
+        assert_finding(&out, "addresses", "ok", &["every stored address"]);
         match db.backend {
             Backend::Sqlite => assert_finding(&out, "clock", "ok", &["SQLite", "this machine's clock"]),
             Backend::Postgres => assert_finding(&out, "clock", "ok", &["the database's clock is"]),
@@ -106,13 +108,24 @@ cli_both_backends! {
         settings_set(&db, "jwt-shared-secret", &"k".repeat(40)).success();
         settings_set(&db, "jwt-jwks-uri", &dead).success();
         settings_set(&db, "jwt-enabled", "true").success();
+        // An account stored before the current address rules (fullwidth letters); a plain
+        // non-ASCII address beside it is fine.
+        let store = latchkey::store::Store::connect(&db.url).await.expect("connect");
+        let mut ids = Vec::new();
+        for email in ["\u{FF4F}ld@example.com", "élodie@exemple.fr"] {
+            let new = latchkey::store::NewUser { email: email.into(), first_name: None, last_name: None, password_hash: None, is_superuser: false, now: 1 };
+            ids.push(store.create_user(&new, &latchkey::store::AuditRecord::success(1, "user_created")).await.expect("user").id);
+        }
+        store.close().await;
 
         // Password login switched off through the environment, which the lock-out guard
         // cannot stop: nobody could administer this deployment.
         // And a mapping fixed by the environment names a group that does not exist.
         let out = doctor(&db, &[("LATCHKEY_ENABLE_PASSWORD_LOGIN", "false"), ("LATCHKEY_JWT_GROUP_MAPPINGS", r#"{"eng":[99],"adm":[2]}"#)]);
         assert!(!out.status.success(), "{out:#?}");
-        assert!(out.stderr.contains("doctor found 3 error(s) and 3 warning(s)"), "{out:#?}");
+        assert!(out.stderr.contains("doctor found 3 error(s) and 4 warning(s)"), "{out:#?}");
+        assert_finding(&out, "addresses", "warning", &[&format!("1 account(s) have an address the current rules refuse (user id {})", ids[0]), "not through SSO"]);
+        assert!(!out.stdout.contains("ld@example.com"), "ids only: {out:#?}");
         assert_finding(&out, "group-mappings", "warning", &["do not exist: 99;", "LATCHKEY_JWT_GROUP_MAPPINGS"]);
         assert_eq!(out.stdout.lines().count(), CHECKS.len(), "{out:#?}");
         assert_finding(&out, "database", "ok", &[]);
