@@ -98,6 +98,9 @@ fn help_lists_every_command() {
         "--database-url",
         "LATCHKEY_LISTEN",
         "LATCHKEY_DATABASE_URL",
+        "LATCHKEY_ENCRYPTION_KEY",
+        "LATCHKEY_SQLITE_SYNCHRONOUS",
+        "LATCHKEY_CLIENT_TIMEOUT_SECONDS",
     ] {
         assert!(out.stdout.contains(flag), "{flag} in {}", out.stdout);
     }
