@@ -40,7 +40,7 @@ enum Command {
         LATCHKEY_<SETTING>                every setting, e.g. LATCHKEY_JWT_SHARED_SECRET (shown read-only in the UI)\n  \
         LATCHKEY_ENCRYPTION_KEY           key that encrypts secrets at rest (32 bytes, hex or base64)\n  \
         LATCHKEY_SQLITE_SYNCHRONOUS       normal (default) or full\n  \
-        LATCHKEY_CLIENT_TIMEOUT_SECONDS   time a client has to send a request's headers, then its body (default 130)\n  \
+        LATCHKEY_CLIENT_TIMEOUT_SECONDS   seconds a client has to send a request's headers, then its body (1-3600, default 130)\n  \
         RUST_LOG                          log filter (default info)")]
     Serve {
         /// Address and port to listen on.
