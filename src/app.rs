@@ -28,7 +28,7 @@ pub struct AppInner {
 /// `LATCHKEY_CLIENT_TIMEOUT_SECONDS` when unset: longer than proxies keep an idle connection
 /// to their upstream (nginx 60 s, Traefik 90 s, Caddy 2 min), so that the proxy, not
 /// Latchkey, closes it.
-pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(130);
+const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(130);
 
 /// `LATCHKEY_CLIENT_TIMEOUT_SECONDS`: whole seconds from 1 to 3600.
 fn client_timeout(value: Option<String>) -> anyhow::Result<Duration> {

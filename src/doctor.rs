@@ -458,8 +458,6 @@ async fn check_password_login(store: &Store, eff: &Effective) -> Finding {
     }
 }
 
-/// Mappings written through the API, the UI or the CLI name only existing groups (and a
-/// deleted group leaves them); one fixed by the environment is not checked at start.
 /// Accounts stored under an address that the current rules refuse (a look-alike spelling,
 /// `docs/decisions.md`): they still sign in with a password, but an SSO login with that
 /// address is `invalid_email`. Named by id only.
@@ -504,6 +502,8 @@ async fn check_addresses(store: &Store) -> Finding {
     )
 }
 
+/// Mappings written through the API, the UI or the CLI name only existing groups (and a
+/// deleted group leaves them); one fixed by the environment is not checked at start.
 async fn check_group_mappings(store: &Store, eff: &Effective) -> Finding {
     const CHECK: &str = "group-mappings";
     let mapped = eff.group_mappings.all_ids();

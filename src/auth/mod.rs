@@ -43,12 +43,7 @@ pub struct AdminUser(pub CurrentUser);
 /// a planted session would be), while a session in `X-Latchkey-Session` belongs to an API
 /// client that chose to send it.
 pub fn cookie_session_key(headers: &HeaderMap) -> Option<Vec<u8>> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(session::token_from_cookie_header)
-        .map(|token| session::session_key(token).as_bytes().to_vec())
+    cookie_token(headers).map(|token| session::session_key(token).as_bytes().to_vec())
 }
 
 /// The session token a request carries: the header wins over the cookie.
@@ -60,12 +55,16 @@ pub fn request_token(headers: &HeaderMap) -> Option<(String, bool)> {
     {
         return Some((v.to_owned(), false));
     }
+    cookie_token(headers).map(|t| (t.to_owned(), true))
+}
+
+/// The session token in the request's `latchkey.session` cookie.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(session::token_from_cookie_header)
-        .map(|t| (t.to_owned(), true))
 }
 
 /// Loads the session behind `token` if it is live: not expired, not idle too long, and

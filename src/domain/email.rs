@@ -123,7 +123,6 @@ pub(crate) fn is_invisible_format(c: char) -> bool {
 /// so that lower-casing cannot turn it into another account's address; and with no combining
 /// mark on an ASCII character (`i` and a dot above, which NFKC keeps apart, looks like `i`).
 fn is_one_spelling(s: &str) -> bool {
-    use unicode_normalization::UnicodeNormalization;
     use unicode_normalization::char::is_combining_mark;
     let mut after_ascii = false;
     for c in s.chars() {
@@ -134,7 +133,7 @@ fn is_one_spelling(s: &str) -> bool {
         }
         after_ascii = c.is_ascii();
     }
-    s.nfkc().eq(s.chars())
+    unicode_normalization::is_nfkc(s)
 }
 
 /// Reads the address out of a claim value (SPEC §4.4: "required, a string").

@@ -22,8 +22,6 @@ pub struct RequestContext {
     /// The request's own base URL (scheme + Host), used when `site-url` is unset.
     pub own_base: String,
     pub https: bool,
-    /// How long the client may take to send the body ([`crate::http::extract::read_body`]).
-    pub client_timeout: std::time::Duration,
 }
 
 impl RequestContext {
@@ -59,7 +57,6 @@ impl RequestContext {
                 site_origin: None,
                 own_base: "http://localhost/".into(),
                 https: false,
-                client_timeout: crate::app::DEFAULT_CLIENT_TIMEOUT,
             })
     }
 }
@@ -200,7 +197,6 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         site_origin,
         own_base,
         https: forwarded_https,
-        client_timeout: state.client_timeout,
     };
     let html = wants_html(req.headers(), req.uri().path());
     let path = req.uri().path().to_owned();

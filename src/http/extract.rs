@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::app::AppState;
 use crate::error::{Error, Result};
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -17,7 +18,7 @@ pub struct ApiJson<T>(pub T);
 /// The request's body, at most [`MAX_BODY_BYTES`], sent within the client time limit
 /// (`LATCHKEY_CLIENT_TIMEOUT_SECONDS`) of its headers. A declared `Content-Length` over the
 /// limit is refused before anything is read.
-pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes> {
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -26,10 +27,7 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes>
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(Error::BodyTooLarge);
     }
-    let limit = req
-        .extensions()
-        .get::<crate::http::context::RequestContext>()
-        .map_or(crate::app::DEFAULT_CLIENT_TIMEOUT, |c| c.client_timeout);
+    let limit = state.client_timeout;
     match tokio::time::timeout(limit, Bytes::from_request(req, state)).await {
         Err(_) => Err(Error::validation(
             "body",
@@ -147,10 +145,10 @@ pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
         })
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = Error;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let json = is_json(req.headers());
         let bytes = read_body(req, state).await?;
         if !json && !bytes.is_empty() {

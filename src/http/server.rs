@@ -13,7 +13,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,9 +21,9 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits
@@ -35,22 +34,16 @@ pub async fn serve(
     client_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    // The signal is the receiver going away; every connection watches the sender.
-    let (signal_tx, signal_rx) = watch::channel(());
-    tokio::spawn(async move {
-        shutdown.await;
-        drop(signal_rx);
-    });
-    // Each connection holds a receiver; the loop's end waits until none is left.
-    let (close_tx, close_rx) = watch::channel(());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = signal_tx.closed() => break,
+            () = &mut shutdown => break,
         };
         let service = router
             .clone()
@@ -58,36 +51,18 @@ pub async fn serve(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.map(Body::new)
             });
-        let signal_tx = signal_tx.clone();
-        let close_rx = close_rx.clone();
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .with_upgrades();
+        let conn = connections.watch(
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+        );
         tokio::spawn(async move {
-            let mut conn = pin!(conn);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = signal_tx.closed(), if !stopping => {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(close_rx);
         });
     }
-    drop(close_rx);
     drop(listener);
-    close_tx.closed().await;
+    connections.shutdown().await;
 }
-
 /// The next connection. Errors of one connection (reset before it was accepted) are
 /// skipped; others (out of file descriptors) are logged and retried a second later, as
 /// `axum::serve` does.

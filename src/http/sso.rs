@@ -96,7 +96,7 @@ pub async fn sso_get(
     let params = params_from_pairs(url::form_urlencoded::parse(query.as_bytes()).into_owned());
     // Boxed, here and in `sso_post`: the login's future is large (the store, the key
     // fetch), and the router moves the handler's future into a box of its own.
-    Box::pin(handle(&state, &ctx, &headers, params))
+    Box::pin(handle(&state, &ctx, &headers, params, true))
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -142,32 +142,30 @@ pub async fn sso_post(
         } else {
             params_from_pairs(url::form_urlencoded::parse(&body).into_owned())
         };
-        // A POST is the callback only (SPEC §4.2); sign-in starts with GET. (Without SSO
-        // configured, that is the answer, as for a GET.)
-        if params.jwt.is_none() {
-            if !state.settings.current().jwt_configured() {
-                return Err(Error::SsoNotConfigured);
-            }
-            return Err(Error::validation(
-                "jwt",
-                "jwt is required (sign-in starts with GET /auth/sso).",
-            ));
-        }
-        Box::pin(handle(&state, &ctx, &headers, params)).await
+        Box::pin(handle(&state, &ctx, &headers, params, false)).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Both steps of `/auth/sso`; `may_start`: whether a request without `jwt` starts the
+/// sign-in (a GET), rather than being a callback that lacks its token (a POST, SPEC §4.2).
 async fn handle(
     state: &AppState,
     ctx: &RequestContext,
     headers: &HeaderMap,
     params: SsoParams,
+    may_start: bool,
 ) -> Result<Response> {
     let eff = state.settings.current();
     if !eff.jwt_configured() {
         return Err(Error::SsoNotConfigured);
+    }
+    if params.jwt.is_none() && !may_start {
+        return Err(Error::validation(
+            "jwt",
+            "jwt is required (sign-in starts with GET /auth/sso).",
+        ));
     }
     let base = ctx.redirect_base(&eff)?;
     let allowed = eff.strings("redirect-allowed-origins");

@@ -705,6 +705,10 @@ struct UserRow {
 const AUDIT_COLUMNS: &str =
     "at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details";
 
+/// Ends the session a login replaces when it is another user's (`$1`: its stored key, `$2`:
+/// the user signing in): `queries::end_replaced_session` and the SQLite login writer.
+const END_REPLACED_SESSION_SQL: &str = "DELETE FROM sessions WHERE id_hash = $1 AND user_id <> $2";
+
 /// A user's groups, by id (`$1`: the user id). Both backends and the rusqlite session read
 /// use it.
 const USER_GROUPS_SQL: &str = "SELECT g.id, g.name FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 ORDER BY g.id";

@@ -904,7 +904,7 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
 /// through for a browser signed in as that user) does not sign them out.
 async fn end_replaced_session(conn: &mut Conn, s: &NewSession, user_id: i64) -> Result<()> {
     if let Some(old) = &s.replaces {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1 AND user_id <> $2")
+        sqlx::query(super::END_REPLACED_SESSION_SQL)
             .bind(&old[..])
             .bind(user_id)
             .execute(&mut *conn)
@@ -1606,24 +1606,29 @@ pub async fn sso_logout(
     // Every account whose last SSO login carried the subject: an address changed at the IdP
     // makes a new account, and the old one keeps the same `sub`.
     let by_subject: Vec<(i64, String)> = match subject {
-        Some(s) => sqlx::query_as("SELECT id, email FROM users WHERE sso_subject = $1 ORDER BY id")
-            .bind(s)
-            .fetch_all(&mut *tx)
-            .await?,
+        Some(s) => {
+            sqlx::query_as("SELECT id, email FROM users WHERE sso_subject = $1 ORDER BY id")
+                .bind(s)
+                .fetch_all(&mut *tx)
+                .await?
+        }
         None => Vec::new(),
     };
-    let users: Vec<(i64, Option<String>)> = match by_email {
-        Some(a) if !by_subject.is_empty() && !by_subject.iter().any(|(id, _)| *id == a) => {
+    // The accounts signed out, each with the address its audit row names; an unknown user
+    // gets one row naming nobody.
+    let accounts: Vec<(Option<i64>, Option<String>)> = match by_email {
+        Some(a) if by_subject.is_empty() => vec![(Some(a), audit.email.clone())],
+        Some(a) if !by_subject.iter().any(|(id, _)| *id == a) => {
             return Ok(Err(SsoLogoutError::Ambiguous));
         }
-        Some(a) if by_subject.is_empty() => vec![(a, audit.email.clone())],
-        _ => by_subject.into_iter().map(|(id, e)| (id, Some(e))).collect(),
+        _ if by_subject.is_empty() => vec![(None, audit.email.clone())],
+        _ => by_subject
+            .into_iter()
+            .map(|(id, e)| (Some(id), Some(e)))
+            .collect(),
     };
     let mut total = 0;
-    // One audit row per account, naming it; an unknown user gets one row naming nobody.
-    let rows = users.iter().map(|(id, e)| (Some(*id), e.clone()));
-    let nobody = users.is_empty().then(|| (None, audit.email.clone()));
-    for (user_id, email) in rows.chain(nobody) {
+    for (user_id, email) in accounts {
         let mut n = 0;
         if let Some(uid) = user_id {
             n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")

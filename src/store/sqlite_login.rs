@@ -520,7 +520,7 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
     .execute(params![&s.id_hash[..], user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
     // As `end_replaced_session` in queries.rs: only another user's session.
     if let Some(old) = &s.replaces {
-        tx.prepare_cached("DELETE FROM sessions WHERE id_hash = ?1 AND user_id <> ?2")?
+        tx.prepare_cached(super::END_REPLACED_SESSION_SQL)?
             .execute(params![&old[..], user_id])?;
     }
     audit.push("sso_login", "success", None, json!({"created": created}));

@@ -150,7 +150,7 @@ both_backends! {
             assert_eq!(rows[0]["reason"], "invalid_credentials");
             assert_eq!(rows[0]["email"], Value::Null, "{rows:?}");
         }
-        assert!(!app.audit_events("kind=password_login&limit=100").await.iter().any(|r| r.to_string().contains("hunter2")));
+        assert!(!app.audit_events("kind=password_login&limit=100").await.iter().any(|r| r.to_string().to_lowercase().contains("hunter2")));
     }
 
     async fn cookie_authenticated_writes_need_same_origin(mut app) {
@@ -983,11 +983,15 @@ async fn session_cutoffs_do_not_apply_to_a_lifetime_fixed_by_the_environment() {
 }
 
 /// Sends `head` (and nothing more) on a new connection and returns what the server answers
-/// before it closes the connection; `None` if it stays open 10 s.
-async fn answer_to_a_stalled_request(app: &TestApp, head: &str) -> Option<String> {
+/// before it closes the connection, and when it closed it; `None` if it stays open 10 s.
+async fn answer_to_a_stalled_request(
+    app: &TestApp,
+    head: &str,
+) -> Option<(String, std::time::Duration)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     conn.write_all(head.as_bytes()).await.unwrap();
+    let sent = std::time::Instant::now();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -995,8 +999,12 @@ async fn answer_to_a_stalled_request(app: &TestApp, head: &str) -> Option<String
     )
     .await;
     // A reset after the answer (the body was never read) ends the read too.
-    read.ok()
-        .map(|_| String::from_utf8_lossy(&answer).into_owned())
+    read.ok().map(|_| {
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            sent.elapsed(),
+        )
+    })
 }
 
 /// Clients that stall (slowloris): a request's headers, and then its body, must arrive within
@@ -1008,23 +1016,29 @@ async fn stalled_clients_are_cut_off_after_the_client_timeout() {
         "1".to_owned(),
     )]);
     let app = spawn_app_with_env(Backend::Sqlite, env).await.unwrap();
+    // Not before the limit (a timer does not fire early), and within the test's 10 s.
+    let after_the_limit = |took: std::time::Duration| took >= std::time::Duration::from_millis(900);
     // A connection that sends nothing, and headers that never end: closed, with no answer.
     for head in ["", "GET /api/health HTTP/1.1\r\nHost: x\r\n"] {
-        let answer = answer_to_a_stalled_request(&app, head)
+        let (answer, took) = answer_to_a_stalled_request(&app, head)
             .await
             .expect("closed");
         assert!(answer.is_empty(), "{head:?}: {answer}");
+        assert!(after_the_limit(took), "{head:?}: closed after {took:?}");
     }
     // An idle keep-alive connection is closed too, after its answer.
-    let answer = answer_to_a_stalled_request(&app, "GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("closed once idle");
+    let (answer, took) =
+        answer_to_a_stalled_request(&app, "GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("closed once idle");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(after_the_limit(took), "closed after {took:?}");
     // A body that stops coming: 400 naming the body.
     let head = "POST /api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"username\":";
-    let answer = answer_to_a_stalled_request(&app, head)
+    let (answer, took) = answer_to_a_stalled_request(&app, head)
         .await
         .expect("answered");
+    assert!(after_the_limit(took), "answered after {took:?}");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
         answer.contains("\"validation_failed\"") && answer.contains("did not arrive within 1 s"),
@@ -1034,7 +1048,7 @@ async fn stalled_clients_are_cut_off_after_the_client_timeout() {
     // time limit (the default, 130 s) is far longer than the answer may take here (10 s).
     let patient = spawn_app(Backend::Sqlite).await.unwrap();
     let head = "POST /api/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n";
-    let answer = answer_to_a_stalled_request(&patient, head)
+    let (answer, _) = answer_to_a_stalled_request(&patient, head)
         .await
         .expect("answered at once");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
@@ -1092,7 +1106,8 @@ async fn an_address_stored_before_the_current_rules_can_be_kept_on_edit() {
 /// address: ten wrong guesses, then even the right password waits.
 #[tokio::test]
 async fn an_account_under_a_legacy_address_is_throttled_by_it() {
-    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let mut app = spawn_app(Backend::Sqlite).await.unwrap();
+    app.login_admin().await;
     let legacy = "e\u{0301}lodie@exemple.fr";
     app.create_user(legacy, Some("password123"), false).await;
     let login = |password: &'static str| {
@@ -1117,4 +1132,9 @@ async fn an_account_under_a_legacy_address_is_throttled_by_it() {
     )
     .await;
     assert_eq!(app.login_failures(&format!("email:{legacy}")).await, 10);
+    // The failures are recorded under the account's address.
+    let rows = app
+        .audit_events("kind=password_login&outcome=failure&limit=1")
+        .await;
+    assert_eq!(rows[0]["email"], json!(legacy));
 }

@@ -426,21 +426,7 @@ async fn the_setup_form_shows_its_errors_in_place() {
         page.contains("id=\"setup-form\"") && page.contains("at most 254 characters"),
         "{page}"
     );
-    let taken = latchkey::store::NewUser {
-        email: "early@example.com".into(),
-        first_name: None,
-        last_name: None,
-        password_hash: None,
-        is_superuser: false,
-        now: now(),
-    };
-    app.store
-        .create_user(
-            &taken,
-            &latchkey::store::AuditRecord::success(now(), "user_created"),
-        )
-        .await
-        .unwrap();
+    app.create_user("early@example.com", None, false).await;
     let form = [
         ("token", token.as_str()),
         ("email", "Early@Example.com"),
@@ -670,6 +656,10 @@ async fn empty_admin_lists_say_why() {
     assert!(!page.contains("No one yet"), "{page}");
     // "Previous" goes to the last page that has anyone (the first, here), not to page 998.
     assert!(!page.contains("page=998"), "{page}");
+    assert!(
+        page.contains("href=\"/admin/people\" rel=\"prev\""),
+        "{page}"
+    );
 
     // The audit log filtered by an email no account has shows no event, and says where
     // failed sign-ins under it are.
