@@ -11,13 +11,14 @@
 //!    while commits made during the previous one added many pages (each round copies only
 //!    those, so the rounds get shorter);
 //! 2. if the log was long ([`TAIL_FRAMES`]), a last PASSIVE checkpoint, which the SSO login
-//!    writer (which commits nearly all of the log) runs itself on its own connection right
-//!    after its next commit, while it still holds the write connection, so that no commit
-//!    lands meanwhile: it copies only what was committed during the last round, and the next
+//!    writer (which commits nearly all of the log) runs on its own connection right after its
+//!    next commit, while it still holds the write connection, so that no commit lands
+//!    meanwhile: it copies only what was committed during the last round, and the next
 //!    commit starts the log again from its beginning. Without this step a writer that never
-//!    pauses keeps the log growing for ever. Thanks to the rounds of step 1 the rest is short:
-//!    run on the writer's thread it takes well under a millisecond, while waiting for this
-//!    thread to do it took 2–3 ms of held-back logins on a shared core;
+//!    pauses keeps the log growing for ever. Thanks to the rounds of step 1 the rest is short
+//!    (waiting for this thread to do it took 2–3 ms of held-back logins on a shared core), but
+//!    its two `fsync`s still wait for the disk, so the writer runs it on a thread for blocking
+//!    work and the runtime goes on serving requests meanwhile (`sqlite_login::finish_log`);
 //! 3. should the log reach [`RESTART_FRAMES`] all the same (other writers that never pause),
 //!    a RESTART checkpoint, SQLite's own way to force a restart: it holds writers back, and
 //!    they wait for it in the busy handler.

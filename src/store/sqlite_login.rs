@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
@@ -210,7 +210,9 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
             if batch.is_empty() {
                 break;
             }
-            run_on_connection(logins, batch);
+            if run_on_connection(logins, batch) {
+                finish_log(&pools.logins).await;
+            }
             if held.elapsed() >= HOLD_FOR {
                 break;
             }
@@ -245,8 +247,9 @@ async fn gather(logins: &Logins) {
     }
 }
 
-/// Runs the batch on the login connection, opened if need be, then tells the checkpoints.
-fn run_on_connection(logins: &Logins, batch: Vec<Job>) {
+/// Runs the batch on the login connection, opened if need be, then tells the checkpoints;
+/// whether the log is to be finished now ([`finish_log`]).
+fn run_on_connection(logins: &Logins, batch: Vec<Job>) -> bool {
     let mut db = lock(&logins.db);
     let LoginDb { target, conn } = &mut *db;
     if conn.is_none()
@@ -258,19 +261,37 @@ fn run_on_connection(logins: &Logins, batch: Vec<Job>) {
         }
     }
     let Some(c) = conn else {
-        return fail_all(batch, &Error::DatabaseUnavailable);
+        fail_all(batch, &Error::DatabaseUnavailable);
+        return false;
     };
     run_batch(c, batch);
-    if let Some(checkpoints) = &logins.checkpointer {
-        // Step 2 of `sqlite_checkpoint`, right after this commit and before any other: the
-        // checkpoint thread has copied nearly all of the log, so this copies the short rest,
-        // and the next commit starts the log from its beginning.
-        if checkpoints.tail_wanted()
+    let Some(checkpoints) = &logins.checkpointer else {
+        return false;
+    };
+    checkpoints.nudge();
+    checkpoints.tail_wanted()
+}
+
+/// Step 2 of `sqlite_checkpoint`, right after a commit and before any other (the caller
+/// still holds the write connection): the checkpoint thread has copied nearly all of the log,
+/// so this copies the short rest, and the next commit starts the log from its beginning.
+/// It waits for two `fsync`s of the disk, so it runs on a thread for blocking work: on the
+/// runtime's own thread it held up every request, not only the logins, for their length
+/// (5–10 ms on a slow disk, the largest part of the returning logins' p99). Meanwhile the
+/// runtime goes on reading requests and checking tokens, and their logins join the next batch.
+async fn finish_log(logins: &Arc<Logins>) {
+    let logins = Arc::clone(logins);
+    let finished = tokio::task::spawn_blocking(move || {
+        let db = lock(&logins.db);
+        if let Some(c) = &db.conn
             && let Err(e) = super::sqlite_checkpoint::passive(c)
         {
             tracing::warn!(error = %e, "checkpoint failed");
         }
-        checkpoints.nudge();
+    })
+    .await;
+    if let Err(e) = finished {
+        tracing::warn!(error = %e, "checkpoint failed");
     }
 }
 
