@@ -8,18 +8,6 @@ pub const WINDOW_SECS: i64 = 3600;
 pub const PER_EMAIL: i64 = 10;
 pub const PER_IP: i64 = 50;
 
-/// The address a sign-in name stands for: the name itself when it is an address, else the
-/// address of an account stored under that exact name before today's address rules, else
-/// none. A name with none cannot sign in, so it gets no bucket of its own and counts only
-/// against its IP; what is typed into the name field is sometimes the password, and such a
-/// name is stored nowhere.
-pub async fn account_address(store: &Store, name: &str) -> Result<Option<String>> {
-    if crate::domain::email::Email::parse(name).is_ok() {
-        return Ok(Some(name.to_owned()));
-    }
-    Ok(store.find_user_by_email(name).await?.map(|f| f.user.email))
-}
-
 /// The throttle bucket of an address (lower-cased, as accounts are stored).
 pub fn email_bucket(address: &str) -> String {
     format!("email:{}", address.to_lowercase())

@@ -252,7 +252,14 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     if path == "/auth/sso" || path.starts_with("/auth/sso/") {
         res = crate::http::sso::sso_headers(res);
     }
+    let too_large = res.status() == StatusCode::PAYLOAD_TOO_LARGE;
     let h = res.headers_mut();
+    // A body refused as too large is left unread (at once, when its declared length is over
+    // the limit), so the connection cannot carry another request: saying so keeps a client
+    // from sending its next one on a connection that is about to close.
+    if too_large {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
     }

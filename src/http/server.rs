@@ -63,6 +63,7 @@ pub async fn serve(
     drop(listener);
     connections.shutdown().await;
 }
+
 /// The next connection. Errors of one connection (reset before it was accepted) are
 /// skipped; others (out of file descriptors) are logged and retried a second later, as
 /// `axum::serve` does.

@@ -173,9 +173,9 @@ impl Def {
                 if s.chars().count() < 32 {
                     return Err("must be at least 32 characters long (use Generate key)".into());
                 }
-                // Blanks, visible or not, and control characters are no key. Checked at load too, so that such a
-                // value stored by an earlier version leaves HS256 off instead of verifying
-                // tokens with it.
+                // Blanks, visible or not, and control characters are no key. Checked at load
+                // too, so that such a value stored by an earlier version leaves HS256 off
+                // instead of verifying tokens with it.
                 if s.chars().all(|c| {
                     c.is_whitespace()
                         || c.is_control()

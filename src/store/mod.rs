@@ -706,7 +706,8 @@ const AUDIT_COLUMNS: &str =
     "at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details";
 
 /// Ends the session a login replaces when it is another user's (`$1`: its stored key, `$2`:
-/// the user signing in): `queries::end_replaced_session` and the SQLite login writer.
+/// the user signing in): `queries::end_replaced_session` and the SQLite login writer (the
+/// PostgreSQL SSO login has it as a `WITH` clause of its session statement).
 const END_REPLACED_SESSION_SQL: &str = "DELETE FROM sessions WHERE id_hash = $1 AND user_id <> $2";
 
 /// A user's groups, by id (`$1`: the user id). Both backends and the rusqlite session read

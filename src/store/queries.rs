@@ -892,7 +892,7 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
     .bind(&s.user_agent)
     .execute(&mut *tx)
     .await?;
-    end_replaced_session(&mut tx, s, s.user_id).await?;
+    end_replaced_session(&mut tx, s).await?;
     insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(true)
@@ -902,11 +902,11 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
 /// session planted in the browser before the sign-in, or the previous user's. The user's own
 /// session stays, so that a callback submitted twice (the second is the replay SPEC §4.3 lets
 /// through for a browser signed in as that user) does not sign them out.
-async fn end_replaced_session(conn: &mut Conn, s: &NewSession, user_id: i64) -> Result<()> {
+async fn end_replaced_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
     if let Some(old) = &s.replaces {
         sqlx::query(super::END_REPLACED_SESSION_SQL)
             .bind(&old[..])
-            .bind(user_id)
+            .bind(s.user_id)
             .execute(&mut *conn)
             .await?;
     }
@@ -1523,10 +1523,19 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         "success",
         serde_json::json!({"created": created}),
     ));
-    // The session and the audit rows in one statement.
+    // The session and the audit rows in one statement, with the end of the session the
+    // login replaces (as `end_replaced_session` does).
     let s = &l.session;
-    let mut q = sqlx::QueryBuilder::new(
-        "WITH s AS (INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) VALUES (",
+    let mut q = sqlx::QueryBuilder::new("WITH ");
+    if let Some(old) = &s.replaces {
+        q.push("r AS (DELETE FROM sessions WHERE id_hash = ")
+            .push_bind(&old[..])
+            .push(" AND user_id <> ")
+            .push_bind(user_id)
+            .push("), ");
+    }
+    q.push(
+        "s AS (INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) VALUES (",
     );
     let mut values = q.separated(", ");
     values
@@ -1541,7 +1550,6 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
     q.push(")) ");
     push_audit_insert(&mut q, &audit);
     q.build().execute(&mut *tx).await?;
-    end_replaced_session(&mut tx, s, user_id).await?;
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),

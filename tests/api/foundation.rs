@@ -500,6 +500,9 @@ both_backends! {
         assert_eq!(app.stored_setting("jwt-issuer").await, None);
         let big = format!("{{\"x\": \"{}\"}}", "a".repeat(1_100_000));
         let res = app.admin(Method::PUT, "/api/setting").header("content-type", "application/json").body(big).send().await.unwrap();
+        // The body was not read, so the connection closes, and the answer says so: the next
+        // request must not be sent on it.
+        assert_eq!(res.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
         assert_error(res, 413, "body_too_large").await;
         let res = app.client.get(app.url("/no/such/page")).send().await.unwrap();
         assert_error(res, 404, "not_found").await;

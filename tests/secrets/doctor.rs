@@ -114,7 +114,7 @@ cli_both_backends! {
         let mut ids = Vec::new();
         for email in ["\u{FF4F}ld@example.com", "élodie@exemple.fr"] {
             let new = latchkey::store::NewUser { email: email.into(), first_name: None, last_name: None, password_hash: None, is_superuser: false, now: 1 };
-            ids.push(store.create_user(&new, &latchkey::store::AuditRecord::success(1, "user_created")).await.expect("user").id);
+            ids.push(store.create_user(&new, &crate::support::audit_stub("user_created")).await.expect("user").id);
         }
         store.close().await;
 

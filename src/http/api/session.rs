@@ -165,9 +165,17 @@ async fn check_password_login(
     let email = username.trim().to_lowercase().replace('\0', "\u{FFFD}");
     let now = crate::clock::now();
     let mut failure = audit(ctx, "password_login", "failure");
-    // Only an account's address is recorded and throttled by: what is typed into the name
-    // field is sometimes the password, and passwords never reach the audit log (SPEC §4.8).
-    let address = throttle::account_address(&state.store, &email).await?;
+    // The account is read once: for its password below, and for the address this attempt is
+    // recorded and throttled by. Only an address is: what is typed into the name field is
+    // sometimes the password, and passwords never reach the audit log (SPEC §4.8). A name
+    // that is not an address stands for the account stored under it before today's address
+    // rules, if there is one; else it counts only against its IP.
+    let found = state.store.find_user_by_email(&email).await?;
+    let address = if Email::parse(&email).is_ok() {
+        Some(email.clone())
+    } else {
+        found.as_ref().map(|f| f.user.email.clone())
+    };
     let email_bucket = address.as_deref().map(throttle::email_bucket);
     failure.email = address;
     let mut buckets: Vec<_> = email_bucket
@@ -193,7 +201,7 @@ async fn check_password_login(
         }
         Err(e) => return Err(e),
     };
-    let judged = judge_password(state, &email, password).await;
+    let judged = judge_password(state, found, password).await;
     let user = match judged {
         Ok(Ok(user)) => user,
         Ok(Err(user_id)) => {
@@ -209,18 +217,14 @@ async fn check_password_login(
             return Err(e);
         }
     };
-    state
-        .store
-        .forget_login_failures(email_bucket.as_deref(), &reserved)
-        .await?;
     let mut success = audit(ctx, "password_login", "success");
     success.user_id = Some(user.id);
     success.actor_id = Some(user.id);
     success.email = Some(user.email.clone());
     let token = match open_session(state, ctx, user.id, "password", success, replaces).await {
         Err(Error::InvalidCredentials) => {
-            // Deactivated while the password was checked: refused, and recorded, as a
-            // deactivated account's password is.
+            // Deactivated while the password was checked: refused, recorded and counted
+            // (the reserved failure stays) as a deactivated account's password is.
             failure.user_id = Some(user.id);
             failure.reason = Some("invalid_credentials".into());
             state.store.audit(&failure).await?;
@@ -228,22 +232,27 @@ async fn check_password_login(
         }
         other => other?,
     };
+    // The session is stored: the login stands. Should the reserved failure not go away, it
+    // is one more counted attempt, not a reason to refuse a signed-in user.
+    if let Err(e) = state
+        .store
+        .forget_login_failures(email_bucket.as_deref(), &reserved)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot clear a successful login's reserved failure");
+    }
     Ok((token, user))
 }
 
-/// Checks the password of the account at `email`: `Ok(Ok(user))` when it is right and the
-/// account active, else `Ok(Err(the account's id, if there is one))`. Unknown accounts cost
-/// the same argon2 time.
+/// Checks the password of the account `found` under the sign-in name: `Ok(Ok(user))` when it
+/// is right and the account active, else `Ok(Err(the account's id, if there is one))`.
+/// Unknown accounts, and passwords too long to hash, cost the same argon2 time.
 async fn judge_password(
     state: &AppState,
-    email: &str,
+    found: Option<crate::store::UserWithPassword>,
     password: String,
 ) -> Result<std::result::Result<crate::store::User, Option<i64>>> {
-    let found = if password.len() > password::MAX_PASSWORD_BYTES {
-        None
-    } else {
-        state.store.find_user_by_email(email).await?
-    };
+    let found = found.filter(|_| password.len() <= password::MAX_PASSWORD_BYTES);
     let phc = found.as_ref().and_then(|f| f.password_hash.clone());
     let ok = state.passwords.verify(password, phc).await?;
     Ok(match found {
