@@ -384,35 +384,27 @@ fn run_alone(db: &mut rusqlite::Connection, job: &Job) -> R<SsoOutcome> {
 
 type R<T> = rusqlite::Result<T>;
 
-/// The user columns a login writes and answers with (`login_attributes` is the login's own);
-/// a macro, so that the statements below are constants (`concat!`).
-macro_rules! login_user_columns {
-    () => {
-        "id, email, first_name, last_name, password_hash IS NOT NULL, sso_source, sso_subject, \
-         is_active, is_superuser, created_at, updated_at, last_login"
-    };
-}
-const INSERT_USER: &str = concat!(
-    "INSERT OR FAIL INTO users (email, first_name, last_name, sso_source, sso_subject, is_active, is_superuser, \
-     login_attributes, created_at, updated_at, last_login) VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6) \
-     ON CONFLICT (email) DO NOTHING RETURNING ",
-    login_user_columns!()
-);
-const UPDATE_USER: &str = concat!(
-    "UPDATE OR FAIL users SET first_name = COALESCE(?2, first_name), last_name = COALESCE(?3, last_name), \
-     login_attributes = ?4, sso_source = 'jwt', sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, \
-     last_login = ?6 WHERE email = ?1 AND is_active = TRUE RETURNING ",
-    login_user_columns!()
-);
+/// The user a login is for, as it is before the login (`None`: not there yet).
+const FIND_USER: &str = "SELECT id, first_name, last_name, password_hash IS NOT NULL, sso_subject, \
+     is_active, is_superuser, created_at FROM users WHERE email = ?1";
+/// No `RETURNING` on the two writes below: SQLite gathers what a statement returns in a
+/// temporary table, made and dropped at every run. What the row holds afterwards is known
+/// from the read above and from what the login writes.
+const INSERT_USER: &str = "INSERT OR FAIL INTO users (email, first_name, last_name, sso_source, sso_subject, \
+     is_active, is_superuser, login_attributes, created_at, updated_at, last_login) \
+     VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6)";
+const UPDATE_USER: &str = "UPDATE OR FAIL users SET first_name = COALESCE(?2, first_name), \
+     last_name = COALESCE(?3, last_name), login_attributes = ?4, sso_source = 'jwt', \
+     sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, last_login = ?6 WHERE id = ?1";
 
 /// One login inside the batch's transaction. A refused login leaves the database as it
 /// found it; an error leaves it for the caller to roll back. Hence `OR FAIL` on every
 /// write: a failed statement need not undo its own earlier rows (the whole transaction
 /// goes), so SQLite keeps no statement journal for it, a copy of each page it touches.
 ///
-/// The same rules as `queries.rs::sso_login` in fewer statements: the user is inserted (or,
-/// being there already, updated) with `RETURNING`, which also gives the answer, and the
-/// login's audit rows go in with one multi-row insert at the end.
+/// The same rules as `queries.rs::sso_login` in fewer statements: the user is read by its
+/// address and then updated or inserted (the answer is made from what was read and written),
+/// and the login's audit rows go in with one multi-row insert at the end.
 fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
     let fresh = tx
         .prepare_cached(
@@ -424,61 +416,89 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
     }
     let now = l.session.now;
     let attrs = Value::Object(l.login_attributes.clone()).to_string();
-    let row = |r: &rusqlite::Row<'_>| {
-        Ok(User {
-            id: r.get(0)?,
-            email: r.get(1)?,
-            first_name: r.get(2)?,
-            last_name: r.get(3)?,
-            has_password: r.get(4)?,
-            sso_source: r.get(5)?,
-            sso_subject: r.get(6)?,
-            is_active: r.get(7)?,
-            is_superuser: r.get(8)?,
-            login_attributes: l.login_attributes.clone(),
-            created_at: r.get(9)?,
-            updated_at: r.get(10)?,
-            last_login: r.get(11)?,
+    // The user is read first, as on PostgreSQL: most logins are of users who are there
+    // already, and for them the update then finds the row by its id.
+    let found = tx
+        .prepare_cached(FIND_USER)?
+        .query_row(params![l.email], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                email: l.email.clone(),
+                first_name: r.get(1)?,
+                last_name: r.get(2)?,
+                has_password: r.get(3)?,
+                sso_source: Some("jwt".to_owned()),
+                sso_subject: r.get(4)?,
+                is_active: r.get(5)?,
+                is_superuser: r.get(6)?,
+                login_attributes: Map::new(),
+                created_at: r.get(7)?,
+                updated_at: now,
+                last_login: Some(now),
+            })
         })
+        .optional()?;
+    let refused = match &found {
+        Some(u) if !u.is_active => Some(SsoOutcome::Deactivated),
+        None if !l.provisioning_enabled => Some(SsoOutcome::NotProvisioned),
+        _ => None,
     };
-    let inserted = if l.provisioning_enabled {
-        tx.prepare_cached(INSERT_USER)?
-            .query_row(
-                params![l.email, l.first_name, l.last_name, l.subject, attrs, now],
-                row,
-            )
-            .optional()?
-    } else {
-        None
-    };
-    let (mut user, created) = match inserted {
-        Some(user) => (user, true),
-        None => {
-            let updated = tx
-                .prepare_cached(UPDATE_USER)?
-                .query_row(
-                    params![l.email, l.first_name, l.last_name, attrs, l.subject, now],
-                    row,
-                )
-                .optional()?;
-            match updated {
-                Some(user) => (user, false),
-                None => {
-                    // Refused: the token is not used up after all.
-                    tx.prepare_cached("DELETE FROM replay_records WHERE token_key = ?1")?
-                        .execute(params![l.replay_key])?;
-                    let exists = tx
-                        .prepare_cached("SELECT 1 FROM users WHERE email = ?1")?
-                        .exists(params![l.email])?;
-                    return Ok(if exists {
-                        SsoOutcome::Deactivated
-                    } else {
-                        SsoOutcome::NotProvisioned
-                    });
-                }
+    if let Some(refused) = refused {
+        // The token is not used up after all.
+        tx.prepare_cached("DELETE FROM replay_records WHERE token_key = ?1")?
+            .execute(params![l.replay_key])?;
+        return Ok(refused);
+    }
+    let (mut user, created) = match found {
+        Some(mut u) => {
+            tx.prepare_cached(UPDATE_USER)?.execute(params![
+                u.id,
+                l.first_name,
+                l.last_name,
+                attrs,
+                l.subject,
+                now
+            ])?;
+            // What the update wrote (`COALESCE`: a missing name or subject is kept).
+            if l.first_name.is_some() {
+                u.first_name = l.first_name.clone();
             }
+            if l.last_name.is_some() {
+                u.last_name = l.last_name.clone();
+            }
+            if l.subject.is_some() {
+                u.sso_subject = l.subject.clone();
+            }
+            (u, false)
+        }
+        None => {
+            tx.prepare_cached(INSERT_USER)?.execute(params![
+                l.email,
+                l.first_name,
+                l.last_name,
+                l.subject,
+                attrs,
+                now
+            ])?;
+            let u = User {
+                id: tx.last_insert_rowid(),
+                email: l.email.clone(),
+                first_name: l.first_name.clone(),
+                last_name: l.last_name.clone(),
+                has_password: false,
+                sso_source: Some("jwt".to_owned()),
+                sso_subject: l.subject.clone(),
+                is_active: true,
+                is_superuser: false,
+                login_attributes: Map::new(),
+                created_at: now,
+                updated_at: now,
+                last_login: Some(now),
+            };
+            (u, true)
         }
     };
+    user.login_attributes = l.login_attributes.clone();
     let user_id = user.id;
     if created {
         add_member(tx, user_id, ALL_USERS_GROUP_ID)?;

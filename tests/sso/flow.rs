@@ -272,7 +272,12 @@ both_backends! {
             .send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let body = body_json(res).await;
-        assert!(body["id"].as_str().is_some_and(|s| s != id), "a new session: {body}");
+        let second = body["id"].as_str().unwrap();
+        assert_ne!(second, id, "a new session");
+        // A returning login answers the user as stored: names it did not carry are kept.
+        assert_eq!(body["user"]["first_name"], json!("Jo"));
+        assert_eq!(body["user"]["last_name"], json!(null));
+        assert_eq!(body["user"], me(&app, second).await);
     }
 
     async fn the_session_shows_lowercased_email_names_attributes_and_groups(mut app) {
