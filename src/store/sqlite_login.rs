@@ -397,6 +397,19 @@ const UPDATE_USER: &str = "UPDATE OR FAIL users SET first_name = COALESCE(?2, fi
      last_name = COALESCE(?3, last_name), login_attributes = ?4, sso_source = 'jwt', \
      sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, last_login = ?6 WHERE id = ?1";
 
+/// The user's row before the login ([`FIND_USER`]).
+#[derive(Default)]
+struct Found {
+    id: i64,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    has_password: bool,
+    sso_subject: Option<String>,
+    is_active: bool,
+    is_superuser: bool,
+    created_at: i64,
+}
+
 /// One login inside the batch's transaction. A refused login leaves the database as it
 /// found it; an error leaves it for the caller to roll back. Hence `OR FAIL` on every
 /// write: a failed statement need not undo its own earlier rows (the whole transaction
@@ -415,26 +428,22 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
         return Ok(SsoOutcome::Replayed);
     }
     let now = l.session.now;
-    let attrs = Value::Object(l.login_attributes.clone()).to_string();
+    let attrs = serde_json::to_string(&l.login_attributes)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     // The user is read first, as on PostgreSQL: most logins are of users who are there
     // already, and for them the update then finds the row by its id.
     let found = tx
         .prepare_cached(FIND_USER)?
         .query_row(params![l.email], |r| {
-            Ok(User {
+            Ok(Found {
                 id: r.get(0)?,
-                email: l.email.clone(),
                 first_name: r.get(1)?,
                 last_name: r.get(2)?,
                 has_password: r.get(3)?,
-                sso_source: Some("jwt".to_owned()),
                 sso_subject: r.get(4)?,
                 is_active: r.get(5)?,
                 is_superuser: r.get(6)?,
-                login_attributes: Map::new(),
                 created_at: r.get(7)?,
-                updated_at: now,
-                last_login: Some(now),
             })
         })
         .optional()?;
@@ -449,8 +458,9 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
             .execute(params![l.replay_key])?;
         return Ok(refused);
     }
-    let (mut user, created) = match found {
-        Some(mut u) => {
+    let created = found.is_none();
+    let id = match &found {
+        Some(u) => {
             tx.prepare_cached(UPDATE_USER)?.execute(params![
                 u.id,
                 l.first_name,
@@ -459,17 +469,7 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
                 l.subject,
                 now
             ])?;
-            // What the update wrote (`COALESCE`: a missing name or subject is kept).
-            if l.first_name.is_some() {
-                u.first_name = l.first_name.clone();
-            }
-            if l.last_name.is_some() {
-                u.last_name = l.last_name.clone();
-            }
-            if l.subject.is_some() {
-                u.sso_subject = l.subject.clone();
-            }
-            (u, false)
+            u.id
         }
         None => {
             tx.prepare_cached(INSERT_USER)?.execute(params![
@@ -480,25 +480,27 @@ fn run(tx: &rusqlite::Connection, l: &Job) -> R<SsoOutcome> {
                 attrs,
                 now
             ])?;
-            let u = User {
-                id: tx.last_insert_rowid(),
-                email: l.email.clone(),
-                first_name: l.first_name.clone(),
-                last_name: l.last_name.clone(),
-                has_password: false,
-                sso_source: Some("jwt".to_owned()),
-                sso_subject: l.subject.clone(),
-                is_active: true,
-                is_superuser: false,
-                login_attributes: Map::new(),
-                created_at: now,
-                updated_at: now,
-                last_login: Some(now),
-            };
-            (u, true)
+            tx.last_insert_rowid()
         }
     };
-    user.login_attributes = l.login_attributes.clone();
+    // The row as the statement above left it (`COALESCE`: a name or subject the token does
+    // not carry is kept).
+    let found = found.unwrap_or_default();
+    let mut user = User {
+        id,
+        email: l.email.clone(),
+        first_name: l.first_name.clone().or(found.first_name),
+        last_name: l.last_name.clone().or(found.last_name),
+        has_password: found.has_password,
+        sso_source: Some("jwt".to_owned()),
+        sso_subject: l.subject.clone().or(found.sso_subject),
+        is_active: true,
+        is_superuser: found.is_superuser,
+        login_attributes: l.login_attributes.clone(),
+        created_at: if created { now } else { found.created_at },
+        updated_at: now,
+        last_login: Some(now),
+    };
     let user_id = user.id;
     if created {
         add_member(tx, user_id, ALL_USERS_GROUP_ID)?;
