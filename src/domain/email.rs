@@ -51,17 +51,24 @@ impl Email {
         if s.len() > 3 * MAX_EMAIL_LEN {
             return Err(EmailError::Invalid);
         }
-        // Reject on the raw input first: lower-casing must not be what makes it valid.
-        if s.chars().any(is_bad_char) {
-            return Err(EmailError::Invalid);
-        }
-        if !s.is_ascii() && !is_one_spelling(s) {
-            return Err(EmailError::Invalid);
-        }
-        let lowered = s.to_lowercase();
-        if lowered.chars().any(is_bad_char) {
-            return Err(EmailError::Invalid);
-        }
+        let lowered = if s.is_ascii() {
+            // The usual case, byte by byte: lower-casing ASCII changes letters only, so the
+            // lowered address has the same bad characters as the input.
+            if s.bytes().any(is_bad_ascii) {
+                return Err(EmailError::Invalid);
+            }
+            s.to_ascii_lowercase()
+        } else {
+            // Reject on the raw input first: lower-casing must not be what makes it valid.
+            if s.chars().any(is_bad_char) || !is_one_spelling(s) {
+                return Err(EmailError::Invalid);
+            }
+            let lowered = s.to_lowercase();
+            if lowered.chars().any(is_bad_char) {
+                return Err(EmailError::Invalid);
+            }
+            lowered
+        };
         if !(MIN_EMAIL_LEN..=MAX_EMAIL_LEN).contains(&lowered.len()) {
             return Err(EmailError::Invalid);
         }
@@ -100,6 +107,27 @@ impl Email {
 /// and the structural characters of quoted or bracketed address syntax.
 fn is_bad_char(c: char) -> bool {
     c.is_whitespace() || c.is_control() || is_invisible_format(c) || FORBIDDEN.contains(&c)
+}
+
+/// [`is_bad_char`] for an ASCII byte: the controls, the space (the only ASCII whitespace that
+/// is not a control) and [`FORBIDDEN`].
+fn is_bad_ascii(b: u8) -> bool {
+    matches!(
+        b,
+        0..=b' '
+            | 0x7f
+            | b'<'
+            | b'>'
+            | b'('
+            | b')'
+            | b','
+            | b';'
+            | b':'
+            | b'\\'
+            | b'"'
+            | b'['
+            | b']'
+    )
 }
 
 /// Characters that render as nothing or reorder text: an address containing one looks like
@@ -211,6 +239,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn the_ascii_check_refuses_what_the_character_check_refuses() {
+        for b in 0..=0x7f_u8 {
+            assert_eq!(is_bad_ascii(b), is_bad_char(char::from(b)), "byte {b:#04x}");
+        }
+    }
 
     fn ok(s: &str) -> String {
         Email::parse(s)

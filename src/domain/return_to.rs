@@ -43,7 +43,8 @@ const MAX_DECODE_ROUNDS: usize = 8;
 /// entries; unparseable or non-http(s) entries are ignored rather than failing the
 /// request, because a bad setting must not lock everybody out of signing in.
 ///
-/// `None` or an empty string means "no preference" and yields `base` joined with `/`.
+/// `None` or an empty string means "no preference" and yields `base` joined with `/`, as
+/// `/` itself does.
 pub fn parse_return_to(
     raw: Option<&str>,
     base: &Url,
@@ -51,8 +52,16 @@ pub fn parse_return_to(
 ) -> Result<Url, InvalidRedirect> {
     let base_origin = http_origin(base).ok_or(InvalidRedirect)?;
     let raw = match raw {
-        None | Some("") => {
-            let root = base.join("/").map_err(|_| InvalidRedirect)?;
+        // `/` (the most common target) is what the relative branch below would make of it.
+        None | Some("" | "/") => {
+            // A base that is its own origin's `/` already (the request's own base always
+            // is) is what joining `/` would give: no second parse.
+            let root = if base.path() == "/" && base.query().is_none() && base.fragment().is_none()
+            {
+                base.clone()
+            } else {
+                base.join("/").map_err(|_| InvalidRedirect)?
+            };
             check_origin(&root, &base_origin, &[])?;
             check_strict(&root)?;
             return Ok(root);
@@ -419,6 +428,26 @@ mod tests {
         let base = Url::parse("http://127.0.0.1:3000/").unwrap();
         let got = parse_return_to(None, &base, &[]).unwrap();
         assert_eq!(got.as_str(), "http://127.0.0.1:3000/");
+    }
+
+    #[test]
+    fn no_target_and_slash_give_the_bases_root_whatever_the_base() {
+        for base in [
+            "http://127.0.0.1:3000/",
+            "https://mb.example.com/metabase/",
+            "https://mb.example.com/?q=1",
+            "https://mb.example.com/#top",
+        ] {
+            let base = Url::parse(base).unwrap();
+            let root = base.join("/").unwrap();
+            for raw in [None, Some(""), Some("/")] {
+                assert_eq!(
+                    parse_return_to(raw, &base, &[]).unwrap(),
+                    root,
+                    "{base} {raw:?}"
+                );
+            }
+        }
     }
 
     // --- ordinary targets -------------------------------------------------

@@ -26,16 +26,34 @@ struct SsoParams {
     redirect: Option<String>,
 }
 
-fn params_from_pairs(pairs: impl Iterator<Item = (String, String)>) -> SsoParams {
+/// The first value of each parameter we know from a query or a form, decoded as
+/// `application/x-www-form-urlencoded`; the others are not copied. A pair without `%` or `+`
+/// (a token is base64url and dots) needs no decoding and is read in place: the general
+/// decoder goes through it byte by byte, about 3 % of a login's instructions for the token.
+fn params_from_form(form: &[u8]) -> SsoParams {
     let mut p = SsoParams::default();
-    for (k, v) in pairs {
-        let slot = match k.as_str() {
+    for pair in form.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
+        let (k, v) = if pair.contains(&b'%') || pair.contains(&b'+') {
+            match url::form_urlencoded::parse(pair).next() {
+                Some(kv) => kv,
+                None => continue,
+            }
+        } else {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, &[][..]),
+            };
+            (String::from_utf8_lossy(k), String::from_utf8_lossy(v))
+        };
+        let slot = match &*k {
             "jwt" => &mut p.jwt,
             "return_to" => &mut p.return_to,
             "redirect" => &mut p.redirect,
             _ => continue,
         };
-        slot.get_or_insert(v);
+        if slot.is_none() {
+            *slot = Some(v.into_owned());
+        }
     }
     p
 }
@@ -92,8 +110,7 @@ pub async fn sso_get(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let params = params_from_pairs(url::form_urlencoded::parse(query.as_bytes()).into_owned());
+    let params = params_from_form(req.uri().query().unwrap_or("").as_bytes());
     // Boxed, here and in `sso_post`: the login's future is large (the store, the key
     // fetch), and the router moves the handler's future into a box of its own.
     Box::pin(handle(&state, &ctx, &headers, params, true))
@@ -140,7 +157,7 @@ pub async fn sso_post(
                 redirect: None,
             }
         } else {
-            params_from_pairs(url::form_urlencoded::parse(&body).into_owned())
+            params_from_form(&body)
         };
         Box::pin(handle(&state, &ctx, &headers, params, false)).await
     }
@@ -443,4 +460,44 @@ pub async fn dry_run(
     Ok(Json(
         sso::dry_run(&state.store, &eff, &keys, token, crate::clock::now()).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the general decoder makes of the same input: the first value of each key.
+    fn reference(form: &[u8]) -> [Option<String>; 3] {
+        let first = |key: &str| {
+            url::form_urlencoded::parse(form)
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        [first("jwt"), first("return_to"), first("redirect")]
+    }
+
+    #[test]
+    fn the_parameters_are_those_the_general_decoder_reads() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"jwt=a.b.c",
+            b"jwt=a.b.c&return_to=%2F",
+            b"return_to=/x?y&jwt=first&jwt=second",
+            b"&&jwt=&return_to",
+            b"jw%74=escaped-key&redirect=a+b%20c",
+            b"jwt=a%2Bb+c&jwt=plain",
+            b"jwt==two=equals&return_to=%ZZ",
+            b"redirect=%E2%82%AC&jwt=\xff\xfe",
+            b"jwt%3Dx=y&jwt",
+        ];
+        for form in cases {
+            let p = params_from_form(form);
+            assert_eq!(
+                [p.jwt, p.return_to, p.redirect],
+                reference(form),
+                "{}",
+                String::from_utf8_lossy(form)
+            );
+        }
+    }
 }
