@@ -17,9 +17,11 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultFields, DefaultVisitor, Format, Full, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
@@ -57,6 +59,7 @@ pub fn init(json: bool, buffered: bool) {
         (true, true) => builder.json().with_writer(Buffered).try_init(),
         (true, false) => builder.json().try_init(),
         (false, true) => builder
+            .fmt_fields(PlainFields)
             .event_format(Plain::default())
             .with_writer(Buffered)
             .try_init(),
@@ -232,6 +235,86 @@ where
     }
 }
 
+/// The fields of a line as tracing-subscriber's default field format writes them, without its
+/// colour code when there are no colours: it writes every field's name and `=` through the
+/// styling of its terminal colours, styles that do nothing off a terminal, which was about 1 %
+/// of an SSO login's instructions. The message, errors and `r#` names, whose escaping the
+/// default format owns, go through its own visitor; so does everything on a terminal.
+struct PlainFields;
+
+impl<'writer> FormatFields<'writer> for PlainFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        writer: Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        if writer.has_ansi_escapes() {
+            return DefaultFields::new().format_fields(writer, fields);
+        }
+        let mut visitor = PlainVisitor {
+            writer,
+            is_empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'writer> {
+    writer: Writer<'writer>,
+    is_empty: bool,
+    result: std::fmt::Result,
+}
+
+impl PlainVisitor<'_> {
+    /// One field through the default format's visitor, which pads it as this one does.
+    fn by_default(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut visitor);
+        self.result = visitor.finish();
+        self.is_empty = false;
+    }
+}
+
+impl Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        if field.name() == "message" {
+            self.by_default(|v| v.record_str(field, value));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.result.is_err() {
+            return;
+        }
+        self.by_default(|v| v.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        match field.name() {
+            "message" => self.by_default(|v| v.record_debug(field, value)),
+            // The `log` crate's metadata, which the line has shown already (as the default
+            // format skips it).
+            name if name.starts_with("log.") => {}
+            name if name.starts_with("r#") => self.by_default(|v| v.record_debug(field, value)),
+            name => {
+                let pad = if self.is_empty { "" } else { " " };
+                self.is_empty = false;
+                self.result = write!(self.writer, "{pad}{name}={value:?}");
+            }
+        }
+    }
+}
+
 /// Writes `at` as tracing-subscriber's `SystemTime` does (`2026-11-26T14:09:05.262820Z`),
 /// with the part up to the second cached per thread.
 fn write_timestamp(writer: &mut Writer<'_>, at: std::time::SystemTime) -> std::fmt::Result {
@@ -338,6 +421,22 @@ mod tests {
         crate::store::lock(&BUFFER).clear();
     }
 
+    /// An error with a source, for the line's `error` field.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("outer")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
     /// A `MakeWriter` that collects what is written.
     #[derive(Clone, Default)]
     struct Collect(std::sync::Arc<Mutex<Vec<u8>>>);
@@ -373,6 +472,18 @@ mod tests {
             let _inside = span.enter();
             tracing::info!(request_id = %"r-1", status = 302u16, latency_ms = 0.25, "request");
             tracing::warn!(reason = "quoted \"text\"", "refused");
+            tracing::info!(
+                r#type = "raw",
+                on = true,
+                n = 7u64,
+                "escape \u{1b}[31m in the message"
+            );
+            let failure = std::io::Error::other(Outer(std::io::Error::other("inner\u{1b}")));
+            tracing::warn!(
+                error = &failure as &(dyn std::error::Error + 'static),
+                "with a source"
+            );
+            tracing::info!(path = %"/a b", ratio = 1.5f64, "");
             drop(_inside);
             tracing::error!(error = %"disk full", "request failed");
             tracing::debug!("plain");
@@ -380,7 +491,10 @@ mod tests {
         };
         if plain {
             tracing::subscriber::with_default(
-                builder.event_format(Plain::default()).finish(),
+                builder
+                    .fmt_fields(PlainFields)
+                    .event_format(Plain::default())
+                    .finish(),
                 emit,
             );
         } else {
@@ -393,7 +507,7 @@ mod tests {
     #[test]
     fn plain_lines_are_the_default_format_lines() {
         let (ours, theirs) = (lines(true), lines(false));
-        assert_eq!(ours.lines().count(), 5, "{ours}");
+        assert_eq!(ours.lines().count(), 8, "{ours}");
         let after_clock = |s: &str| -> Vec<String> {
             s.lines()
                 .map(|l| l.get(27..).unwrap_or_default().to_owned())
