@@ -290,7 +290,8 @@ impl Visit for PlainVisitor<'_> {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if self.result.is_err() {
+        // A `log.` name is skipped there too, without the padding `by_default` accounts for.
+        if self.result.is_err() || field.name().starts_with("log.") {
             return;
         }
         self.by_default(|v| v.record_error(field, value));
