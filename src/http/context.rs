@@ -30,7 +30,7 @@ impl RequestContext {
     pub fn expected_origin(&self) -> String {
         match &self.site_origin {
             Some(origin) => origin.clone(),
-            None => url::Url::parse(&self.own_base)
+            None => parse_own_base(&self.own_base)
                 .map(|u| u.origin().ascii_serialization())
                 .unwrap_or_default(),
         }
@@ -212,15 +212,7 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                // At most 512 characters (a value of at most 512 bytes has no more).
-                let end = if s.len() <= 512 {
-                    s.len()
-                } else {
-                    s.char_indices().nth(512).map_or(s.len(), |(i, _)| i)
-                };
-                s[..end].to_owned()
-            }),
+            .map(|s| at_most_chars(s, 512).to_owned()),
         site_origin,
         own_base,
         https: forwarded_https,
@@ -317,6 +309,11 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
     res
 }
 
+/// The first `n` characters of `s` (all of it when it is shorter).
+fn at_most_chars(s: &str, n: usize) -> &str {
+    &s[..s.char_indices().nth(n).map_or(s.len(), |(i, _)| i)]
+}
+
 /// A client-sent string as the log shows it: control characters (C0, DEL and C1, e.g. the
 /// CSI that starts a terminal escape, or NEL), the line and paragraph separators and the
 /// invisible format characters (bidirectional and zero-width ones, the same set the email
@@ -406,6 +403,17 @@ mod tests {
         );
         // A backslash is doubled: a path cannot pass for an escaped character.
         assert_eq!(shown("/a\\u{a}"), "/a\\\\u{a}");
+    }
+
+    #[test]
+    fn a_user_agent_keeps_its_first_512_characters() {
+        assert_eq!(at_most_chars("curl/8", 512), "curl/8");
+        let ascii = "a".repeat(600);
+        assert_eq!(at_most_chars(&ascii, 512), &ascii[..512]);
+        // Characters, not bytes: 512 two-byte characters are 1,024 bytes.
+        let accented = "é".repeat(600);
+        assert_eq!(at_most_chars(&accented, 512), "é".repeat(512));
+        assert_eq!(at_most_chars(&"é".repeat(512), 512), "é".repeat(512));
     }
 
     #[test]

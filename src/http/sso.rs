@@ -58,6 +58,14 @@ fn params_from_form(form: &[u8]) -> SsoParams {
     p
 }
 
+/// `String::from_utf8_lossy`, through the faster check of valid UTF-8 first.
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(valid) => std::borrow::Cow::Borrowed(valid),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Every `/auth/sso` response keeps the token out of referrers and caches (SPEC §4.7); added
 /// by `context::finish` to every response under `/auth/sso`, the router's own (405) included.
 pub(super) fn sso_headers(mut res: Response) -> Response {
@@ -460,14 +468,6 @@ pub async fn dry_run(
     Ok(Json(
         sso::dry_run(&state.store, &eff, &keys, token, crate::clock::now()).await?,
     ))
-}
-
-/// `String::from_utf8_lossy`, through the faster check of valid UTF-8 first.
-fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(valid) => std::borrow::Cow::Borrowed(valid),
-        Err(_) => String::from_utf8_lossy(bytes),
-    }
 }
 
 #[cfg(test)]
