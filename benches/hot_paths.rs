@@ -7,7 +7,7 @@ use divan::{Bencher, black_box};
 use latchkey::domain::group_mappings::GroupMappings;
 use latchkey::domain::return_to::{location, parse_return_to};
 use latchkey::sso::claims::{AttributeNames, group_diff, user_fields};
-use latchkey::sso::keys::KeySet;
+use latchkey::sso::keys::{KeySet, SharedSecret};
 use latchkey::sso::verify::{TokenPurpose, VerifyPolicy, sign_hmac, verify};
 use serde_json::{Map, Value, json};
 
@@ -31,9 +31,10 @@ fn claims() -> Map<String, Value> {
 fn bench_verify(bencher: Bencher, token: String) {
     let algorithms = vec!["HS256".to_owned()];
     let keys = KeySet::default();
+    let secret = SharedSecret::new(SECRET);
     let policy = VerifyPolicy {
         algorithms: &algorithms,
-        shared_secret: Some(SECRET),
+        shared_secret: Some(&secret),
         keys: &keys,
         issuer: None,
         audience: None,

@@ -43,6 +43,8 @@ pub struct Effective {
     /// [`Effective::jwt_key_usable`]'s. The setting's validator refused bad keys when they
     /// were saved; one that no longer parses is skipped rather than failing every sign-in.
     pub pem_keys: Arc<[crate::sso::keys::VerifyingKey]>,
+    /// The HMAC keys of `jwt-shared-secret`, made once per settings load; `None` when unset.
+    pub shared_secret: Option<Arc<crate::sso::keys::SharedSecret>>,
 }
 
 /// Rows of the settings table that are no setting: when `session-max-age-minutes` or
@@ -108,10 +110,16 @@ impl Effective {
         let pem_keys = crate::sso::keys::parse_pem_list(&pem_list)
             .map(Arc::from)
             .unwrap_or_else(|_| Arc::from(Vec::new()));
+        // Metabase's key encoding: the UTF-8 bytes of the string, never hex-decoded.
+        let shared_secret = values
+            .get("jwt-shared-secret")
+            .and_then(Value::as_str)
+            .map(|secret| Arc::new(crate::sso::keys::SharedSecret::new(secret.as_bytes())));
         Effective {
             values,
             env_fixed: env_fixed.clone(),
             pem_keys,
+            shared_secret,
             sessions_created_before: cutoff(SESSIONS_ENDED_CREATED, "session-max-age-minutes"),
             sessions_seen_before: cutoff(SESSIONS_ENDED_SEEN, "session-idle-timeout-minutes"),
             stored,

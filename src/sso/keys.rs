@@ -19,6 +19,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self as lc, ParsedPublicKey};
 use base64::Engine as _;
 use base64::alphabet;
@@ -167,6 +168,53 @@ impl VerifyingKey {
             }
             (KeySource::Jwks, None) => format!("JWKS key without kid ({})", self.kind.name()),
         }
+    }
+}
+
+/// The HMAC keys of `jwt-shared-secret`: its UTF-8 bytes (Metabase's encoding, never
+/// hex-decoded), one key per HS algorithm, made once per settings load. Making an HMAC key
+/// hashes the secret's padded inner and outer blocks, two of the about ten SHA-256 blocks of
+/// an HS256 check, so a key made per token did a fifth of the hashing again every time. Not
+/// a [`VerifyingKey`], so it can never verify an asymmetric signature.
+pub struct SharedSecret {
+    bytes: usize,
+    hs256: hmac::Key,
+    hs384: hmac::Key,
+    hs512: hmac::Key,
+}
+
+impl fmt::Debug for SharedSecret {
+    /// The length only: the secret never appears in a log or an error.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedSecret({} bytes)", self.bytes)
+    }
+}
+
+impl SharedSecret {
+    pub fn new(secret: &[u8]) -> SharedSecret {
+        SharedSecret {
+            bytes: secret.len(),
+            hs256: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            hs384: hmac::Key::new(hmac::HMAC_SHA384, secret),
+            hs512: hmac::Key::new(hmac::HMAC_SHA512, secret),
+        }
+    }
+
+    /// The secret's length in bytes (the verifier refuses to use one shorter than 32).
+    pub fn byte_len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `signature` (decoded) is the HS256/HS384/HS512 MAC of `signing_input`,
+    /// compared in constant time by aws-lc's `hmac::verify`. False for any other `alg`.
+    pub fn verify(&self, alg: Algorithm, signing_input: &[u8], signature: &[u8]) -> bool {
+        let key = match alg {
+            Algorithm::HS256 => &self.hs256,
+            Algorithm::HS384 => &self.hs384,
+            Algorithm::HS512 => &self.hs512,
+            _ => return false,
+        };
+        hmac::verify(key, signing_input, signature).is_ok()
     }
 }
 
@@ -527,6 +575,40 @@ mod tests {
 
     fn sign(alg: Algorithm, key: &EncodingKey, msg: &[u8]) -> String {
         jsonwebtoken::crypto::sign(msg, key, alg).unwrap()
+    }
+
+    #[test]
+    fn shared_secret_verifies_each_hs_alg_only_with_its_own_mac() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let keys = SharedSecret::new(secret);
+        let input = b"header.payload";
+        let hs = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+        for alg in hs {
+            let mac = sign(alg, &EncodingKey::from_secret(secret), input);
+            let mac = B64_JWK.decode(mac).unwrap();
+            assert!(keys.verify(alg, input, &mac), "{alg:?}");
+            assert!(
+                !keys.verify(alg, b"header.payloaD", &mac),
+                "{alg:?} other input"
+            );
+            assert!(!keys.verify(alg, input, &mac[1..]), "{alg:?} truncated");
+            let mut flipped = mac.clone();
+            flipped[0] ^= 1;
+            assert!(!keys.verify(alg, input, &flipped), "{alg:?} one bit");
+            for other in hs.into_iter().filter(|&o| o != alg) {
+                assert!(!keys.verify(other, input, &mac), "{alg:?} as {other:?}");
+            }
+            for asymmetric in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+                assert!(!keys.verify(asymmetric, input, &mac), "{asymmetric:?}");
+            }
+            let other_secret = SharedSecret::new(b"0123456789abcdef0123456789abcdeF");
+            assert!(
+                !other_secret.verify(alg, input, &mac),
+                "{alg:?} other secret"
+            );
+        }
+        assert_eq!(keys.byte_len(), 32);
+        assert_eq!(format!("{keys:?}"), "SharedSecret(32 bytes)");
     }
 
     #[test]

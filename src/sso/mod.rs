@@ -8,6 +8,7 @@ pub mod keys;
 pub mod verify;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -17,7 +18,7 @@ use crate::store::{
     ADMINISTRATORS_GROUP_ID, AuditRecord, NewSession, SsoLogin, SsoOutcome, Store, User,
 };
 use claims::{AttributeNames, ClaimsError, UserFields};
-use keys::KeySet;
+use keys::{KeySet, SharedSecret};
 use verify::{Reason, TokenPurpose, VerifiedToken, VerifyPolicy};
 
 impl From<Reason> for TokenFailure {
@@ -54,7 +55,7 @@ impl From<ClaimsError> for TokenFailure {
 /// The settings the verifier reads, owned so a policy can borrow from them.
 pub struct PolicySettings {
     algorithms: Vec<String>,
-    secret: Option<String>,
+    secret: Option<Arc<SharedSecret>>,
     issuer: Option<String>,
     audience: Option<String>,
     max_age: i64,
@@ -65,7 +66,7 @@ impl PolicySettings {
     pub fn from_settings(eff: &Effective) -> Self {
         PolicySettings {
             algorithms: eff.strings("jwt-algorithms"),
-            secret: eff.str("jwt-shared-secret").map(str::to_owned),
+            secret: eff.shared_secret.clone(),
             issuer: eff.str("jwt-issuer").map(str::to_owned),
             audience: eff.str("jwt-audience").map(str::to_owned),
             max_age: eff.int("jwt-max-age-seconds").unwrap_or(180),
@@ -78,8 +79,7 @@ impl PolicySettings {
     pub fn policy<'a>(&'a self, keys: &'a KeySet, purpose: TokenPurpose) -> VerifyPolicy<'a> {
         VerifyPolicy {
             algorithms: &self.algorithms,
-            // Metabase's key encoding: the UTF-8 bytes of the string, never hex-decoded.
-            shared_secret: self.secret.as_deref().map(str::as_bytes),
+            shared_secret: self.secret.as_deref(),
             keys,
             issuer: self.issuer.as_deref(),
             audience: self.audience.as_deref(),

@@ -8,8 +8,9 @@
 //!
 //! # Why not simply `jsonwebtoken::decode`?
 //!
-//! The library is used for the signature step only (`jsonwebtoken::crypto::verify`: the
-//! constant-time HMAC and the RSA/ECDSA/EdDSA checks of its aws-lc backend).
+//! The library is used for the asymmetric signature step only (`jsonwebtoken::crypto::verify`:
+//! the RSA/ECDSA/EdDSA checks of its aws-lc backend); the HMAC is aws-lc's own, compared in
+//! constant time, with keys made once per settings load ([`SharedSecret`]).
 //! Everything around it is done here, because the library accepts things the spec refuses
 //! (SPEC §4.3, research/security.md §1): `crit`, `cty`, any `typ`, duplicate JSON keys in
 //! claims (kept last-wins by `serde_json::Value`), tokens of any size, and it does not look
@@ -62,12 +63,12 @@ use std::fmt;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::keys::{KeySet, VerifyingKey, shown_kid};
+use super::keys::{KeySet, SharedSecret, VerifyingKey, shown_kid};
 
 /// Largest accepted token, in bytes (SPEC §4.3: "at most 8 KiB").
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -130,8 +131,9 @@ pub struct VerifyPolicy<'a> {
     /// `jwt-algorithms`, e.g. `["HS256"]`; only the exact names in [`KNOWN_ALGORITHMS`]
     /// mean anything.
     pub algorithms: &'a [String],
-    /// UTF-8 bytes of `jwt-shared-secret` (never hex-decoded); `None` when unset.
-    pub shared_secret: Option<&'a [u8]>,
+    /// The HMAC keys of `jwt-shared-secret` (its UTF-8 bytes, never hex-decoded); `None`
+    /// when unset.
+    pub shared_secret: Option<&'a SharedSecret>,
     /// The asymmetric keys (PEM and JWKS), built by the caller: this module never fetches.
     pub keys: &'a KeySet,
     /// `jwt-issuer`: when set, `iss` must be a string equal to it.
@@ -379,6 +381,8 @@ struct Parsed<'t> {
     signing_input: &'t str,
     /// The signature segment as received (already checked to be canonical base64url).
     signature_b64: &'t str,
+    /// The signature segment decoded.
+    signature: Vec<u8>,
 }
 
 fn run(
@@ -513,8 +517,9 @@ fn parse_compact(token: &str) -> Result<Parsed<'_>, &'static str> {
     let payload = B64
         .decode(payload_b64)
         .map_err(|_| "payload is not canonical unpadded base64url")?;
-    // Decoded only to prove it is canonical: a signature must have exactly one spelling.
-    B64.decode(signature_b64)
+    // Canonical only: a signature must have exactly one spelling.
+    let signature = B64
+        .decode(signature_b64)
         .map_err(|_| "signature is not canonical unpadded base64url")?;
 
     let header = parse_object(&header).map_err(|e| match e {
@@ -536,13 +541,14 @@ fn parse_compact(token: &str) -> Result<Parsed<'_>, &'static str> {
         claims,
         signing_input,
         signature_b64,
+        signature,
     })
 }
 
 /// The key (or keys) step 3 chose for the signature step.
 enum KeyChoice<'p> {
     /// The HMAC shared secret.
-    Secret(&'p [u8]),
+    Secret(&'p SharedSecret),
     /// Asymmetric keys of the alg's family, tried in order. Empty when a `kid` matched no
     /// key and no PEM key of the family exists (then the signature step fails).
     Public {
@@ -593,7 +599,7 @@ fn check_algorithm<'p>(
             .map(|choice| (algorithm, choice));
     }
     match policy.shared_secret {
-        Some(secret) if secret.len() >= MIN_SECRET_BYTES => {
+        Some(secret) if secret.byte_len() >= MIN_SECRET_BYTES => {
             t.pass(STEP, || {
                 format!("alg {name} is allowed and the shared secret is configured")
             });
@@ -686,8 +692,8 @@ fn choose_public_keys<'p>(
     })
 }
 
-/// Step 5. For HMAC, `crypto::verify` recomputes the MAC and compares it with aws-lc's
-/// constant-time `hmac::verify`. For the others, each candidate key is tried in order.
+/// Step 5. For HMAC, the settings' key recomputes the MAC and aws-lc's `hmac::verify`
+/// compares it in constant time. For the others, each candidate key is tried in order.
 fn check_signature(
     parsed: &Parsed<'_>,
     algorithm: Algorithm,
@@ -698,17 +704,15 @@ fn check_signature(
     let input = parsed.signing_input.as_bytes();
     match key {
         KeyChoice::Secret(secret) => {
-            let key = DecodingKey::from_secret(secret);
-            match jsonwebtoken::crypto::verify(parsed.signature_b64, input, &key, algorithm) {
-                Ok(true) => {
-                    t.pass(STEP, || {
-                        format!("{algorithm:?} signature matches the shared secret")
-                    });
-                    Ok(())
-                }
-                _ => Err(t.fail(STEP, Reason::BadSignature, || {
+            if secret.verify(algorithm, input, &parsed.signature) {
+                t.pass(STEP, || {
+                    format!("{algorithm:?} signature matches the shared secret")
+                });
+                Ok(())
+            } else {
+                Err(t.fail(STEP, Reason::BadSignature, || {
                     format!("{algorithm:?} signature does not match the shared secret")
-                })),
+                }))
             }
         }
         KeyChoice::Public {
@@ -770,7 +774,15 @@ fn check_header(
     t: &mut Tracer<'_>,
 ) -> Result<(), Reason> {
     const STEP: &str = "header";
-    if let Some(name) = FORBIDDEN_HEADERS.iter().find(|n| header.contains_key(**n)) {
+    // The header's own few names are compared with the list first, which needs no hashing;
+    // the list is then searched in its order so the report names the same parameter.
+    let forbidden = header
+        .keys()
+        .any(|name| FORBIDDEN_HEADERS.contains(&name.as_str()));
+    if let Some(name) = FORBIDDEN_HEADERS
+        .iter()
+        .find(|n| forbidden && header.contains_key(**n))
+    {
         return Err(t.fail(STEP, Reason::HeaderNotAllowed, || {
             format!("header parameter {name} is not allowed (keys come only from settings)")
         }));
@@ -906,7 +918,8 @@ fn check_times(
             )
         });
     }
-    if !claims.contains_key("iat") && !claims.contains_key("exp") {
+    let absent = |i: usize| matches!(read[i].1, Ok(None));
+    if absent(0) && absent(2) {
         return Err(t.fail("lifetime", Reason::TokenNeverExpires, || {
             "the token has neither iat nor exp, so it would be valid forever".to_owned()
         }));
@@ -1181,12 +1194,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         // Keys are compared after unescaping, so "alg" and "\u0061lg" are the same name.
+        // One hash per name: the entry both finds a duplicate and is where the value goes.
         while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
+            let serde_json::map::Entry::Vacant(slot) = map.entry(key) else {
                 return Err(de::Error::custom(DUPLICATE_KEY));
-            }
+            };
             let StrictValue(value) = access.next_value()?;
-            map.insert(key, value);
+            slot.insert(value);
         }
         Ok(Value::Object(map))
     }
@@ -1212,11 +1226,13 @@ mod tests {
     }
 
     static NO_KEYS: std::sync::LazyLock<KeySet> = std::sync::LazyLock::new(KeySet::default);
+    static SECRET_KEYS: std::sync::LazyLock<SharedSecret> =
+        std::sync::LazyLock::new(|| SharedSecret::new(SECRET.as_bytes()));
 
     fn policy(algorithms: &[String]) -> VerifyPolicy<'_> {
         VerifyPolicy {
             algorithms,
-            shared_secret: Some(SECRET.as_bytes()),
+            shared_secret: Some(&SECRET_KEYS),
             keys: &NO_KEYS,
             issuer: None,
             audience: None,
@@ -1888,8 +1904,9 @@ mod tests {
                 secret.as_bytes(),
                 Algorithm::HS256,
             );
+            let keys = SharedSecret::new(secret.as_bytes());
             let p = VerifyPolicy {
-                shared_secret: Some(secret.as_bytes()),
+                shared_secret: Some(&keys),
                 ..policy(&a)
             };
             assert_eq!(
@@ -1907,8 +1924,9 @@ mod tests {
             secret.as_bytes(),
             Algorithm::HS256,
         );
+        let keys = SharedSecret::new(secret.as_bytes());
         let p = VerifyPolicy {
-            shared_secret: Some(secret.as_bytes()),
+            shared_secret: Some(&keys),
             ..policy(&a)
         };
         assert!(check(&token, &p).is_ok());
@@ -2532,6 +2550,29 @@ mod tests {
     }
 
     #[test]
+    fn the_report_names_the_first_forbidden_parameter_of_the_list() {
+        let a = algs(&["HS256"]);
+        for header in [
+            r#"{"alg":"HS256","cty":"JWT","jwk":{},"x5t":"t"}"#,
+            r#"{"cty":"JWT","alg":"HS256","jwk":{}}"#,
+            r#"{"jwk":{},"cty":"JWT","alg":"HS256"}"#,
+        ] {
+            let mut trace = Vec::new();
+            let token = hs256(header, &valid_claims());
+            let err = verify_traced(&token, &policy(&a), NOW, &mut trace).unwrap_err();
+            assert_eq!(err, Reason::HeaderNotAllowed, "{header}");
+            let last = trace.last().unwrap();
+            assert!(last.detail.contains("header parameter jwk "), "{header}");
+        }
+        // The thumbprints alone are no forbidden parameter.
+        let token = hs256(
+            r#"{"alg":"HS256","x5t":"t","x5t#S256":"u"}"#,
+            &valid_claims(),
+        );
+        assert!(check(&token, &policy(&a)).is_ok());
+    }
+
+    #[test]
     fn trace_truncates_echoed_alg() {
         let a = algs(&["HS256"]);
         let long = "A".repeat(500);
@@ -2616,7 +2657,7 @@ mod tests {
         fn policy_with<'a>(
             a: &'a [String],
             keys: &'a KeySet,
-            secret: Option<&'a [u8]>,
+            secret: Option<&'a SharedSecret>,
         ) -> VerifyPolicy<'a> {
             VerifyPolicy {
                 keys,
@@ -2659,7 +2700,7 @@ mod tests {
                 }
             }
             // HMAC still works next to public keys when a secret is configured.
-            let both = policy_with(&all, &keys, Some(SECRET.as_bytes()));
+            let both = policy_with(&all, &keys, Some(&SECRET_KEYS));
             assert!(check(&valid_token(), &both).is_ok());
             assert_eq!(reason(&valid_token(), &p), Reason::AlgNotAllowed);
         }
@@ -2668,7 +2709,7 @@ mod tests {
         fn an_alg_without_a_key_of_its_family_is_not_allowed() {
             let all = algs(&KNOWN_ALGORITHMS);
             let keys = pem_set(&[EC_A.0]);
-            let p = policy_with(&all, &keys, Some(SECRET.as_bytes()));
+            let p = policy_with(&all, &keys, Some(&SECRET_KEYS));
             for (alg, private) in [
                 (Algorithm::ES384, EC384.1),
                 (Algorithm::RS256, RSA_A.1),
@@ -2717,7 +2758,7 @@ mod tests {
                             Reason::AlgNotAllowed,
                             "{alg:?} encoding {i}"
                         );
-                        let with_secret = policy_with(&all, &keys, Some(SECRET.as_bytes()));
+                        let with_secret = policy_with(&all, &keys, Some(&SECRET_KEYS));
                         assert_eq!(
                             reason(&token, &with_secret),
                             Reason::BadSignature,
