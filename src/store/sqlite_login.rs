@@ -637,9 +637,11 @@ impl Audit {
         self.rows.push((kind, outcome, reason, details));
     }
 
-    /// One `INSERT` for all rows, in order; what they share comes from `base`.
+    /// One `INSERT` for all rows, in order. What they share comes from `base` and is bound
+    /// once, as parameters 1–6 that every row names ([`audit_sql`]); each row then binds its
+    /// own four. Binding a text copies it, so the login's three rows bound their email, ip
+    /// and request id three times each.
     fn insert(&self, tx: &mut Stmts<'_>, base: &AuditRecord) -> R<()> {
-        const COLUMNS: usize = 10;
         let mut one_off;
         let stmt = match kept_audit_sql(self.rows.len()) {
             Some(sql) => tx.prepare(sql)?,
@@ -648,21 +650,22 @@ impl Audit {
                 &mut *one_off
             }
         };
+        let shared: [&dyn rusqlite::ToSql; AUDIT_SHARED] = [
+            &base.at,
+            &base.actor_id,
+            &base.user_id,
+            &base.email,
+            &base.ip,
+            &base.request_id,
+        ];
         let mut n = 1;
+        for v in shared {
+            stmt.raw_bind_parameter(n, v)?;
+            n += 1;
+        }
         for (kind, outcome, reason, details) in &self.rows {
-            let values: [&dyn rusqlite::ToSql; COLUMNS] = [
-                &base.at,
-                kind,
-                outcome,
-                reason,
-                &base.actor_id,
-                &base.user_id,
-                &base.email,
-                &base.ip,
-                &base.request_id,
-                details,
-            ];
-            for v in values {
+            let own: [&dyn rusqlite::ToSql; AUDIT_OWN] = [kind, outcome, reason, details];
+            for v in own {
                 stmt.raw_bind_parameter(n, v)?;
                 n += 1;
             }
@@ -672,14 +675,30 @@ impl Audit {
     }
 }
 
-/// The audit insert for `rows` rows. `?` placeholders are numbered in order, so every row has
-/// the same text.
+/// The values every audit row of a login shares (`at`, `actor_id`, `user_id`, `email`, `ip`,
+/// `request_id`), and those of each row (`kind`, `outcome`, `reason`, `details`).
+const AUDIT_SHARED: usize = 6;
+const AUDIT_OWN: usize = 4;
+
+/// The audit insert for `rows` rows: the shared values are `?1`–`?6` in every row, and row
+/// `r` (from 0) has its own in `?7 + 4r` to `?10 + 4r`, in the order of `AUDIT_COLUMNS`.
 fn audit_sql(rows: usize) -> String {
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let own = AUDIT_SHARED + 1 + AUDIT_OWN * r;
+            format!(
+                "(?1, ?{}, ?{}, ?{}, ?2, ?3, ?4, ?5, ?6, ?{})",
+                own,
+                own + 1,
+                own + 2,
+                own + 3
+            )
+        })
+        .collect();
     format!(
         "INSERT OR FAIL INTO audit_events ({}) VALUES {}",
         super::AUDIT_COLUMNS,
-        vec![ROW; rows].join(", ")
+        values.join(", ")
     )
 }
 
@@ -721,6 +740,68 @@ fn set_superuser(tx: &mut Stmts<'_>, user_id: i64, value: bool, now: i64) -> R<(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    /// Every row gets the shared values and its own, for the kept statements and a one-off.
+    #[test]
+    fn each_audit_row_has_the_shared_values_and_its_own() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(include_str!("../../migrations/sqlite/0001_initial.sql"))
+            .unwrap();
+        let base = super::AuditRecord {
+            actor_id: None,
+            user_id: Some(7),
+            email: Some("ada@example.com".into()),
+            ip: Some("192.0.2.1".into()),
+            request_id: Some("r-1".into()),
+            ..super::AuditRecord::success(1_700_000_000, "sso_login")
+        };
+        for rows in [1, 3, 8, 11] {
+            db.execute("DELETE FROM audit_events", []).unwrap();
+            let mut audit = super::Audit { rows: Vec::new() };
+            for r in 0..rows {
+                let (kind, outcome, reason) = match r % 3 {
+                    0 => ("group_added", "success", None),
+                    1 => ("group_removed", "skipped", Some("last_admin_kept")),
+                    _ => ("sso_login", "success", None),
+                };
+                audit.push(kind, outcome, reason, super::group_details(r as i64));
+            }
+            let mut tx = super::Stmts::new(&db);
+            audit.insert(&mut tx, &base).unwrap();
+            drop(tx);
+            let got: Vec<Vec<rusqlite::types::Value>> = db
+                .prepare(&format!(
+                    "SELECT {} FROM audit_events ORDER BY id",
+                    super::super::AUDIT_COLUMNS
+                ))
+                .unwrap()
+                .query_map([], |row| {
+                    (0..10).map(|i| row.get(i)).collect::<rusqlite::Result<_>>()
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(got.len(), rows, "{rows} rows");
+            for (r, row) in got.iter().enumerate() {
+                use rusqlite::types::Value::{Integer, Null, Text};
+                let (kind, outcome, reason, _) = &audit.rows[r];
+                let reason = reason.map_or(Null, |x| Text(x.into()));
+                let expected = vec![
+                    Integer(1_700_000_000),
+                    Text((*kind).into()),
+                    Text((*outcome).into()),
+                    reason,
+                    Null,
+                    Integer(7),
+                    Text("ada@example.com".into()),
+                    Text("192.0.2.1".into()),
+                    Text("r-1".into()),
+                    Text(super::group_details(r as i64)),
+                ];
+                assert_eq!(row, &expected, "{rows} rows, row {r}");
+            }
+        }
+    }
 
     /// The audit details written as text are what PostgreSQL's path serialises.
     #[test]
