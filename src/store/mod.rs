@@ -978,25 +978,20 @@ mod tests {
         );
     }
 
-    /// A login whose request gave up while it waited for the write connection (its deadline,
-    /// a client that went away) is not committed later by another login's batch: the request
-    /// was answered with an error, so the login must leave nothing behind.
-    #[tokio::test]
-    async fn a_login_whose_request_gave_up_is_not_committed_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
-        let Store::Sqlite(p) = &store else {
-            unreachable!("a SQLite URL")
-        };
-        let attributes = Map::new();
-        let login = |email: &'static str, key: &'static str| SsoLogin {
+    /// A first login of `email`, its replay key and session key `key`.
+    fn test_login<'a>(
+        email: &'a str,
+        key: &'a str,
+        attributes: &'a Map<String, Value>,
+    ) -> SsoLogin<'a> {
+        SsoLogin {
             replay_key: key,
             replay_expires_at: 4_000_000_000,
             email,
             first_name: None,
             last_name: None,
             subject: None,
-            login_attributes: &attributes,
+            login_attributes: attributes,
             provisioning_enabled: true,
             group_sync: None,
             session: NewSession {
@@ -1010,7 +1005,65 @@ mod tests {
                 replaces: None,
             },
             audit: AuditRecord::success(1_000, "sso_login"),
+        }
+    }
+
+    /// The login running the queue waits for the write connection while others queue behind
+    /// it, which wait only for their answers; when its request goes away, one of them runs
+    /// the queue instead, and both are answered and kept.
+    #[tokio::test]
+    async fn the_logins_behind_a_runner_that_went_away_are_still_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let Store::Sqlite(p) = &store else {
+            unreachable!("a SQLite URL")
         };
+        let writer = p.write.acquire().await.unwrap();
+        let spawn_login = |email: &'static str| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let attributes = Map::new();
+                let key = format!("jti:{email}");
+                let login = test_login(email, &key, &attributes);
+                matches!(
+                    store.sso_login(&login).await,
+                    Ok(SsoOutcome::LoggedIn { .. })
+                )
+            })
+        };
+        let runner = spawn_login("runner@example.com");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let behind = [spawn_login("b@example.com"), spawn_login("c@example.com")];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        runner.abort();
+        assert!(runner.await.unwrap_err().is_cancelled());
+        drop(writer);
+        for login in behind {
+            let answered = tokio::time::timeout(Duration::from_secs(10), login).await;
+            assert!(answered.expect("answered").unwrap(), "logged in");
+        }
+        for (email, kept) in [
+            ("b@example.com", true),
+            ("c@example.com", true),
+            ("runner@example.com", false),
+        ] {
+            let found = store.find_user_by_email(email).await.unwrap();
+            assert_eq!(found.is_some(), kept, "{email}");
+        }
+    }
+
+    /// A login whose request gave up while it waited for the write connection (its deadline,
+    /// a client that went away) is not committed later by another login's batch: the request
+    /// was answered with an error, so the login must leave nothing behind.
+    #[tokio::test]
+    async fn a_login_whose_request_gave_up_is_not_committed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let Store::Sqlite(p) = &store else {
+            unreachable!("a SQLite URL")
+        };
+        let attributes = Map::new();
+        let login = |email, key| test_login(email, key, &attributes);
         // Another writer of this process holds the write connection, so the first login
         // queues; its request gives up before the connection is free.
         let writer = p.write.acquire().await.unwrap();
