@@ -173,9 +173,9 @@ impl VerifyingKey {
 
 /// The HMAC keys of `jwt-shared-secret`: its UTF-8 bytes (Metabase's encoding, never
 /// hex-decoded), one key per HS algorithm, made once per settings load. Making an HMAC key
-/// hashes the secret's padded inner and outer blocks, two of the about ten SHA-256 blocks of
-/// an HS256 check, so a key made per token did a fifth of the hashing again every time. Not
-/// a [`VerifyingKey`], so it can never verify an asymmetric signature.
+/// hashes the secret's padded inner and outer blocks: made per token, that was two of the
+/// about ten SHA-256 blocks of an HS256 check. Not a [`VerifyingKey`], so it can never verify
+/// an asymmetric signature.
 pub struct SharedSecret {
     bytes: usize,
     hs256: hmac::Key,

@@ -517,7 +517,8 @@ fn parse_compact(token: &str) -> Result<Parsed<'_>, &'static str> {
     let payload = B64
         .decode(payload_b64)
         .map_err(|_| "payload is not canonical unpadded base64url")?;
-    // Canonical only: a signature must have exactly one spelling.
+    // Strict decoding also proves it canonical (a signature must have exactly one spelling);
+    // the HMAC step compares these bytes.
     let signature = B64
         .decode(signature_b64)
         .map_err(|_| "signature is not canonical unpadded base64url")?;
