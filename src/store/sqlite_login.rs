@@ -90,9 +90,9 @@ struct Queue {
 
 /// The running login's turn: when it ends, or its request's future is dropped at an `await`,
 /// the queue has no runner again, and a waiting login is woken if any are still queued.
-struct Runner<'a>(&'a Logins);
+struct Runner(Arc<Logins>);
 
-impl Drop for Runner<'_> {
+impl Drop for Runner {
     fn drop(&mut self) {
         let left_queued = {
             let mut q = lock(&self.0.queue);
@@ -249,33 +249,81 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
                 () = &mut left => continue,
             }
         }
-        let runner = Runner(logins);
-        let write = pools.write.acquire().await?;
-        // Batches run while logins keep coming, up to HOLD_FOR: giving the write connection
-        // back costs a round trip to sqlx's worker thread (the pool pings it on release).
-        let held = std::time::Instant::now();
+        let runner = Runner(Arc::clone(&pools.logins));
+        let turn = Turn {
+            _write: pools.write.acquire().await?,
+            runner,
+            held: std::time::Instant::now(),
+        };
         loop {
             gather(logins).await;
             let batch = take(&logins.queue);
             if batch.is_empty() {
                 break;
             }
-            if run_on_connection(logins, batch) {
-                finish_log(&pools.logins).await;
+            let tail = run_on_connection(logins, batch);
+            // Once this login is answered, the rest of the turn (the log's last checkpoint
+            // step, further batches) goes on in a task of its own, so that the answer goes out
+            // now: run here, it held the runner's answer back for up to HOLD_FOR, or for the
+            // step's `fsync`s, which put the runners' requests among the slowest.
+            match answer.try_recv() {
+                Ok(result) => {
+                    tokio::spawn(turn.finish(tail));
+                    return result;
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    tokio::spawn(turn.finish(tail));
+                    return Err(batch_dropped());
+                }
             }
-            if held.elapsed() >= HOLD_FOR {
+            if tail {
+                finish_log(&turn.runner.0).await;
+            }
+            if turn.held.elapsed() >= HOLD_FOR {
                 break;
             }
         }
         // Held until the batches are committed: writers of this process go one at a time.
-        drop(write);
-        drop(runner);
+        drop(turn);
         // Answers are sent before the connection is released: an empty answer here means
         // this login is still queued (behind a full batch), so go round again.
         match answer.try_recv() {
             Ok(result) => return result,
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
             Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(batch_dropped()),
+        }
+    }
+}
+
+/// A runner's hold on the write connection. Batches run while logins keep coming, up to
+/// [`HOLD_FOR`]: giving the connection back costs a round trip to sqlx's worker thread (the
+/// pool pings it on release). Dropped, it gives the connection back, then the runner's place
+/// (the fields' order).
+struct Turn {
+    _write: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    runner: Runner,
+    held: std::time::Instant,
+}
+
+impl Turn {
+    /// The rest of a turn whose runner has its answer: the log's last checkpoint step if the
+    /// last batch asked for it (`tail`), then batches while logins keep coming.
+    async fn finish(self, mut tail: bool) {
+        let logins = &self.runner.0;
+        loop {
+            if tail {
+                finish_log(logins).await;
+            }
+            if self.held.elapsed() >= HOLD_FOR {
+                return;
+            }
+            gather(logins).await;
+            let batch = take(&logins.queue);
+            if batch.is_empty() {
+                return;
+            }
+            tail = run_on_connection(logins, batch);
         }
     }
 }
