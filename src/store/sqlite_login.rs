@@ -88,8 +88,10 @@ struct Queue {
     running: bool,
 }
 
-/// The running login's turn: when it ends, or its request's future is dropped at an `await`,
-/// the queue has no runner again, and a waiting login is woken if any are still queued.
+/// The running login's place. When its turn ends (in the login's request, or in the task that
+/// finishes the turn once the login is answered: [`Turn::finish`]), or the future holding it is
+/// dropped at an `await`, the queue has no runner again, and a waiting login is woken if any
+/// are still queued.
 struct Runner(Arc<Logins>);
 
 impl Drop for Runner {
