@@ -88,10 +88,9 @@ struct Queue {
     running: bool,
 }
 
-/// The running login's place. When its turn ends (in the login's request, or in the task that
-/// finishes the turn once the login is answered: [`Turn::finish`]), or the future holding it is
-/// dropped at an `await`, the queue has no runner again, and a waiting login is woken if any
-/// are still queued.
+/// The running login's place. When its turn ends ([`Turn::run`]), or the login's request is
+/// dropped while it waits for the write connection, the queue has no runner again, and a
+/// waiting login is woken if any are still queued.
 struct Runner(Arc<Logins>);
 
 impl Drop for Runner {
@@ -240,68 +239,37 @@ pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<
             q.jobs.extend(job.take());
             !std::mem::replace(&mut q.running, true)
         };
-        if !run {
-            // The answer first: should a runner's leaving have come too, dropping `left`
-            // without taking it passes it on to the next waiting login. (Taking it here made
-            // the oldest waiter, usually one answered by the last batch, run the next batch
-            // before its own answer went out: a batch's time more on its latency.)
-            tokio::select! {
-                biased;
-                result = &mut answer => return result.unwrap_or_else(|_| Err(batch_dropped())),
-                () = &mut left => continue,
-            }
+        if run {
+            // This login runs the queue. Its turn goes on in a task of its own, whose first
+            // batch answers this login, so that the answer goes out as soon as that batch is
+            // committed: run here, the rest of the turn (further batches for up to HOLD_FOR,
+            // the log's last checkpoint step and its `fsync`s) held the runner's answer back,
+            // which put the runners' requests among the slowest.
+            let runner = Runner(Arc::clone(&pools.logins));
+            let turn = Turn {
+                _write: pools.write.acquire().await?,
+                runner,
+                held: std::time::Instant::now(),
+            };
+            tokio::spawn(turn.run());
         }
-        let runner = Runner(Arc::clone(&pools.logins));
-        let turn = Turn {
-            _write: pools.write.acquire().await?,
-            runner,
-            held: std::time::Instant::now(),
-        };
-        loop {
-            gather(logins).await;
-            let batch = take(&logins.queue);
-            if batch.is_empty() {
-                break;
-            }
-            let tail = run_on_connection(logins, batch);
-            // Once this login is answered, the rest of the turn (the log's last checkpoint
-            // step, further batches) goes on in a task of its own, so that the answer goes out
-            // now: run here, it held the runner's answer back for up to HOLD_FOR, or for the
-            // step's `fsync`s, which put the runners' requests among the slowest.
-            match answer.try_recv() {
-                Ok(result) => {
-                    tokio::spawn(turn.finish(tail));
-                    return result;
-                }
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    tokio::spawn(turn.finish(tail));
-                    return Err(batch_dropped());
-                }
-            }
-            if tail {
-                finish_log(&turn.runner.0).await;
-            }
-            if turn.held.elapsed() >= HOLD_FOR {
-                break;
-            }
-        }
-        // Held until the batches are committed: writers of this process go one at a time.
-        drop(turn);
-        // Answers are sent before the connection is released: an empty answer here means
-        // this login is still queued (behind a full batch), so go round again.
-        match answer.try_recv() {
-            Ok(result) => return result,
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(batch_dropped()),
+        // The answer first: should a runner's leaving have come too, dropping `left` without
+        // taking it passes it on to the next waiting login. (Taking it first made the oldest
+        // waiter, usually one answered by the last batch, run the next batch before its own
+        // answer went out: a batch's time more on its latency.) A runner's leaving means this
+        // login is still queued (behind a full batch, or the turn ended first): round again.
+        tokio::select! {
+            biased;
+            result = &mut answer => return result.unwrap_or_else(|_| Err(batch_dropped())),
+            () = &mut left => continue,
         }
     }
 }
 
-/// A runner's hold on the write connection. Batches run while logins keep coming, up to
-/// [`HOLD_FOR`]: giving the connection back costs a round trip to sqlx's worker thread (the
-/// pool pings it on release). Dropped, it gives the connection back, then the runner's place
-/// (the fields' order).
+/// A runner's hold on the write connection, and its place. Batches run while logins keep
+/// coming, up to [`HOLD_FOR`]: giving the connection back costs a round trip to sqlx's worker
+/// thread (the pool pings it on release). Dropped, it gives the connection back, then the
+/// runner's place (the fields' order): writers of this process go one at a time.
 struct Turn {
     _write: sqlx::pool::PoolConnection<sqlx::Sqlite>,
     runner: Runner,
@@ -309,23 +277,20 @@ struct Turn {
 }
 
 impl Turn {
-    /// The rest of a turn whose runner has its answer: the log's last checkpoint step if the
-    /// last batch asked for it (`tail`), then batches while logins keep coming.
-    async fn finish(self, mut tail: bool) {
+    async fn run(self) {
         let logins = &self.runner.0;
         loop {
-            if tail {
-                finish_log(logins).await;
-            }
-            if self.held.elapsed() >= HOLD_FOR {
-                return;
-            }
             gather(logins).await;
             let batch = take(&logins.queue);
             if batch.is_empty() {
                 return;
             }
-            tail = run_on_connection(logins, batch);
+            if run_on_connection(logins, batch) {
+                finish_log(logins).await;
+            }
+            if self.held.elapsed() >= HOLD_FOR {
+                return;
+            }
         }
     }
 }
@@ -380,8 +345,9 @@ fn run_on_connection(logins: &Logins, batch: Vec<Job>) -> bool {
 /// runtime's own thread it held up every request, not only the logins, for their length
 /// (3–8 ms on a slow disk, which showed in the returning logins' p99). Meanwhile the runtime
 /// goes on reading requests and checking tokens, and their logins join the next batch. Should
-/// this runner's request go away meanwhile, the write connection is released before the step
-/// ends, and the next runner waits for the login connection's lock as it did before.
+/// the turn's task be dropped meanwhile (the runtime shutting down), the write connection is
+/// released before the step ends, and a next runner would wait for the login connection's
+/// lock.
 async fn finish_log(logins: &Arc<Logins>) {
     let logins = Arc::clone(logins);
     let finished = tokio::task::spawn_blocking(move || {
