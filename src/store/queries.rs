@@ -1173,8 +1173,8 @@ pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> 
 }
 
 /// `list_audit`'s query. Only the filters given are in the SQL, so that the planner can use the
-/// `(kind, id)` and `(user_id, id)` indexes (and the partial ones of failures and skipped
-/// events) and start at `before`: a condition such as `$1 IS NULL OR kind = $1` makes the
+/// `(kind, id)` and `(user_id, id)` indexes (and the partial ones by outcome, of the events
+/// that are not successes) and start at `before`: a condition such as `$1 IS NULL OR kind = $1` makes the
 /// database read the table from its newest row on until enough rows match.
 pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
     let mut sql = sqlx::QueryBuilder::<Db>::new(
@@ -1185,14 +1185,15 @@ pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
         sql.push(" AND kind = ").push_bind(kind.clone());
     }
     if let Some(outcome) = &q.outcome {
-        // Written into the SQL, not bound: the indexes of failures and of skipped events are
-        // partial (`WHERE outcome = 'failure'`, …; successes, nearly every row, are found by
-        // reading from the newest row on), and a planner can only use a partial index when
-        // the query's own text implies its condition. Only the three outcomes are written.
+        // Written into the SQL, not bound: the indexes by outcome are partial (`WHERE outcome
+        // <> 'success'`; successes, nearly every row, are found by reading from the newest row
+        // on), and a planner can only use a partial index when the query's own text implies
+        // its condition, which SQLite's does only for that very term. Only the three outcomes
+        // are written.
         sql.push(match outcome.as_str() {
             "success" => " AND outcome = 'success'",
-            "failure" => " AND outcome = 'failure'",
-            "skipped" => " AND outcome = 'skipped'",
+            "failure" => " AND outcome = 'failure' AND outcome <> 'success'",
+            "skipped" => " AND outcome = 'skipped' AND outcome <> 'success'",
             _ => " AND FALSE",
         });
     }

@@ -948,6 +948,130 @@ mod a_session_from_before_binary_ids {
     }
 }
 
+/// Audit events written before migration 0005 (which copies SQLite's table into one without
+/// `AUTOINCREMENT`, and replaces the partial indexes by outcome) keep their ids and every field,
+/// are still found by each filter, and newer events get larger ids.
+async fn audit_events_from_before_0005_survive_the_upgrade(backend: Backend) {
+    let Some((url, dir)) = crate::support::database_url(backend) else {
+        return;
+    };
+    let at: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+    // The schema of migrations 0001–0004, with three events: a success, a failure and a
+    // skipped group removal.
+    macro_rules! at_fourth_version {
+        ($pool:expr, $dir:literal) => {{
+            let pool = $pool;
+            let mut before = sqlx::migrate!($dir);
+            before.migrations = before.migrations.iter().take(4).cloned().collect::<Vec<_>>().into();
+            before.run(&pool).await.expect("migrations 0001-0004");
+            for (kind, outcome, reason) in [
+                ("sso_login", "success", None),
+                ("sso_login", "failure", Some("bad_signature")),
+                ("group_removed", "skipped", Some("last_admin_kept")),
+            ] {
+                sqlx::query("INSERT INTO audit_events (at, kind, outcome, reason, user_id, email, ip, request_id, details) \
+                             VALUES ($1, $2, $3, $4, 7, 'old@example.com', '192.0.2.1', 'req-old', '{\"group_id\":2}')")
+                    .bind(at).bind(kind).bind(outcome).bind(reason)
+                    .execute(&pool).await.expect("audit event");
+            }
+            pool.close().await;
+        }};
+    }
+    match backend {
+        Backend::Sqlite => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            at_fourth_version!(
+                sqlx::SqlitePool::connect_with(opts).await.unwrap(),
+                "./migrations/sqlite"
+            )
+        }
+        Backend::Postgres => at_fourth_version!(
+            sqlx::PgPool::connect(&url).await.unwrap(),
+            "./migrations/postgres"
+        ),
+    }
+
+    let mut app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
+    app.login_admin().await;
+    let ids = |events: &Value| -> Vec<i64> {
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect()
+    };
+    let list = |query: &str| {
+        let req = app.admin(Method::GET, &format!("/api/audit?{query}"));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            body_json(res).await
+        }
+    };
+    let all = list("limit=100").await;
+    let all_ids = ids(&all);
+    // The admin's creation and login came after the upgrade, with larger ids.
+    assert!(all_ids.len() >= 5, "{all}");
+    assert_eq!(all_ids[all_ids.len() - 3..], [3, 2, 1]);
+    assert!(
+        all_ids[..all_ids.len() - 3].iter().all(|&id| id > 3),
+        "{all}"
+    );
+    let old = &all["events"][all_ids.len() - 2];
+    assert_eq!(old["kind"], "sso_login");
+    assert_eq!(old["outcome"], "failure");
+    assert_eq!(old["reason"], "bad_signature");
+    assert_eq!(old["at"], "2026-01-01T00:00:00Z");
+    assert_eq!(old["user_id"], 7);
+    assert_eq!(old["email"], "old@example.com");
+    assert_eq!(old["ip"], "192.0.2.1");
+    assert_eq!(old["request_id"], "req-old");
+    assert_eq!(old["details"], json!({"group_id": 2}));
+    // Each filter through the new indexes.
+    assert_eq!(ids(&list("outcome=failure").await), [2]);
+    assert_eq!(ids(&list("outcome=skipped&kind=group_removed").await), [3]);
+    assert_eq!(
+        ids(&list("outcome=skipped&kind=sso_login").await),
+        Vec::<i64>::new()
+    );
+    assert_eq!(ids(&list("kind=sso_login&before=3").await), [2, 1]);
+    assert_eq!(ids(&list("user_id=7").await), [3, 2, 1]);
+    assert_eq!(ids(&list("outcome=success&user_id=7").await), [1]);
+    if backend == Backend::Sqlite {
+        // No `AUTOINCREMENT` left, and no counter row for the table.
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let sql: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'audit_events'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(!sql.to_uppercase().contains("AUTOINCREMENT"), "{sql}");
+        let counters: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'audit_events'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(counters, 0);
+    }
+}
+
+mod audit_events_from_before_0005 {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survive_the_upgrade_on_sqlite() {
+        audit_events_from_before_0005_survive_the_upgrade(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survive_the_upgrade_on_postgres() {
+        audit_events_from_before_0005_survive_the_upgrade(Backend::Postgres).await;
+    }
+}
+
 /// A session lifetime fixed by this instance's environment is not the one a writer elsewhere
 /// changed: the cutoff that writer recorded does not end this instance's sessions.
 #[tokio::test]
