@@ -327,3 +327,51 @@ both_backends! {
         assert!(!text.contains(SECRET));
     }
 }
+
+/// The one refusal that is not Latchkey's (README, "Errors"): an address over 64 KiB is refused
+/// by the HTTP library with a bare `414 URI Too Long` before any handler runs, so nothing is
+/// written, not even an audit row, and the connection's server goes on serving. An address just
+/// under the limit reaches Latchkey, which refuses its token as too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_over_64_kib_gets_a_bare_414_and_writes_nothing() {
+    let Some(mut app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    sso_ready(&mut app).await;
+    let before = Counts::of(&app).await;
+    // Over raw TCP: HTTP clients refuse to build such an address.
+    let head = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let request = format!(
+            "GET /auth/sso?jwt={} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(70 * 1024),
+            app.addr
+        );
+        // The server may answer and close before it has read the whole request.
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("x-request-id"),
+        "not Latchkey's answer: {head}"
+    );
+    assert_eq!(
+        Counts::of(&app).await,
+        before,
+        "nothing written for a 70 KiB address"
+    );
+    expect_refused(
+        &app,
+        &"a".repeat(60 * 1024),
+        401,
+        "token_too_large",
+        "a 60 KiB token",
+    )
+    .await;
+    let (_, user) = sso_login(&app, login_claims("after@example.com")).await;
+    assert_eq!(user["email"], "after@example.com");
+}

@@ -287,3 +287,46 @@ both_backends! {
         assert!(!group_ids(&app, gone.id).await.contains(&2));
     }
 }
+
+/// An id in `LATCHKEY_JWT_GROUP_MAPPINGS` that names no group is skipped at login (README,
+/// `jwt-group-mappings`; only the API, the UI and the CLI refuse such ids): the login goes
+/// through, the groups that exist are synced and audited, and nothing is written for the
+/// missing one, when it is wanted or when it is managed and not wanted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_mapping_to_a_missing_group_is_skipped_at_login() {
+    let env = std::collections::HashMap::from([(
+        "LATCHKEY_JWT_GROUP_MAPPINGS".to_owned(),
+        r#"{"eng":[3,99]}"#.to_owned(),
+    )]);
+    let Some(mut app) = spawn_app_with_env(Backend::Sqlite, env).await else {
+        return;
+    };
+    sso_ready(&mut app).await;
+    let eng = create_group(&app, "Engineering").await;
+    assert_eq!(eng, 3, "the mapping names the first group created");
+    let res = app.put_settings(json!({"jwt-group-sync": true})).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let changed = |events: Vec<Value>| -> Vec<i64> {
+        events
+            .iter()
+            .map(|e| e["details"]["group_id"].as_i64().unwrap())
+            .collect()
+    };
+    let (id, ids) = login_with(&app, "env@example.com", Some(json!(["eng"]))).await;
+    assert_eq!(ids, vec![1, eng]);
+    assert_eq!(
+        changed(group_events(&app, "group_added", id).await),
+        vec![eng]
+    );
+    let (_, ids) = login_with(&app, "env@example.com", Some(json!([]))).await;
+    assert_eq!(ids, vec![1]);
+    assert_eq!(
+        changed(group_events(&app, "group_removed", id).await),
+        vec![eng]
+    );
+    assert_eq!(
+        app.count("memberships").await,
+        3,
+        "the admin's All Users and Administrators, and env@'s All Users"
+    );
+}
