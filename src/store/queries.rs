@@ -1174,8 +1174,8 @@ pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> 
 
 /// `list_audit`'s query. Only the filters given are in the SQL, so that the planner can use the
 /// `(kind, id)` and `(user_id, id)` indexes (and the partial ones by outcome, of the events
-/// that are not successes) and start at `before`: a condition such as `$1 IS NULL OR kind = $1` makes the
-/// database read the table from its newest row on until enough rows match.
+/// that are not successes) and start at `before`: a condition such as `$1 IS NULL OR kind = $1`
+/// makes the database read the table from its newest row on until enough rows match.
 pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
     let mut sql = sqlx::QueryBuilder::<Db>::new(
         "SELECT id, at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details \

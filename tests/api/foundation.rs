@@ -867,6 +867,35 @@ both_backends! {
     }
 }
 
+/// Builds the database at `$url` as an older release left it: only its first `$n` migrations,
+/// then `$seed` with `$pool` naming a pool of it (the seed runs on either database, so it is
+/// written out once per pool type here), and the pool closed.
+macro_rules! at_version {
+    ($backend:expr, $url:expr, $n:expr, |$pool:ident| $seed:block) => {{
+        match $backend {
+            Backend::Sqlite => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::from_str($url)
+                    .unwrap()
+                    .create_if_missing(true);
+                let $pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+                let mut older = sqlx::migrate!("./migrations/sqlite");
+                older.migrations = older.migrations.iter().take($n).cloned().collect::<Vec<_>>().into();
+                older.run(&$pool).await.expect("older migrations");
+                $seed
+                $pool.close().await;
+            }
+            Backend::Postgres => {
+                let $pool = sqlx::PgPool::connect($url).await.unwrap();
+                let mut older = sqlx::migrate!("./migrations/postgres");
+                older.migrations = older.migrations.iter().take($n).cloned().collect::<Vec<_>>().into();
+                older.run(&$pool).await.expect("older migrations");
+                $seed
+                $pool.close().await;
+            }
+        }
+    }};
+}
+
 /// A session issued before session ids were stored as bytes (migration 0002) still works after
 /// the upgrade, and is stored as the 32 bytes of its SHA-256.
 async fn a_session_from_before_binary_ids_survives_the_upgrade(backend: Backend) {
@@ -877,36 +906,14 @@ async fn a_session_from_before_binary_ids_survives_the_upgrade(backend: Backend)
     let hex_hash = latchkey::auth::session::hash_token(token);
     let at = now();
     // The schema as the first release left it, with a user and one of its sessions.
-    macro_rules! at_first_version {
-        ($pool:expr, $dir:literal) => {{
-            let pool = $pool;
-            let mut first = sqlx::migrate!($dir);
-            first.migrations = first.migrations.iter().take(1).cloned().collect::<Vec<_>>().into();
-            first.run(&pool).await.expect("first migration");
-            sqlx::query("INSERT INTO users (email, is_active, is_superuser, login_attributes, created_at, updated_at) \
-                         VALUES ('before@example.com', TRUE, FALSE, '{}', $1, $1)")
-                .bind(at).execute(&pool).await.expect("user");
-            sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method) \
-                         SELECT $1, id, $2, $3, $2, 'password' FROM users WHERE email = 'before@example.com'")
-                .bind(&hex_hash).bind(at).bind(at + 3600).execute(&pool).await.expect("session");
-            pool.close().await;
-        }};
-    }
-    match backend {
-        Backend::Sqlite => {
-            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-                .unwrap()
-                .create_if_missing(true);
-            at_first_version!(
-                sqlx::SqlitePool::connect_with(opts).await.unwrap(),
-                "./migrations/sqlite"
-            )
-        }
-        Backend::Postgres => at_first_version!(
-            sqlx::PgPool::connect(&url).await.unwrap(),
-            "./migrations/postgres"
-        ),
-    }
+    at_version!(backend, &url, 1, |pool| {
+        sqlx::query("INSERT INTO users (email, is_active, is_superuser, login_attributes, created_at, updated_at) \
+                     VALUES ('before@example.com', TRUE, FALSE, '{}', $1, $1)")
+            .bind(at).execute(&pool).await.expect("user");
+        sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method) \
+                     SELECT $1, id, $2, $3, $2, 'password' FROM users WHERE email = 'before@example.com'")
+            .bind(&hex_hash).bind(at).bind(at + 3600).execute(&pool).await.expect("session");
+    });
 
     let app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
     let res = app
@@ -958,40 +965,18 @@ async fn audit_events_from_before_0005_survive_the_upgrade(backend: Backend) {
     let at: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
     // The schema of migrations 0001–0004, with three events: a success, a failure and a
     // skipped group removal.
-    macro_rules! at_fourth_version {
-        ($pool:expr, $dir:literal) => {{
-            let pool = $pool;
-            let mut before = sqlx::migrate!($dir);
-            before.migrations = before.migrations.iter().take(4).cloned().collect::<Vec<_>>().into();
-            before.run(&pool).await.expect("migrations 0001-0004");
-            for (kind, outcome, reason) in [
-                ("sso_login", "success", None),
-                ("sso_login", "failure", Some("bad_signature")),
-                ("group_removed", "skipped", Some("last_admin_kept")),
-            ] {
-                sqlx::query("INSERT INTO audit_events (at, kind, outcome, reason, user_id, email, ip, request_id, details) \
-                             VALUES ($1, $2, $3, $4, 7, 'old@example.com', '192.0.2.1', 'req-old', '{\"group_id\":2}')")
-                    .bind(at).bind(kind).bind(outcome).bind(reason)
-                    .execute(&pool).await.expect("audit event");
-            }
-            pool.close().await;
-        }};
-    }
-    match backend {
-        Backend::Sqlite => {
-            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-                .unwrap()
-                .create_if_missing(true);
-            at_fourth_version!(
-                sqlx::SqlitePool::connect_with(opts).await.unwrap(),
-                "./migrations/sqlite"
-            )
+    at_version!(backend, &url, 4, |pool| {
+        for (kind, outcome, reason) in [
+            ("sso_login", "success", None),
+            ("sso_login", "failure", Some("bad_signature")),
+            ("group_removed", "skipped", Some("last_admin_kept")),
+        ] {
+            sqlx::query("INSERT INTO audit_events (at, kind, outcome, reason, user_id, email, ip, request_id, details) \
+                         VALUES ($1, $2, $3, $4, 7, 'old@example.com', '192.0.2.1', 'req-old', '{\"group_id\":2}')")
+                .bind(at).bind(kind).bind(outcome).bind(reason)
+                .execute(&pool).await.expect("audit event");
         }
-        Backend::Postgres => at_fourth_version!(
-            sqlx::PgPool::connect(&url).await.unwrap(),
-            "./migrations/postgres"
-        ),
-    }
+    });
 
     let mut app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
     app.login_admin().await;
