@@ -938,6 +938,14 @@ mod tests {
         store
     }
 
+    /// The pools of a store from [`sqlite_store`].
+    fn sqlite_pools(store: &Store) -> &Pools<sqlx::Sqlite> {
+        match store {
+            Store::Sqlite(p) => p,
+            _ => unreachable!("a SQLite URL"),
+        }
+    }
+
     #[test]
     fn sqlite_synchronous_is_normal_or_full_and_nothing_else() {
         let level = |v| sqlite_synchronous(v).map(|(_, level)| level).ok();
@@ -1015,9 +1023,7 @@ mod tests {
     async fn the_logins_behind_a_runner_that_went_away_are_still_answered() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        let Store::Sqlite(p) = &store else {
-            unreachable!("a SQLite URL")
-        };
+        let p = sqlite_pools(&store);
         let writer = p.write.acquire().await.unwrap();
         let spawn_login = |email: &'static str| {
             let store = store.clone();
@@ -1059,9 +1065,7 @@ mod tests {
     async fn a_login_whose_request_gave_up_is_not_committed_later() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        let Store::Sqlite(p) = &store else {
-            unreachable!("a SQLite URL")
-        };
+        let p = sqlite_pools(&store);
         let attributes = Map::new();
         let login = |email, key| test_login(email, key, &attributes);
         // Another writer of this process holds the write connection, so the first login
@@ -1153,9 +1157,7 @@ mod tests {
     async fn a_page_of_group_members_is_a_range_of_the_group_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        let Store::Sqlite(p) = &store else {
-            unreachable!("a SQLite URL")
-        };
+        let p = sqlite_pools(&store);
         let sql = format!("EXPLAIN QUERY PLAN {}", sqlite::GROUP_MEMBERS_SQL);
         let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&p.read)
@@ -1180,9 +1182,7 @@ mod tests {
     async fn the_audit_list_reads_through_an_index_for_each_filter() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        let Store::Sqlite(p) = &store else {
-            unreachable!("a SQLite URL")
-        };
+        let p = sqlite_pools(&store);
         let q = |kind: Option<&str>, user_id: Option<i64>, before: Option<i64>| AuditQuery {
             kind: kind.map(str::to_owned),
             outcome: None,
