@@ -65,19 +65,34 @@ pub async fn ping(pool: &Pool) -> Result<()> {
     Ok(())
 }
 
+/// Writes one audit event. On SQLite an event about a user also becomes that user's newest
+/// (`users.last_event_id`, migration 0006), so `conn` must then be in a write transaction.
 async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
+    let chained = if IS_SQLITE { r.user_id } else { None };
     let mut q = sqlx::QueryBuilder::new("");
-    push_audit_insert(&mut q, std::slice::from_ref(r));
+    push_audit_insert(&mut q, std::slice::from_ref(r), chained);
     q.build().execute(&mut *conn).await?;
+    if let Some(user_id) = chained {
+        sqlx::query("UPDATE users SET last_event_id = last_insert_rowid() WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
 /// Appends `INSERT INTO audit_events … VALUES …` for these rows (at least one) to `q`, in
-/// order (their ids follow the order of the rows).
-fn push_audit_insert(q: &mut sqlx::QueryBuilder<Db>, rows: &[AuditRecord]) {
+/// order (their ids follow the order of the rows). With `chain_of` (SQLite, rows about that
+/// user), each row names the user's newest event as its previous one (`user_prev`).
+fn push_audit_insert(
+    q: &mut sqlx::QueryBuilder<Db>,
+    rows: &[AuditRecord],
+    chain_of: Option<i64>,
+) {
     q.push(format_args!(
-        "INSERT INTO audit_events ({}) ",
-        super::AUDIT_COLUMNS
+        "INSERT INTO audit_events ({}{}) ",
+        super::AUDIT_COLUMNS,
+        if chain_of.is_some() { ", user_prev" } else { "" }
     ));
     q.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
@@ -90,6 +105,11 @@ fn push_audit_insert(q: &mut sqlx::QueryBuilder<Db>, rows: &[AuditRecord]) {
             .push_bind(&r.ip)
             .push_bind(&r.request_id)
             .push_bind(r.details.to_string());
+        if let Some(user_id) = chain_of {
+            b.push("COALESCE((SELECT last_event_id FROM users WHERE id = ")
+                .push_bind_unseparated(user_id)
+                .push_unseparated("), 0)");
+        }
     });
 }
 
@@ -110,6 +130,13 @@ fn audit_row(
 }
 
 pub async fn insert_audit_standalone(pool: &Pool, r: &AuditRecord) -> Result<()> {
+    if IS_SQLITE && r.user_id.is_some() {
+        // Two statements on SQLite (the event, and the user's newest): one transaction.
+        let mut tx = begin_write(pool).await?;
+        insert_audit(&mut tx, r).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
     let mut conn = pool.write.acquire().await?;
     insert_audit(&mut conn, r).await
 }
@@ -1166,11 +1193,90 @@ pub async fn database_time(pool: &Pool) -> Result<f64> {
 
 /// The newest events that match the filters given, older than `before` if given.
 pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+    if IS_SQLITE && let Some(user_id) = q.user_id {
+        return list_user_audit(pool, user_id, q).await;
+    }
     Ok(audit_list_query(q)
         .build_query_as()
         .fetch_all(&pool.read)
         .await?)
 }
+
+/// One user's events on SQLite, which has no index of them by user (migration 0006): each
+/// event names the same user's previous one (`user_prev`, 0 for none) and the user's row names
+/// their newest, so the list follows that chain, newest first, a few events per statement
+/// ([`USER_CHAIN_SQL`]), and applies the other filters to what it reads. With `before`, it
+/// starts from the event before it when that event is the user's (the next page of this same
+/// list), else from the newest one. One read transaction, so that every piece sees the
+/// same chain.
+async fn list_user_audit(pool: &Pool, user_id: i64, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+    #[derive(sqlx::FromRow)]
+    struct Link {
+        #[sqlx(flatten)]
+        event: AuditEvent,
+        user_prev: Option<i64>,
+    }
+    let limit = usize::try_from(q.limit).unwrap_or(0);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let mut tx = pool.read.begin().await?;
+    let newest: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT last_event_id FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let mut next = newest.flatten().unwrap_or(0);
+    if let Some(before) = q.before {
+        let at_before: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT user_id, user_prev FROM audit_events WHERE id = $1")
+                .bind(before)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((Some(owner), Some(previous))) = at_before
+            && owner == user_id
+        {
+            next = previous;
+        }
+    }
+    // Without other filters every event read is listed; with them, read further ahead.
+    let filtered = q.kind.is_some() || q.outcome.is_some() || q.before.is_some();
+    while next > 0 && out.len() < limit {
+        let want = limit - out.len();
+        let piece = if filtered { want.max(256) } else { want };
+        let links: Vec<Link> = sqlx::query_as(USER_CHAIN_SQL)
+            .bind(next)
+            .bind(piece as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        next = 0;
+        for link in links {
+            let e = link.event;
+            // Each event's previous one is older; anything else ends the list.
+            next = link.user_prev.filter(|&p| p < e.id).unwrap_or(0);
+            let wanted = e.user_id == Some(user_id)
+                && q.before.is_none_or(|b| e.id < b)
+                && q.kind.as_ref().is_none_or(|k| *k == e.kind)
+                && q.outcome.as_ref().is_none_or(|o| *o == e.outcome);
+            if wanted && out.len() < limit {
+                out.push(e);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Up to `$2` events of one user's chain, from the event `$1` back, newest first.
+pub(super) const USER_CHAIN_SQL: &str = "WITH RECURSIVE chain AS ( \
+     SELECT id, at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details, user_prev \
+     FROM audit_events WHERE id = $1 \
+     UNION ALL \
+     SELECT e.id, e.at, e.kind, e.outcome, e.reason, e.actor_id, e.user_id, e.email, e.ip, e.request_id, \
+     e.details, e.user_prev FROM chain CROSS JOIN audit_events e ON e.id = chain.user_prev \
+     LIMIT $2) \
+     SELECT * FROM chain ORDER BY id DESC";
 
 /// `list_audit`'s query. Only the filters given are in the SQL, so that the planner can use the
 /// `(kind, id)` and `(user_id, id)` indexes (and the partial ones by outcome, of the events
@@ -1549,7 +1655,7 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         .push_bind(&s.ip)
         .push_bind(&s.user_agent);
     q.push(")) ");
-    push_audit_insert(&mut q, &audit);
+    push_audit_insert(&mut q, &audit, None);
     q.build().execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {

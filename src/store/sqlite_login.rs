@@ -485,7 +485,7 @@ impl<'c> Stmts<'c> {
 
 /// The user a login is for, as it is before the login (`None`: not there yet).
 const FIND_USER: &str = "SELECT id, first_name, last_name, password_hash IS NOT NULL, sso_subject, \
-     is_active, is_superuser, created_at FROM users WHERE email = ?1";
+     is_active, is_superuser, created_at, last_event_id FROM users WHERE email = ?1";
 /// No `RETURNING` on the two writes below: SQLite gathers what a statement returns in a
 /// temporary table, made and dropped at every run. What the row holds afterwards is known
 /// from the read above and from what the login writes.
@@ -494,7 +494,13 @@ const INSERT_USER: &str = "INSERT OR FAIL INTO users (email, first_name, last_na
      VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6)";
 const UPDATE_USER: &str = "UPDATE OR FAIL users SET first_name = COALESCE(?2, first_name), \
      last_name = COALESCE(?3, last_name), login_attributes = ?4, sso_source = 'jwt', \
-     sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, last_login = ?6 WHERE id = ?1";
+     sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, last_login = ?6, \
+     last_event_id = ?7 WHERE id = ?1";
+/// A new user's newest audit event, once the login's events are written (a returning user's is
+/// in [`UPDATE_USER`]).
+const SET_LAST_EVENT: &str = "UPDATE OR FAIL users SET last_event_id = ?2 WHERE id = ?1";
+/// The largest audit id so far: the login's events take the next ones.
+const LAST_EVENT_ID: &str = "SELECT max(id) FROM audit_events";
 
 /// The user's row before the login ([`FIND_USER`]).
 #[derive(Default)]
@@ -507,6 +513,8 @@ struct Found {
     is_active: bool,
     is_superuser: bool,
     created_at: i64,
+    /// The user's newest audit event (0: none), which the login's first one points back to.
+    last_event: i64,
 }
 
 /// One login inside the batch's transaction. A refused login leaves the database as it
@@ -515,8 +523,9 @@ struct Found {
 /// goes), so SQLite keeps no statement journal for it, a copy of each page it touches.
 ///
 /// The same rules as `queries.rs::sso_login` in fewer statements: the user is read by its
-/// address and then updated or inserted (the answer is made from what was read and written),
-/// and the login's audit rows go in with one multi-row insert at the end.
+/// address and inserted if new (the answer is made from what was read and written), the
+/// login's audit rows go in with one multi-row insert, and the user's row is updated last,
+/// with its newest audit event.
 fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
     let fresh = tx
         .prepare(
@@ -543,6 +552,7 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
                 is_active: r.get(5)?,
                 is_superuser: r.get(6)?,
                 created_at: r.get(7)?,
+                last_event: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
             })
         })
         .optional()?;
@@ -558,18 +568,9 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
         return Ok(refused);
     }
     let created = found.is_none();
+    // A returning user's row is updated at the end, together with its newest audit event.
     let id = match &found {
-        Some(u) => {
-            tx.prepare(UPDATE_USER)?.execute(params![
-                u.id,
-                l.first_name,
-                l.last_name,
-                attrs,
-                l.subject,
-                now
-            ])?;
-            u.id
-        }
+        Some(u) => u.id,
         None => {
             tx.prepare(INSERT_USER)?.execute(params![
                 l.email,
@@ -582,9 +583,10 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
             tx.db.last_insert_rowid()
         }
     };
-    // The row as the statement above left it (`COALESCE`: a name or subject the token does
-    // not carry is kept).
+    // The row as the login leaves it (`COALESCE`: a name or subject the token does not carry
+    // is kept).
     let found = found.unwrap_or_default();
+    let previous_event = found.last_event;
     let mut user = User {
         id,
         email: l.email.clone(),
@@ -675,7 +677,21 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
         email: Some(l.email.to_owned()),
         ..l.audit.clone()
     };
-    audit.insert(tx, &base)?;
+    let last_event = audit.insert(tx, &base, previous_event)?;
+    if created {
+        tx.prepare(SET_LAST_EVENT)?
+            .execute(params![user_id, last_event])?;
+    } else {
+        tx.prepare(UPDATE_USER)?.execute(params![
+            user_id,
+            l.first_name,
+            l.last_name,
+            attrs,
+            l.subject,
+            now,
+            last_event
+        ])?;
+    }
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),
         created,
@@ -708,7 +724,14 @@ impl Audit {
     /// once, as parameters 1–6 that every row names ([`audit_sql`]); each row then binds its
     /// own four. Binding a text copies it, so the login's three rows bound their email, ip
     /// and request id three times each.
-    fn insert(&self, tx: &mut Stmts<'_>, base: &AuditRecord) -> R<()> {
+    ///
+    /// The rows take the ids after the largest so far, and each names the one before it as
+    /// the user's previous event (the first names `previous`, the user's newest before the
+    /// login): the chain through which a user's events are listed (migration 0006). Returns
+    /// the last row's id, the user's newest event now.
+    fn insert(&self, tx: &mut Stmts<'_>, base: &AuditRecord, previous: i64) -> R<i64> {
+        let last: Option<i64> = tx.prepare(LAST_EVENT_ID)?.query_row([], |r| r.get(0))?;
+        let first = last.unwrap_or(0) + 1;
         let mut one_off;
         let stmt = match kept_audit_sql(self.rows.len()) {
             Some(sql) => tx.prepare(sql)?,
@@ -730,6 +753,10 @@ impl Audit {
             stmt.raw_bind_parameter(n, v)?;
             n += 1;
         }
+        for v in [first, previous] {
+            stmt.raw_bind_parameter(n, v)?;
+            n += 1;
+        }
         for (kind, outcome, reason, details) in &self.rows {
             let own: [&dyn rusqlite::ToSql; AUDIT_OWN] = [kind, outcome, reason, details];
             for v in own {
@@ -738,23 +765,36 @@ impl Audit {
             }
         }
         stmt.raw_execute()?;
-        Ok(())
+        Ok(first + self.rows.len() as i64 - 1)
     }
 }
 
 /// The values every audit row of a login shares (`at`, `actor_id`, `user_id`, `email`, `ip`,
-/// `request_id`), and those of each row (`kind`, `outcome`, `reason`, `details`).
+/// `request_id`), then the first row's id and the user's previous event, and those of each
+/// row (`kind`, `outcome`, `reason`, `details`).
 const AUDIT_SHARED: usize = 6;
+const AUDIT_CHAIN: usize = 2;
 const AUDIT_OWN: usize = 4;
 
-/// The audit insert for `rows` rows: the shared values are `?1`–`?6` in every row, and row
-/// `r` (from 0) has its own in `?7 + 4r` to `?10 + 4r`, in the order of `AUDIT_COLUMNS`.
+/// The audit insert for `rows` rows: the shared values are `?1`–`?6` in every row, row `r`
+/// (from 0) has the id `?7 + r` and the previous event `?8` (the first row) or `?7 + r - 1`,
+/// and its own values in `?9 + 4r` to `?12 + 4r`, in the order of `AUDIT_COLUMNS`.
 fn audit_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {
-            let own = AUDIT_SHARED + 1 + AUDIT_OWN * r;
+            let own = AUDIT_SHARED + AUDIT_CHAIN + 1 + AUDIT_OWN * r;
+            let id = |r: usize| match r {
+                0 => "?7".to_owned(),
+                r => format!("?7 + {r}"),
+            };
+            let previous = match r {
+                0 => "?8".to_owned(),
+                r => id(r - 1),
+            };
             format!(
-                "(?1, ?{}, ?{}, ?{}, ?2, ?3, ?4, ?5, ?6, ?{})",
+                "({}, {}, ?1, ?{}, ?{}, ?{}, ?2, ?3, ?4, ?5, ?6, ?{})",
+                id(r),
+                previous,
                 own,
                 own + 1,
                 own + 2,
@@ -763,7 +803,7 @@ fn audit_sql(rows: usize) -> String {
         })
         .collect();
     format!(
-        "INSERT OR FAIL INTO audit_events ({}) VALUES {}",
+        "INSERT OR FAIL INTO audit_events (id, user_prev, {}) VALUES {}",
         super::AUDIT_COLUMNS,
         values.join(", ")
     )
@@ -808,12 +848,28 @@ fn set_superuser(tx: &mut Stmts<'_>, user_id: i64, value: bool, now: i64) -> R<(
 mod tests {
     use serde_json::json;
 
-    /// Every row gets the shared values and its own, for the kept statements and a one-off.
+    /// Every row gets the shared values and its own, for the kept statements and a one-off,
+    /// and the rows take the next ids, each pointing back to the one before (the first to the
+    /// user's previous event).
     #[test]
     fn each_audit_row_has_the_shared_values_and_its_own() {
         let db = rusqlite::Connection::open_in_memory().unwrap();
-        db.execute_batch(include_str!("../../migrations/sqlite/0001_initial.sql"))
-            .unwrap();
+        for migration in [
+            include_str!("../../migrations/sqlite/0001_initial.sql"),
+            include_str!("../../migrations/sqlite/0002_binary_session_ids.sql"),
+            include_str!("../../migrations/sqlite/0003_paging_indexes.sql"),
+            include_str!("../../migrations/sqlite/0004_users_sso_subject.sql"),
+            include_str!("../../migrations/sqlite/0005_audit_rows.sql"),
+            include_str!("../../migrations/sqlite/0006_audit_user_chain.sql"),
+        ] {
+            db.execute_batch(migration).unwrap();
+        }
+        // An older event of another user: the login's rows take the ids after it.
+        db.execute(
+            "INSERT INTO audit_events (id, at, kind, outcome, user_prev) VALUES (40, 1, 'x', 'success', 0)",
+            [],
+        )
+        .unwrap();
         let base = super::AuditRecord {
             actor_id: None,
             user_id: Some(7),
@@ -823,7 +879,8 @@ mod tests {
             ..super::AuditRecord::success(1_700_000_000, "sso_login")
         };
         for rows in [1, 3, 8, 11] {
-            db.execute("DELETE FROM audit_events", []).unwrap();
+            db.execute("DELETE FROM audit_events WHERE id > 40", [])
+                .unwrap();
             let mut audit = super::Audit { rows: Vec::new() };
             for r in 0..rows {
                 let (kind, outcome, reason) = match r % 3 {
@@ -834,16 +891,17 @@ mod tests {
                 audit.push(kind, outcome, reason, super::group_details(r as i64));
             }
             let mut tx = super::Stmts::new(&db);
-            audit.insert(&mut tx, &base).unwrap();
+            let last = audit.insert(&mut tx, &base, 17).unwrap();
             drop(tx);
+            assert_eq!(last, 40 + rows as i64, "{rows} rows");
             let got: Vec<Vec<rusqlite::types::Value>> = db
                 .prepare(&format!(
-                    "SELECT {} FROM audit_events ORDER BY id",
+                    "SELECT id, user_prev, {} FROM audit_events WHERE id > 40 ORDER BY id",
                     super::super::AUDIT_COLUMNS
                 ))
                 .unwrap()
                 .query_map([], |row| {
-                    (0..10).map(|i| row.get(i)).collect::<rusqlite::Result<_>>()
+                    (0..12).map(|i| row.get(i)).collect::<rusqlite::Result<_>>()
                 })
                 .unwrap()
                 .collect::<rusqlite::Result<_>>()
@@ -853,7 +911,10 @@ mod tests {
                 use rusqlite::types::Value::{Integer, Null, Text};
                 let (kind, outcome, reason, _) = &audit.rows[r];
                 let reason = reason.map_or(Null, |x| Text(x.into()));
+                let id = 41 + r as i64;
                 let expected = vec![
+                    Integer(id),
+                    Integer(if r == 0 { 17 } else { id - 1 }),
                     Integer(1_700_000_000),
                     Text((*kind).into()),
                     Text((*outcome).into()),

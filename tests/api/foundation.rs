@@ -963,16 +963,19 @@ async fn audit_events_from_before_0005_survive_the_upgrade(backend: Backend) {
         return;
     };
     let at: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-    // The schema of migrations 0001–0004, with three events: a success, a failure and a
-    // skipped group removal.
+    // The schema of migrations 0001–0004, with a user (id 1) and three events about them: a
+    // success, a failure and a skipped group removal.
     at_version!(backend, &url, 4, |pool| {
+        sqlx::query("INSERT INTO users (email, is_active, is_superuser, login_attributes, created_at, updated_at) \
+                     VALUES ('old@example.com', TRUE, FALSE, '{}', $1, $1)")
+            .bind(at).execute(&pool).await.expect("user");
         for (kind, outcome, reason) in [
             ("sso_login", "success", None),
             ("sso_login", "failure", Some("bad_signature")),
             ("group_removed", "skipped", Some("last_admin_kept")),
         ] {
             sqlx::query("INSERT INTO audit_events (at, kind, outcome, reason, user_id, email, ip, request_id, details) \
-                         VALUES ($1, $2, $3, $4, 7, 'old@example.com', '192.0.2.1', 'req-old', '{\"group_id\":2}')")
+                         VALUES ($1, $2, $3, $4, 1, 'old@example.com', '192.0.2.1', 'req-old', '{\"group_id\":2}')")
                 .bind(at).bind(kind).bind(outcome).bind(reason)
                 .execute(&pool).await.expect("audit event");
         }
@@ -1010,7 +1013,7 @@ async fn audit_events_from_before_0005_survive_the_upgrade(backend: Backend) {
     assert_eq!(old["outcome"], "failure");
     assert_eq!(old["reason"], "bad_signature");
     assert_eq!(old["at"], "2026-01-01T00:00:00Z");
-    assert_eq!(old["user_id"], 7);
+    assert_eq!(old["user_id"], 1);
     assert_eq!(old["email"], "old@example.com");
     assert_eq!(old["ip"], "192.0.2.1");
     assert_eq!(old["request_id"], "req-old");
@@ -1023,8 +1026,8 @@ async fn audit_events_from_before_0005_survive_the_upgrade(backend: Backend) {
         Vec::<i64>::new()
     );
     assert_eq!(ids(&list("kind=sso_login&before=3").await), [2, 1]);
-    assert_eq!(ids(&list("user_id=7").await), [3, 2, 1]);
-    assert_eq!(ids(&list("outcome=success&user_id=7").await), [1]);
+    assert_eq!(ids(&list("user_id=1").await), [3, 2, 1]);
+    assert_eq!(ids(&list("outcome=success&user_id=1").await), [1]);
     if backend == Backend::Sqlite {
         // No `AUTOINCREMENT` left, and no counter row for the table.
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -1054,6 +1057,118 @@ mod audit_events_from_before_0005 {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn survive_the_upgrade_on_postgres() {
         audit_events_from_before_0005_survive_the_upgrade(Backend::Postgres).await;
+    }
+}
+
+/// Audit events written before migration 0006 (which drops SQLite's index of them by user
+/// and chains each user's events instead) are still listed by user, page by page and with
+/// the other filters, and the events written after the upgrade join the same lists.
+async fn audit_events_from_before_0006_are_listed_by_user(backend: Backend) {
+    let Some((url, dir)) = crate::support::database_url(backend) else {
+        return;
+    };
+    let at: i64 = 1_767_225_600;
+    // Two users (ids 1 and 2), events about each in turn, and one about no user.
+    at_version!(backend, &url, 5, |pool| {
+        for email in ["one@example.com", "two@example.com"] {
+            sqlx::query("INSERT INTO users (email, is_active, is_superuser, login_attributes, created_at, updated_at) \
+                         VALUES ($1, TRUE, FALSE, '{}', $2, $2)")
+                .bind(email).bind(at).execute(&pool).await.expect("user");
+        }
+        for (user, kind, outcome) in [
+            (Some(1), "user_created", "success"),
+            (Some(2), "user_created", "success"),
+            (Some(1), "sso_login", "success"),
+            (None, "sso_login", "failure"),
+            (Some(2), "sso_login", "success"),
+            (Some(1), "sso_login", "failure"),
+            (Some(1), "sso_login", "success"),
+        ] {
+            sqlx::query("INSERT INTO audit_events (at, kind, outcome, user_id, details) VALUES ($1, $2, $3, $4, '{}')")
+                .bind(at).bind(kind).bind(outcome).bind(user)
+                .execute(&pool).await.expect("audit event");
+        }
+    });
+
+    let mut app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
+    app.login_admin().await;
+    let ids = |events: Vec<Value>| -> Vec<i64> {
+        events.iter().map(|e| e["id"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(ids(app.audit_events("user_id=1").await), [7, 6, 3, 1]);
+    assert_eq!(ids(app.audit_events("user_id=2").await), [5, 2]);
+    assert_eq!(ids(app.audit_events("user_id=1&limit=2").await), [7, 6]);
+    assert_eq!(
+        ids(app.audit_events("user_id=1&limit=2&before=6").await),
+        [3, 1]
+    );
+    assert_eq!(ids(app.audit_events("user_id=1&before=5").await), [3, 1]);
+    assert_eq!(
+        ids(app.audit_events("user_id=1&kind=sso_login").await),
+        [7, 6, 3]
+    );
+    assert_eq!(
+        ids(app.audit_events("user_id=1&outcome=failure").await),
+        [6]
+    );
+    assert_eq!(
+        ids(app
+            .audit_events("user_id=2&kind=user_created&before=5")
+            .await),
+        [2]
+    );
+    // A change of user 1 after the upgrade comes first in their list, and not in user 2's.
+    let res = app
+        .admin(Method::PUT, "/api/user/1")
+        .json(&json!({"last_name": "After"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let one = app.audit_events("user_id=1").await;
+    assert_eq!(one.len(), 5, "{one:?}");
+    assert_eq!(one[0]["kind"], "user_updated");
+    assert!(one[0]["id"].as_i64().unwrap() > 7);
+    assert_eq!(ids(one[1..].to_vec()), [7, 6, 3, 1]);
+    assert_eq!(ids(app.audit_events("user_id=2").await), [5, 2]);
+    if backend == Backend::Sqlite {
+        // The chain as the migration made it, and no index by user left.
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let chain: Vec<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, user_prev FROM audit_events WHERE id <= 7 ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let prev = [Some(0), Some(0), Some(1), None, Some(2), Some(3), Some(6)];
+        let expected: Vec<(i64, Option<i64>)> = (1..=7).zip(prev).collect();
+        assert_eq!(chain, expected);
+        let newest: Vec<Option<i64>> =
+            sqlx::query_scalar("SELECT last_event_id FROM users WHERE id IN (1, 2) ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(newest, [one[0]["id"].as_i64(), Some(5)]);
+        let indexes: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_events_user'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(indexes, 0);
+    }
+}
+
+mod audit_events_from_before_0006 {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn are_listed_by_user_on_sqlite() {
+        audit_events_from_before_0006_are_listed_by_user(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn are_listed_by_user_on_postgres() {
+        audit_events_from_before_0006_are_listed_by_user(Backend::Postgres).await;
     }
 }
 

@@ -107,4 +107,70 @@ both_backends! {
             }
         }
     }
+
+    async fn a_user_s_events_are_listed_from_every_kind_of_write(mut app) {
+        // SQLite lists a user's events along a chain that the SSO login's writer and every
+        // other insert keep (migration 0006); the list must be what filtering the whole log
+        // by user gives, page by page and with the other filters too.
+        let admin = sso_ready(&mut app).await;
+        let login = |email: &str| {
+            let token = sign(login_claims(email));
+            let app = &app;
+            async move { app.sso_callback(&token, None).await.status() }
+        };
+        assert_eq!(login("ada@example.com").await, StatusCode::FOUND);
+        assert_eq!(login("bo@example.com").await, StatusCode::FOUND);
+        let ada = user_by_email(&app, "ada@example.com").await.id;
+        let bo = user_by_email(&app, "bo@example.com").await.id;
+        let res = app.admin(Method::PUT, &format!("/api/user/{ada}")).json(&json!({"last_name": "Lovelace"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(login("ada@example.com").await, StatusCode::FOUND);
+        let res = app.admin(Method::DELETE, &format!("/api/user/{bo}/sessions")).send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+        let res = app.admin(Method::PUT, &format!("/api/user/{bo}")).json(&json!({"is_active": false})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(login("bo@example.com").await, StatusCode::FORBIDDEN);
+        assert_eq!(login("ada@example.com").await, StatusCode::FOUND);
+
+        let all = app.audit_events("limit=500").await;
+        let ids = |events: &[serde_json::Value]| -> Vec<i64> { events.iter().map(|e| e["id"].as_i64().unwrap()).collect() };
+        let of = |user: i64, keep: &dyn Fn(&serde_json::Value) -> bool| -> Vec<i64> {
+            ids(&all.iter().filter(|e| e["user_id"] == json!(user) && keep(e)).cloned().collect::<Vec<_>>())
+        };
+        for user in [ada, bo, admin] {
+            let expected = of(user, &|_| true);
+            assert!(expected.len() >= 2, "user {user}: {all:?}");
+            assert_eq!(ids(&app.audit_events(&format!("user_id={user}&limit=500")).await), expected, "user {user}");
+            // Two at a time, each page from the last one's `next_before`.
+            let mut paged = Vec::new();
+            let mut before = String::new();
+            for _ in 0..expected.len() + 1 {
+                let res = app.admin(Method::GET, &format!("/api/audit?user_id={user}&limit=2{before}")).send().await.unwrap();
+                let page = body_json(res).await;
+                paged.extend(ids(page["events"].as_array().unwrap()));
+                match page["next_before"].as_i64() {
+                    Some(next) => before = format!("&before={next}"),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, expected, "user {user}, two at a time");
+            for kind in ["sso_login", "user_updated", "session_revoked", "user_created"] {
+                let got = ids(&app.audit_events(&format!("user_id={user}&kind={kind}")).await);
+                assert_eq!(got, of(user, &|e| e["kind"] == json!(kind)), "user {user}, {kind}");
+            }
+            for outcome in ["success", "failure"] {
+                let got = ids(&app.audit_events(&format!("user_id={user}&outcome={outcome}")).await);
+                assert_eq!(got, of(user, &|e| e["outcome"] == json!(outcome)), "user {user}, {outcome}");
+            }
+            // `before` an event of another user (or of none): the user's older ones.
+            for other in ids(&all).into_iter().filter(|id| !expected.contains(id)).take(4) {
+                let got = ids(&app.audit_events(&format!("user_id={user}&before={other}")).await);
+                assert_eq!(got, of(user, &|e| e["id"].as_i64().unwrap() < other), "user {user} before {other}");
+            }
+        }
+        // Both writers are in Ada's list: the SSO login's and the admin's.
+        let kinds: Vec<serde_json::Value> = app.audit_events(&format!("user_id={ada}")).await.iter().map(|e| e["kind"].clone()).collect();
+        assert!(kinds.contains(&json!("user_updated")) && kinds.contains(&json!("sso_login")), "{kinds:?}");
+        assert!(app.audit_events("user_id=999999").await.is_empty());
+    }
 }
