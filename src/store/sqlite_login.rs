@@ -461,6 +461,8 @@ type R<T> = rusqlite::Result<T>;
 struct Stmts<'c> {
     db: &'c rusqlite::Connection,
     kept: Vec<(&'static str, rusqlite::CachedStatement<'c>)>,
+    /// The id the transaction's next audit event takes, once read ([`Stmts::event_ids`]).
+    next_event: Option<i64>,
 }
 
 impl<'c> Stmts<'c> {
@@ -468,7 +470,23 @@ impl<'c> Stmts<'c> {
         Stmts {
             db,
             kept: Vec::with_capacity(16),
+            next_event: None,
         }
+    }
+
+    /// The first of `n` ids for new audit events: the largest id plus one, read at the
+    /// transaction's first use, after which its own events are the only ones written (the
+    /// transaction holds the write lock, and a failed statement ends it).
+    fn event_ids(&mut self, n: usize) -> R<i64> {
+        let first = match self.next_event {
+            Some(id) => id,
+            None => {
+                let last: Option<i64> = self.prepare(LAST_EVENT_ID)?.query_row([], |r| r.get(0))?;
+                last.unwrap_or(0) + 1
+            }
+        };
+        self.next_event = Some(first + n as i64);
+        Ok(first)
     }
 
     fn prepare(&mut self, sql: &'static str) -> R<&mut rusqlite::Statement<'c>> {
@@ -490,14 +508,13 @@ const FIND_USER: &str = "SELECT id, first_name, last_name, password_hash IS NOT 
 /// temporary table, made and dropped at every run. What the row holds afterwards is known
 /// from the read above and from what the login writes.
 const INSERT_USER: &str = "INSERT OR FAIL INTO users (email, first_name, last_name, sso_source, sso_subject, \
-     is_active, is_superuser, login_attributes, created_at, updated_at, last_login) \
-     VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6)";
+     is_active, is_superuser, login_attributes, created_at, updated_at, last_login, last_event_id) \
+     VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6, ?7)";
 const UPDATE_USER: &str = "UPDATE OR FAIL users SET first_name = COALESCE(?2, first_name), \
      last_name = COALESCE(?3, last_name), login_attributes = ?4, sso_source = 'jwt', \
      sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, last_login = ?6, \
      last_event_id = ?7 WHERE id = ?1";
-/// A new user's newest audit event, once the login's events are written (a returning user's is
-/// in [`UPDATE_USER`]).
+/// A new user's newest audit event, when the login wrote fewer than [`INSERT_USER`] counted on.
 const SET_LAST_EVENT: &str = "UPDATE OR FAIL users SET last_event_id = ?2 WHERE id = ?1";
 /// The largest audit id so far: the login's events take the next ones.
 const LAST_EVENT_ID: &str = "SELECT max(id) FROM audit_events";
@@ -568,17 +585,34 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
         return Ok(refused);
     }
     let created = found.is_none();
-    // A returning user's row is updated at the end, together with its newest audit event.
+    // A new user's groups to add are known before the row is written (they start in All
+    // Users only), and so is the number of the login's audit events: user_created, one per
+    // group added, sso_login. Their ids are taken now, so that the row is written with its
+    // newest event; a returning user's row is updated at the end, with the same.
+    let new_user_diff = match (&l.group_sync, created) {
+        (Some((wanted, managed)), true) => Some(crate::sso::claims::group_diff(
+            &BTreeSet::from([ALL_USERS_GROUP_ID]),
+            wanted,
+            managed,
+        )),
+        _ => None,
+    };
+    let mut new_user_events = None;
     let id = match &found {
         Some(u) => u.id,
         None => {
+            let n = 2 + new_user_diff.as_ref().map_or(0, |d| d.add.len());
+            let first = tx.event_ids(n)?;
+            let newest = first + n as i64 - 1;
+            new_user_events = Some((first, newest));
             tx.prepare(INSERT_USER)?.execute(params![
                 l.email,
                 l.first_name,
                 l.last_name,
                 l.subject,
                 attrs,
-                now
+                now,
+                newest
             ])?;
             tx.db.last_insert_rowid()
         }
@@ -617,14 +651,15 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
     }
     let (mut added, mut removed, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     if let Some((wanted, managed)) = &l.group_sync {
-        let current: BTreeSet<i64> = if created {
-            BTreeSet::from([ALL_USERS_GROUP_ID])
-        } else {
-            let stmt = tx.prepare("SELECT group_id FROM memberships WHERE user_id = ?1")?;
-            let ids = stmt.query_map(params![user_id], |r| r.get::<_, i64>(0))?;
-            ids.collect::<std::result::Result<_, _>>()?
+        let diff = match new_user_diff {
+            Some(diff) => diff,
+            None => {
+                let stmt = tx.prepare("SELECT group_id FROM memberships WHERE user_id = ?1")?;
+                let ids = stmt.query_map(params![user_id], |r| r.get::<_, i64>(0))?;
+                let current: BTreeSet<i64> = ids.collect::<std::result::Result<_, _>>()?;
+                crate::sso::claims::group_diff(&current, wanted, managed)
+            }
         };
-        let diff = crate::sso::claims::group_diff(&current, wanted, managed);
         for gid in diff.add {
             if add_member(tx, user_id, gid)? {
                 if gid == ADMINISTRATORS_GROUP_ID {
@@ -677,10 +712,18 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
         email: Some(l.email.to_owned()),
         ..l.audit.clone()
     };
-    let last_event = audit.insert(tx, &base, previous_event)?;
-    if created {
-        tx.prepare(SET_LAST_EVENT)?
-            .execute(params![user_id, last_event])?;
+    let first = match new_user_events {
+        Some((first, _)) => first,
+        None => tx.event_ids(audit.rows.len())?,
+    };
+    let last_event = audit.insert(tx, &base, previous_event, first)?;
+    if let Some((_, newest)) = new_user_events {
+        // Fewer events than counted (a mapped group that no longer exists): the ids left
+        // over are never used, and the row is told its newest.
+        if newest != last_event {
+            tx.prepare(SET_LAST_EVENT)?
+                .execute(params![user_id, last_event])?;
+        }
     } else {
         tx.prepare(UPDATE_USER)?.execute(params![
             user_id,
@@ -725,13 +768,11 @@ impl Audit {
     /// own four. Binding a text copies it, so the login's three rows bound their email, ip
     /// and request id three times each.
     ///
-    /// The rows take the ids after the largest so far, and each names the one before it as
-    /// the user's previous event (the first names `previous`, the user's newest before the
-    /// login): the chain through which a user's events are listed (migration 0006). Returns
-    /// the last row's id, the user's newest event now.
-    fn insert(&self, tx: &mut Stmts<'_>, base: &AuditRecord, previous: i64) -> R<i64> {
-        let last: Option<i64> = tx.prepare(LAST_EVENT_ID)?.query_row([], |r| r.get(0))?;
-        let first = last.unwrap_or(0) + 1;
+    /// The rows take the ids from `first` on ([`Stmts::event_ids`]), and each names the one
+    /// before it as the user's previous event (the first names `previous`, the user's newest
+    /// before the login): the chain through which a user's events are listed (migration
+    /// 0006). Returns the last row's id, the user's newest event now.
+    fn insert(&self, tx: &mut Stmts<'_>, base: &AuditRecord, previous: i64, first: i64) -> R<i64> {
         let mut one_off;
         let stmt = match kept_audit_sql(self.rows.len()) {
             Some(sql) => tx.prepare(sql)?,
@@ -765,7 +806,13 @@ impl Audit {
             }
         }
         stmt.raw_execute()?;
-        Ok(first + self.rows.len() as i64 - 1)
+        // More rows than ids taken cannot happen (a new user's count), but would still leave
+        // the next login of the transaction ids of its own.
+        let end = first + self.rows.len() as i64;
+        if tx.next_event.is_some_and(|next| next < end) {
+            tx.next_event = Some(end);
+        }
+        Ok(end - 1)
     }
 }
 
@@ -891,7 +938,8 @@ mod tests {
                 audit.push(kind, outcome, reason, super::group_details(r as i64));
             }
             let mut tx = super::Stmts::new(&db);
-            let last = audit.insert(&mut tx, &base, 17).unwrap();
+            let first = tx.event_ids(rows).unwrap();
+            let last = audit.insert(&mut tx, &base, 17, first).unwrap();
             drop(tx);
             assert_eq!(last, 40 + rows as i64, "{rows} rows");
             let got: Vec<Vec<rusqlite::types::Value>> = db
@@ -929,6 +977,27 @@ mod tests {
                 assert_eq!(row, &expected, "{rows} rows, row {r}");
             }
         }
+        // Two logins of one transaction: the second's rows take the ids after the first's,
+        // which the transaction read once.
+        db.execute("DELETE FROM audit_events WHERE id > 40", [])
+            .unwrap();
+        let mut audit = super::Audit { rows: Vec::new() };
+        audit.push("sso_login", "success", None, super::login_details(false));
+        audit.push("sso_login", "success", None, super::login_details(false));
+        let mut tx = super::Stmts::new(&db);
+        let first = tx.event_ids(2).unwrap();
+        assert_eq!(audit.insert(&mut tx, &base, 0, first).unwrap(), 42);
+        let first = tx.event_ids(2).unwrap();
+        assert_eq!(audit.insert(&mut tx, &base, 5, first).unwrap(), 44);
+        drop(tx);
+        let chain: Vec<(i64, i64)> = db
+            .prepare("SELECT id, user_prev FROM audit_events WHERE id > 40 ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(chain, [(41, 0), (42, 41), (43, 5), (44, 43)]);
     }
 
     /// The audit details written as text are what PostgreSQL's path serialises.

@@ -329,4 +329,22 @@ async fn an_environment_mapping_to_a_missing_group_is_skipped_at_login() {
         3,
         "the admin's All Users and Administrators, and env@'s All Users"
     );
+    // The first login wrote one event fewer than its groups to add promised (SQLite counts
+    // them before the user's row is written): the user's list still has every event.
+    let kinds: Vec<Value> = app
+        .audit_events(&format!("user_id={id}"))
+        .await
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "sso_login",
+            "group_removed",
+            "sso_login",
+            "group_added",
+            "user_created"
+        ]
+    );
 }
