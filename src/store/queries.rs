@@ -82,13 +82,14 @@ async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
 }
 
 /// Appends `INSERT INTO audit_events … VALUES …` for these rows (at least one) to `q`, in
-/// order (their ids follow the order of the rows). With `chain_of` (SQLite, rows about that
-/// user), each row names the user's newest event as its previous one (`user_prev`).
+/// order (their ids follow the order of the rows). With `chain_of` (SQLite, one row, about
+/// that user), the row names the user's newest event as its previous one (`user_prev`).
 fn push_audit_insert(
     q: &mut sqlx::QueryBuilder<Db>,
     rows: &[AuditRecord],
     chain_of: Option<i64>,
 ) {
+    debug_assert!(chain_of.is_none() || rows.len() == 1, "one chained row at a time");
     q.push(format_args!(
         "INSERT INTO audit_events ({}{}) ",
         super::AUDIT_COLUMNS,
@@ -1228,6 +1229,8 @@ async fn list_user_audit(pool: &Pool, user_id: i64, q: &AuditQuery) -> Result<Ve
             .fetch_optional(&mut *tx)
             .await?;
     let mut next = newest.flatten().unwrap_or(0);
+    // Whether events at or after `before` may still be read (and must be skipped).
+    let mut past_before = q.before.is_some();
     if let Some(before) = q.before {
         let at_before: Option<(Option<i64>, Option<i64>)> =
             sqlx::query_as("SELECT user_id, user_prev FROM audit_events WHERE id = $1")
@@ -1238,10 +1241,11 @@ async fn list_user_audit(pool: &Pool, user_id: i64, q: &AuditQuery) -> Result<Ve
             && owner == user_id
         {
             next = previous;
+            past_before = false;
         }
     }
     // Without other filters every event read is listed; with them, read further ahead.
-    let filtered = q.kind.is_some() || q.outcome.is_some() || q.before.is_some();
+    let filtered = q.kind.is_some() || q.outcome.is_some() || past_before;
     while next > 0 && out.len() < limit {
         let want = limit - out.len();
         let piece = if filtered { want.max(256) } else { want };
@@ -1278,10 +1282,11 @@ pub(super) const USER_CHAIN_SQL: &str = "WITH RECURSIVE chain AS ( \
      LIMIT $2) \
      SELECT * FROM chain ORDER BY id DESC";
 
-/// `list_audit`'s query. Only the filters given are in the SQL, so that the planner can use the
-/// `(kind, id)` and `(user_id, id)` indexes (and the partial ones by outcome, of the events
-/// that are not successes) and start at `before`: a condition such as `$1 IS NULL OR kind = $1`
-/// makes the database read the table from its newest row on until enough rows match.
+/// `list_audit`'s query (on SQLite, without `user_id`: `list_user_audit`). Only the filters
+/// given are in the SQL, so that the planner can use the `(kind, id)` and (on PostgreSQL)
+/// `(user_id, id)` indexes (and the partial ones by outcome, of the events that are not
+/// successes) and start at `before`: a condition such as `$1 IS NULL OR kind = $1` makes the
+/// database read the table from its newest row on until enough rows match.
 pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
     let mut sql = sqlx::QueryBuilder::<Db>::new(
         "SELECT id, at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details \
