@@ -1219,9 +1219,6 @@ async fn list_user_audit(pool: &Pool, user_id: i64, q: &AuditQuery) -> Result<Ve
     }
     let limit = usize::try_from(q.limit).unwrap_or(0);
     let mut out = Vec::new();
-    if limit == 0 {
-        return Ok(out);
-    }
     let mut tx = pool.read.begin().await?;
     let newest: Option<Option<i64>> =
         sqlx::query_scalar("SELECT last_event_id FROM users WHERE id = $1")

@@ -806,12 +806,9 @@ impl Audit {
             }
         }
         stmt.raw_execute()?;
-        // More rows than ids taken cannot happen (a new user's count), but would still leave
-        // the next login of the transaction ids of its own.
         let end = first + self.rows.len() as i64;
-        if tx.next_event.is_some_and(|next| next < end) {
-            tx.next_event = Some(end);
-        }
+        // Within the ids taken ([`Stmts::event_ids`]; a new user's login counts its rows first).
+        debug_assert!(tx.next_event.is_some_and(|next| end <= next));
         Ok(end - 1)
     }
 }

@@ -896,6 +896,26 @@ macro_rules! at_version {
     }};
 }
 
+/// Runs an upgrade test, an `async fn(Backend)`, on SQLite and on PostgreSQL:
+/// `mod <name> { fn sqlite(); fn postgres(); }`.
+macro_rules! on_both_backends {
+    ($name:ident: $test:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $test(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $test(Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 /// A session issued before session ids were stored as bytes (migration 0002) still works after
 /// the upgrade, and is stored as the 32 bytes of its SHA-256.
 async fn a_session_from_before_binary_ids_survives_the_upgrade(backend: Backend) {
@@ -941,19 +961,10 @@ async fn a_session_from_before_binary_ids_survives_the_upgrade(backend: Backend)
     assert_error(res, 401, "unauthenticated").await;
 }
 
-mod a_session_from_before_binary_ids {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn survives_the_upgrade_on_sqlite() {
-        a_session_from_before_binary_ids_survives_the_upgrade(Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn survives_the_upgrade_on_postgres() {
-        a_session_from_before_binary_ids_survives_the_upgrade(Backend::Postgres).await;
-    }
-}
+on_both_backends!(
+    a_session_from_before_binary_ids_survives_the_upgrade_on:
+    a_session_from_before_binary_ids_survives_the_upgrade
+);
 
 /// Audit events written before migration 0005 (which copies SQLite's table into one without
 /// `AUTOINCREMENT`, and replaces the partial indexes by outcome) keep their ids and every field,
@@ -1046,19 +1057,10 @@ async fn audit_events_from_before_0005_survive_the_upgrade(backend: Backend) {
     }
 }
 
-mod audit_events_from_before_0005 {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn survive_the_upgrade_on_sqlite() {
-        audit_events_from_before_0005_survive_the_upgrade(Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn survive_the_upgrade_on_postgres() {
-        audit_events_from_before_0005_survive_the_upgrade(Backend::Postgres).await;
-    }
-}
+on_both_backends!(
+    audit_events_from_before_0005_survive_the_upgrade_on:
+    audit_events_from_before_0005_survive_the_upgrade
+);
 
 /// Audit events written before migration 0006 (which drops SQLite's index of them by user
 /// and chains each user's events instead) are still listed by user, page by page and with
@@ -1158,19 +1160,10 @@ async fn audit_events_from_before_0006_are_listed_by_user(backend: Backend) {
     }
 }
 
-mod audit_events_from_before_0006 {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn are_listed_by_user_on_sqlite() {
-        audit_events_from_before_0006_are_listed_by_user(Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn are_listed_by_user_on_postgres() {
-        audit_events_from_before_0006_are_listed_by_user(Backend::Postgres).await;
-    }
-}
+on_both_backends!(
+    audit_events_from_before_0006_are_listed_by_user_on:
+    audit_events_from_before_0006_are_listed_by_user
+);
 
 /// A session lifetime fixed by this instance's environment is not the one a writer elsewhere
 /// changed: the cutoff that writer recorded does not end this instance's sessions.
