@@ -706,9 +706,52 @@ const AUDIT_COLUMNS: &str =
     "at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details";
 
 /// Ends the session a login replaces when it is another user's (`$1`: its stored key, `$2`:
-/// the user signing in): `queries::end_replaced_session` and the SQLite login writer (the
-/// PostgreSQL SSO login has it as a `WITH` clause of its session statement).
+/// the user signing in), on PostgreSQL: `queries::end_session` (the PostgreSQL SSO login has
+/// it as a `WITH` clause of its session statement; SQLite's sessions are chained, below).
 const END_REPLACED_SESSION_SQL: &str = "DELETE FROM sessions WHERE id_hash = $1 AND user_id <> $2";
+
+/// SQLite keeps no index of the sessions by user: each session names the same user's previous
+/// one (`user_prev`, 0 for none) and the user's row the newest (`last_session_id`), and ending
+/// a session links its newer neighbour to its older one, so that the chain holds every session
+/// of the user (migration 0007). The statements below walk it; both the sqlx queries and the
+/// SQLite login writer use them.
+///
+/// `c(id, prev, expires_at)`: user `?1`'s sessions from the newest, each found by its id.
+/// The recursive part continues only from rows that pass `$continue` (`c` names the row
+/// reached). `UNION`, not `UNION ALL`: a chain made circular by a fault would end, not loop.
+macro_rules! session_chain {
+    ($continue:literal) => {
+        concat!(
+            "WITH RECURSIVE c(id, prev, expires_at) AS (",
+            "SELECT s.id, s.user_prev, s.expires_at FROM users u ",
+            "JOIN sessions s ON s.id = u.last_session_id AND s.user_id = u.id WHERE u.id = ?1 ",
+            "UNION SELECT s.id, s.user_prev, s.expires_at FROM c ",
+            "JOIN sessions s ON s.id = c.prev AND s.user_id = ?1 WHERE ",
+            $continue,
+            ") "
+        )
+    };
+}
+
+/// SQLite: the session stored under `?1` (its id, user and previous session), to be ended.
+const SESSION_LINK_SQL: &str = "SELECT id, user_id, user_prev FROM sessions WHERE id_hash = ?1";
+
+/// SQLite: in user `?1`'s chain, the session whose previous one is `?2` (none: `?2` is the
+/// newest). The walk stops at `?2`.
+const NEWER_SESSION_SQL: &str = concat!(
+    session_chain!("c.id <> ?2"),
+    "SELECT id FROM c WHERE prev = ?2"
+);
+
+/// SQLite: every session of user `?1`, newest first, with its previous one and its expiry.
+const USER_SESSIONS_SQL: &str =
+    concat!(session_chain!("TRUE"), "SELECT id, prev, expires_at FROM c");
+
+/// SQLite: ends every session of user `?1` (the user's row is then told it has none).
+const END_USER_SESSIONS_SQL: &str = concat!(
+    session_chain!("TRUE"),
+    "DELETE FROM sessions WHERE id IN (SELECT id FROM c)"
+);
 
 /// A user's groups, by id (`$1`: the user id). Both backends and the rusqlite session read
 /// use it.
@@ -1271,5 +1314,36 @@ mod tests {
                 .any(|d| d.starts_with("SCAN audit_events") || d.starts_with("SCAN e")),
             "{plan:?}"
         );
+    }
+
+    /// Ending sessions on SQLite walks the user's chain (migration 0007), each session found
+    /// by its id, and finds a session by its key: never a walk of the sessions table.
+    #[tokio::test]
+    async fn the_session_chain_is_walked_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let p = sqlite_pools(&store);
+        for sql in [
+            SESSION_LINK_SQL,
+            NEWER_SESSION_SQL,
+            USER_SESSIONS_SQL,
+            END_USER_SESSIONS_SQL,
+        ] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&p.read)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+            assert!(
+                plan.iter().any(|d| d.starts_with("SEARCH")),
+                "{sql}: {plan:?}"
+            );
+            assert!(
+                !plan
+                    .iter()
+                    .any(|d| d.starts_with("SCAN s") || d.starts_with("SCAN sessions")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 }

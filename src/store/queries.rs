@@ -453,10 +453,7 @@ pub async fn update_user(
         }
     }
     if before.is_active && !is_active {
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        end_user_sessions(&mut tx, id).await?;
     }
     let mut changes = serde_json::Map::new();
     if email != before.email {
@@ -907,10 +904,15 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
     if !active {
         return Ok(false);
     }
-    sqlx::query(
+    // On SQLite the session joins the user's chain (migration 0007): it names the user's
+    // newest as its previous one and becomes the newest.
+    sqlx::query(if IS_SQLITE {
+        "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent, \
+         user_prev) VALUES ($1, $2, $3, $4, $3, $5, $6, $7, COALESCE((SELECT last_session_id FROM users WHERE id = $2), 0))"
+    } else {
         "INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
-         VALUES ($1, $2, $3, $4, $3, $5, $6, $7)",
-    )
+         VALUES ($1, $2, $3, $4, $3, $5, $6, $7)"
+    })
     .bind(&s.id_hash[..])
     .bind(s.user_id)
     .bind(s.now)
@@ -920,6 +922,12 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
     .bind(&s.user_agent)
     .execute(&mut *tx)
     .await?;
+    if IS_SQLITE {
+        sqlx::query("UPDATE users SET last_session_id = last_insert_rowid() WHERE id = $1")
+            .bind(s.user_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     end_replaced_session(&mut tx, s).await?;
     insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
@@ -932,13 +940,80 @@ pub async fn create_session(pool: &Pool, s: &NewSession, audit: &AuditRecord) ->
 /// through for a browser signed in as that user) does not sign them out.
 async fn end_replaced_session(conn: &mut Conn, s: &NewSession) -> Result<()> {
     if let Some(old) = &s.replaces {
-        sqlx::query(super::END_REPLACED_SESSION_SQL)
-            .bind(&old[..])
-            .bind(s.user_id)
-            .execute(&mut *conn)
-            .await?;
+        end_session(conn, old, Some(s.user_id)).await?;
     }
     Ok(())
+}
+
+/// Ends the session stored under `id_hash` unless it is `keep_user`'s; whether one ended.
+/// On SQLite its newer neighbour in the user's chain is first linked to its older one, or the
+/// user's row, when it was the newest (`session_chain!` in mod.rs); `conn` must then be in a
+/// write transaction.
+async fn end_session(conn: &mut Conn, id_hash: &[u8], keep_user: Option<i64>) -> Result<bool> {
+    if !IS_SQLITE {
+        let res = match keep_user {
+            Some(user_id) => sqlx::query(super::END_REPLACED_SESSION_SQL)
+                .bind(id_hash)
+                .bind(user_id),
+            None => sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash),
+        }
+        .execute(&mut *conn)
+        .await?;
+        return Ok(res.rows_affected() > 0);
+    }
+    let link: Option<(i64, i64, i64)> = sqlx::query_as(super::SESSION_LINK_SQL)
+        .bind(id_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((id, user_id, older)) = link else {
+        return Ok(false);
+    };
+    if keep_user == Some(user_id) {
+        return Ok(false);
+    }
+    let newer: Option<i64> = sqlx::query_scalar(super::NEWER_SESSION_SQL)
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match newer {
+        Some(newer) => sqlx::query("UPDATE sessions SET user_prev = $2 WHERE id = $1")
+            .bind(newer)
+            .bind(older),
+        None => sqlx::query("UPDATE users SET last_session_id = $2 WHERE id = $1 AND last_session_id = $3")
+            .bind(user_id)
+            .bind(older)
+            .bind(id),
+    }
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
+/// Ends every session of `user_id`; how many ended. On SQLite they are the user's chain
+/// (`session_chain!` in mod.rs), and `conn` must be in a write transaction.
+async fn end_user_sessions(conn: &mut Conn, user_id: i64) -> Result<u64> {
+    if !IS_SQLITE {
+        let res = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(res.rows_affected());
+    }
+    let ended = sqlx::query(super::END_USER_SESSIONS_SQL)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    sqlx::query("UPDATE users SET last_session_id = 0 WHERE id = $1 AND last_session_id <> 0")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(ended)
 }
 
 /// A session, its user and the user's groups (PostgreSQL; SQLite reads them through
@@ -983,15 +1058,12 @@ pub async fn delete_session(
     audit: Option<&AuditRecord>,
 ) -> Result<bool> {
     let mut tx = begin_write(pool).await?;
-    let res = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-        .bind(id_hash)
-        .execute(&mut *tx)
-        .await?;
+    let ended = end_session(&mut tx, id_hash, None).await?;
     if let Some(a) = audit {
         insert_audit(&mut tx, a).await?;
     }
     tx.commit().await?;
-    Ok(res.rows_affected() > 0)
+    Ok(ended)
 }
 
 pub async fn delete_user_sessions(pool: &Pool, user_id: i64, audit: &AuditRecord) -> Result<u64> {
@@ -1000,11 +1072,7 @@ pub async fn delete_user_sessions(pool: &Pool, user_id: i64, audit: &AuditRecord
         .await?
         .ok_or_else(|| Error::not_found("User"))?
         .user;
-    let res = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    let n = res.rows_affected();
+    let n = end_user_sessions(&mut tx, user_id).await?;
     let record = AuditRecord {
         user_id: Some(user_id),
         email: Some(user.email),
@@ -1748,11 +1816,7 @@ pub async fn sso_logout(
     for (user_id, email) in accounts {
         let mut n = 0;
         if let Some(uid) = user_id {
-            n = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-                .bind(uid)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            n = end_user_sessions(&mut tx, uid).await?;
         }
         total += n;
         let record = AuditRecord {
@@ -1774,13 +1838,95 @@ pub async fn sweep_expired(pool: &Pool, now: i64) -> Result<()> {
         .bind(now)
         .execute(&pool.write)
         .await?;
-    sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
-        .bind(now)
-        .execute(&pool.write)
-        .await?;
+    if IS_SQLITE {
+        sweep_chained_sessions(pool, now).await?;
+    } else {
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&pool.write)
+            .await?;
+    }
     sqlx::query("DELETE FROM login_failures WHERE at < $1")
         .bind(now - 3600)
         .execute(&pool.write)
         .await?;
+    Ok(())
+}
+
+/// Expired sessions taken out of their users' chains at a time ([`sweep_chained_sessions`]).
+const SWEEP_SESSIONS: i64 = 256;
+
+/// SQLite: deletes the sessions that expired before `now`, a few at a time, each few in a
+/// transaction of its own that also takes every other expired session of their users out.
+/// Each user's chain is walked once and its remaining sessions linked past the expired ones
+/// (`session_chain!` in mod.rs).
+async fn sweep_chained_sessions(pool: &Pool, now: i64) -> Result<()> {
+    loop {
+        let mut tx = begin_write(pool).await?;
+        let expired: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, user_id FROM sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(SWEEP_SESSIONS)
+        .fetch_all(&mut *tx)
+        .await?;
+        let users: BTreeSet<i64> = expired.iter().map(|&(_, user_id)| user_id).collect();
+        for user_id in users {
+            sweep_chain(&mut tx, user_id, now).await?;
+        }
+        // Any of them that no chain reached (none, while every write keeps the chains).
+        for &(id, _) in &expired {
+            sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if (expired.len() as i64) < SWEEP_SESSIONS {
+            return Ok(());
+        }
+    }
+}
+
+/// SQLite: deletes the sessions of `user_id` that expired before `now` and links the others
+/// to each other, newest first, as they were.
+async fn sweep_chain(conn: &mut Conn, user_id: i64, now: i64) -> Result<()> {
+    let mut chain: Vec<(i64, i64, i64)> = sqlx::query_as(super::USER_SESSIONS_SQL)
+        .bind(user_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    // Newest first: every session's previous one is older, with a smaller id.
+    chain.sort_unstable_by_key(|&(id, _, _)| std::cmp::Reverse(id));
+    let Some(&(newest, _, _)) = chain.first() else {
+        return Ok(());
+    };
+    let (kept, gone): (Vec<_>, Vec<_>) = chain.into_iter().partition(|&(_, _, expires_at)| expires_at >= now);
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let new_newest = kept.first().map_or(0, |&(id, _, _)| id);
+    if new_newest != newest {
+        sqlx::query("UPDATE users SET last_session_id = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(new_newest)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (i, &(id, prev, _)) in kept.iter().enumerate() {
+        let older = kept.get(i + 1).map_or(0, |&(older, _, _)| older);
+        if prev != older {
+            sqlx::query("UPDATE sessions SET user_prev = $2 WHERE id = $1")
+                .bind(id)
+                .bind(older)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for (id, _, _) in gone {
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }

@@ -463,6 +463,8 @@ struct Stmts<'c> {
     kept: Vec<(&'static str, rusqlite::CachedStatement<'c>)>,
     /// The id the transaction's next audit event takes, once read ([`Stmts::event_ids`]).
     next_event: Option<i64>,
+    /// The id the transaction's next session takes, once read ([`Stmts::session_id`]).
+    next_session: Option<i64>,
 }
 
 impl<'c> Stmts<'c> {
@@ -471,6 +473,7 @@ impl<'c> Stmts<'c> {
             db,
             kept: Vec::with_capacity(16),
             next_event: None,
+            next_session: None,
         }
     }
 
@@ -489,6 +492,21 @@ impl<'c> Stmts<'c> {
         Ok(first)
     }
 
+    /// The id for a new session, as [`Stmts::event_ids`] takes those of audit events: a
+    /// new user's row is written with its newest session before the session itself.
+    fn session_id(&mut self) -> R<i64> {
+        let id = match self.next_session {
+            Some(id) => id,
+            None => {
+                let last: Option<i64> =
+                    self.prepare(LAST_SESSION_ID)?.query_row([], |r| r.get(0))?;
+                last.unwrap_or(0) + 1
+            }
+        };
+        self.next_session = Some(id + 1);
+        Ok(id)
+    }
+
     fn prepare(&mut self, sql: &'static str) -> R<&mut rusqlite::Statement<'c>> {
         let i = match self.kept.iter().position(|(kept, _)| *kept == sql) {
             Some(i) => i,
@@ -503,21 +521,27 @@ impl<'c> Stmts<'c> {
 
 /// The user a login is for, as it is before the login (`None`: not there yet).
 const FIND_USER: &str = "SELECT id, first_name, last_name, password_hash IS NOT NULL, sso_subject, \
-     is_active, is_superuser, created_at, last_event_id FROM users WHERE email = ?1";
+     is_active, is_superuser, created_at, last_event_id, last_session_id FROM users WHERE email = ?1";
 /// No `RETURNING` on the two writes below: SQLite gathers what a statement returns in a
 /// temporary table, made and dropped at every run. What the row holds afterwards is known
 /// from the read above and from what the login writes.
 const INSERT_USER: &str = "INSERT OR FAIL INTO users (email, first_name, last_name, sso_source, sso_subject, \
-     is_active, is_superuser, login_attributes, created_at, updated_at, last_login, last_event_id) \
-     VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6, ?7)";
+     is_active, is_superuser, login_attributes, created_at, updated_at, last_login, last_event_id, last_session_id) \
+     VALUES (?1, ?2, ?3, 'jwt', ?4, TRUE, FALSE, ?5, ?6, ?6, ?6, ?7, ?8)";
 const UPDATE_USER: &str = "UPDATE OR FAIL users SET first_name = COALESCE(?2, first_name), \
      last_name = COALESCE(?3, last_name), login_attributes = ?4, sso_source = 'jwt', \
      sso_subject = COALESCE(?5, sso_subject), updated_at = ?6, last_login = ?6, \
-     last_event_id = ?7 WHERE id = ?1";
+     last_event_id = ?7, last_session_id = ?8 WHERE id = ?1";
 /// A new user's newest audit event, when the login wrote fewer than [`INSERT_USER`] counted on.
 const SET_LAST_EVENT: &str = "UPDATE OR FAIL users SET last_event_id = ?2 WHERE id = ?1";
 /// The largest audit id so far: the login's events take the next ones.
 const LAST_EVENT_ID: &str = "SELECT max(id) FROM audit_events";
+/// The largest session id so far: the login's session takes the next one.
+const LAST_SESSION_ID: &str = "SELECT max(id) FROM sessions";
+/// The login's session, with its id and the user's previous one (their chain, migration
+/// 0007).
+const INSERT_SESSION: &str = "INSERT OR FAIL INTO sessions (id, id_hash, user_id, user_prev, created_at, expires_at, \
+     last_seen_at, auth_method, ip, user_agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8, ?9)";
 
 /// The user's row before the login ([`FIND_USER`]).
 #[derive(Default)]
@@ -532,6 +556,8 @@ struct Found {
     created_at: i64,
     /// The user's newest audit event (0: none), which the login's first one points back to.
     last_event: i64,
+    /// The user's newest session (0: none), which the login's session points back to.
+    last_session: i64,
 }
 
 /// One login inside the batch's transaction. A refused login leaves the database as it
@@ -570,6 +596,7 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
                 is_superuser: r.get(6)?,
                 created_at: r.get(7)?,
                 last_event: r.get::<_, Option<i64>>(8)?.unwrap_or(0),
+                last_session: r.get::<_, Option<i64>>(9)?.unwrap_or(0),
             })
         })
         .optional()?;
@@ -598,6 +625,7 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
         _ => None,
     };
     let mut new_user_events = None;
+    let session_id = tx.session_id()?;
     let id = match &found {
         Some(u) => u.id,
         None => {
@@ -612,7 +640,8 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
                 l.subject,
                 attrs,
                 now,
-                newest
+                newest,
+                session_id
             ])?;
             tx.db.last_insert_rowid()
         }
@@ -621,6 +650,7 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
     // is kept).
     let found = found.unwrap_or_default();
     let previous_event = found.last_event;
+    let previous_session = found.last_session;
     let mut user = User {
         id,
         email: l.email.clone(),
@@ -696,15 +726,20 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
         }
     }
     let s = &l.session;
-    tx.prepare(
-        "INSERT OR FAIL INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method, ip, user_agent) \
-         VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7)",
-    )?
-    .execute(params![&s.id_hash[..], user_id, s.now, s.expires_at, s.auth_method, s.ip, s.user_agent])?;
+    tx.prepare(INSERT_SESSION)?.execute(params![
+        session_id,
+        &s.id_hash[..],
+        user_id,
+        previous_session,
+        s.now,
+        s.expires_at,
+        s.auth_method,
+        s.ip,
+        s.user_agent
+    ])?;
     // As `end_replaced_session` in queries.rs: only another user's session.
     if let Some(old) = &s.replaces {
-        tx.prepare(super::END_REPLACED_SESSION_SQL)?
-            .execute(params![&old[..], user_id])?;
+        end_other_session(tx, old, user_id)?;
     }
     audit.push("sso_login", "success", None, login_details(created));
     let base = AuditRecord {
@@ -732,7 +767,8 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
             attrs,
             l.subject,
             now,
-            last_event
+            last_event,
+            session_id
         ])?;
     }
     Ok(SsoOutcome::LoggedIn {
@@ -882,6 +918,43 @@ fn add_member(tx: &mut Stmts<'_>, user_id: i64, group_id: i64) -> R<bool> {
     Ok(n > 0)
 }
 
+/// Ends the session stored under `id_hash` if it is not `user_id`'s, first linking its newer
+/// neighbour in its user's chain to its older one: `queries.rs::end_session`, on the login
+/// writer's connection.
+fn end_other_session(tx: &mut Stmts<'_>, id_hash: &[u8], user_id: i64) -> R<()> {
+    let link = tx
+        .prepare(super::SESSION_LINK_SQL)?
+        .query_row(params![id_hash], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, owner, older)) = link else {
+        return Ok(());
+    };
+    if owner == user_id {
+        return Ok(());
+    }
+    let newer: Option<i64> = tx
+        .prepare(super::NEWER_SESSION_SQL)?
+        .query_row(params![owner, id], |r| r.get(0))
+        .optional()?;
+    match newer {
+        Some(newer) => tx
+            .prepare("UPDATE OR FAIL sessions SET user_prev = ?2 WHERE id = ?1")?
+            .execute(params![newer, older])?,
+        None => tx
+            .prepare("UPDATE OR FAIL users SET last_session_id = ?2 WHERE id = ?1 AND last_session_id = ?3")?
+            .execute(params![owner, older, id])?,
+    };
+    tx.prepare("DELETE FROM sessions WHERE id = ?1")?
+        .execute(params![id])?;
+    Ok(())
+}
+
 fn set_superuser(tx: &mut Stmts<'_>, user_id: i64, value: bool, now: i64) -> R<()> {
     tx.prepare("UPDATE OR FAIL users SET is_superuser = ?2, updated_at = ?3 WHERE id = ?1")?
         .execute(params![user_id, value, now])?;
@@ -905,6 +978,7 @@ mod tests {
             include_str!("../../migrations/sqlite/0004_users_sso_subject.sql"),
             include_str!("../../migrations/sqlite/0005_audit_rows.sql"),
             include_str!("../../migrations/sqlite/0006_audit_user_chain.sql"),
+            include_str!("../../migrations/sqlite/0007_session_user_chain.sql"),
         ] {
             db.execute_batch(migration).unwrap();
         }

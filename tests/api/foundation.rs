@@ -1165,6 +1165,83 @@ on_both_backends!(
     audit_events_from_before_0006_are_listed_by_user
 );
 
+/// Sessions issued before migration 0007 (which drops SQLite's index of sessions by user and
+/// chains each user's sessions instead) keep working, and ending one of them, or all of a
+/// user's, ends exactly those.
+async fn sessions_from_before_0007_end_one_at_a_time_and_all_together(backend: Backend) {
+    let Some((url, dir)) = crate::support::database_url(backend) else {
+        return;
+    };
+    let at = now();
+    // Two users (ids 1 and 2), and sessions of each in turn: 1, 2, 1, 1, 2.
+    let sessions: Vec<(i64, String, Vec<u8>)> = [1, 2, 1, 1, 2]
+        .into_iter()
+        .map(|user| {
+            let (token, key) = latchkey::auth::session::new_token();
+            (user, token, key.as_bytes().to_vec())
+        })
+        .collect();
+    at_version!(backend, &url, 6, |pool| {
+        for email in ["one@example.com", "two@example.com"] {
+            sqlx::query("INSERT INTO users (email, is_active, is_superuser, login_attributes, created_at, updated_at) \
+                         VALUES ($1, TRUE, FALSE, '{}', $2, $2)")
+                .bind(email).bind(at).execute(&pool).await.expect("user");
+        }
+        for (user, _, key) in &sessions {
+            sqlx::query("INSERT INTO sessions (id_hash, user_id, created_at, expires_at, last_seen_at, auth_method) \
+                         VALUES ($1, $2, $3, $4, $3, 'password')")
+                .bind(key).bind(user).bind(at).bind(at + 3600)
+                .execute(&pool).await.expect("session");
+        }
+    });
+
+    let mut app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
+    app.login_admin().await;
+    let works = |token: &str| {
+        let req = app.as_user(token, Method::GET, "/api/user/current");
+        async move { req.send().await.unwrap().status() == StatusCode::OK }
+    };
+    for (_, token, _) in &sessions {
+        assert!(works(token).await);
+    }
+    assert_eq!(app.sessions_of(1).await, 3);
+    assert_eq!(app.sessions_of(2).await, 2);
+    // User 1 signs out of the middle one of their three; then all of theirs are revoked.
+    let res = app
+        .as_user(&sessions[2].1, Method::DELETE, "/api/session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.sessions_of(1).await, 2);
+    let res = app
+        .admin(Method::DELETE, "/api/user/1/sessions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_json(res).await["revoked"], json!(2));
+    assert_eq!(app.sessions_of(1).await, 0);
+    for (user, token, _) in &sessions {
+        assert_eq!(works(token).await, *user == 2, "a session of user {user}");
+    }
+    assert_eq!(app.sessions_of(2).await, 2);
+    if backend == Backend::Sqlite {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let indexes: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'sessions_user'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(indexes, 0);
+    }
+}
+
+on_both_backends!(
+    sessions_from_before_0007_end_one_at_a_time_and_all_together_on:
+    sessions_from_before_0007_end_one_at_a_time_and_all_together
+);
+
 /// A session lifetime fixed by this instance's environment is not the one a writer elsewhere
 /// changed: the cutoff that writer recorded does not end this instance's sessions.
 #[tokio::test]

@@ -130,6 +130,69 @@ both_backends! {
         assert!(!session_works(&app, &pw).await && !session_works(&app, &s3).await);
     }
 
+    async fn every_session_of_a_user_ends_whichever_ended_before(mut app) {
+        // SQLite finds a user's sessions along a chain (migration 0007) that every ending of
+        // one of them mends: after sign-outs, sessions ended by another user's login in the
+        // same browser, and expiry, ending them all must end exactly the ones left.
+        sso_ready(&mut app).await;
+        let (first, u) = sso_login(&app, login_claims("many@example.com")).await;
+        let id = u["id"].as_i64().unwrap();
+        let res = app.admin(reqwest::Method::PUT, &format!("/api/user/{id}/password")).json(&json!({"password": "password123"})).send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+        app.create_user("pw-other@example.com", Some("password123"), false).await;
+        // Nine sessions by SSO and by password, among other users' sessions.
+        let mut mine = vec![first];
+        let mut others = Vec::new();
+        for i in 0..4 {
+            mine.push(sso_login(&app, login_claims("many@example.com")).await.0);
+            others.push(sso_login(&app, login_claims(&format!("other{i}@example.com"))).await);
+            mine.push(app.login("many@example.com", "password123").await);
+        }
+        assert_eq!(app.sessions_of(id).await, 9);
+        // Signed out: one in the middle, and the newest.
+        assert_eq!(front_logout(&app, Some(&mine[3])).await.status(), StatusCode::FOUND);
+        let res = app.as_user(&mine[8], reqwest::Method::DELETE, "/api/session").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.sessions_of(id).await, 7);
+        // Ended by another user's login in the browser that held them: by SSO, by password.
+        let res = app.client.get(app.url("/auth/sso")).query(&[("jwt", sign(login_claims("other0@example.com")).as_str())])
+            .header("cookie", format!("latchkey.session={}", mine[1]))
+            .send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND);
+        let res = app.client.post(app.url("/api/session")).header("cookie", format!("latchkey.session={}", mine[4]))
+            .json(&json!({"username": "pw-other@example.com", "password": "password123"}))
+            .send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(app.sessions_of(id).await, 5);
+        // Expired, then swept: the oldest, one in the middle, and the newest left.
+        for i in [0, 2, 7] {
+            app.set_session_time(&mine[i], "expires_at", now() - 10).await;
+        }
+        app.store.sweep_expired(now()).await.unwrap();
+        assert_eq!(app.sessions_of(id).await, 2);
+        for (i, token) in mine.iter().enumerate() {
+            assert_eq!(session_works(&app, token).await, i == 5 || i == 6, "session {i}");
+        }
+        // A new one joins them, and the three end together, nobody else's.
+        let (last, _) = sso_login(&app, login_claims("many@example.com")).await;
+        assert_eq!(app.sessions_of(id).await, 3);
+        let res = app.admin(reqwest::Method::DELETE, &format!("/api/user/{id}/sessions")).send().await.unwrap();
+        assert_eq!(body_json(res).await["revoked"], json!(3));
+        assert_eq!(app.sessions_of(id).await, 0);
+        assert!(!session_works(&app, &last).await && !session_works(&app, &mine[5]).await);
+        for (token, other) in &others {
+            assert!(session_works(&app, token).await, "{other}");
+            let other_id = other["id"].as_i64().unwrap();
+            assert!(app.sessions_of(other_id).await >= 1);
+        }
+        // A user with no sessions left logs in again, and that one ends alone.
+        let (again, _) = sso_login(&app, login_claims("many@example.com")).await;
+        let res = backchannel_form(&app, &sign(logout_claims(Some("many@example.com"), None))).await;
+        assert_eq!(body_json(res).await, json!({"revoked": 1}));
+        assert!(!session_works(&app, &again).await);
+        assert_eq!(app.sessions_of(id).await, 0);
+    }
+
     async fn backchannel_logout_by_sub_alone(mut app) {
         sso_ready(&mut app).await;
         let mut c = login_claims("subby@example.com");

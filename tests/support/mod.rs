@@ -356,6 +356,43 @@ impl TestApp {
             .expect("count")
     }
 
+    /// The stored sessions of a user. On SQLite, also asserts that the user's chain of sessions
+    /// (migration 0007) is whole: the user's row names the newest, and each session the one
+    /// before it, down to the oldest, which names none.
+    pub async fn sessions_of(&self, user_id: i64) -> i64 {
+        let sql = "SELECT COUNT(*) FROM sessions WHERE user_id = $1";
+        let n = on_pools!(&self.store, p => sqlx::query_scalar::<_, i64>(sql).bind(user_id).fetch_one(&p.read).await)
+            .expect("count sessions");
+        if let Store::Sqlite(p) = &self.store {
+            let links: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT id, user_prev FROM sessions WHERE user_id = $1 ORDER BY id DESC",
+            )
+            .bind(user_id)
+            .fetch_all(&p.read)
+            .await
+            .expect("read the chain");
+            let newest: Option<i64> =
+                sqlx::query_scalar("SELECT last_session_id FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_one(&p.read)
+                    .await
+                    .expect("read the user");
+            assert_eq!(
+                newest.unwrap_or(0),
+                links.first().map_or(0, |l| l.0),
+                "user {user_id}'s newest session"
+            );
+            for (i, &(id, prev)) in links.iter().enumerate() {
+                let older = links.get(i + 1).map_or(0, |l| l.0);
+                assert_eq!(
+                    prev, older,
+                    "user {user_id}: session {id} names {prev} as the one before it, not {older}"
+                );
+            }
+        }
+        n
+    }
+
     /// Failures counted in a throttle bucket (`email:…` or `ip:…`), at any time.
     pub async fn login_failures(&self, bucket: &str) -> i64 {
         let sql = "SELECT COUNT(*) FROM login_failures WHERE bucket = $1";
