@@ -747,6 +747,16 @@ const NEWER_SESSION_SQL: &str = concat!(
 const USER_SESSIONS_SQL: &str =
     concat!(session_chain!("TRUE"), "SELECT id, prev, expires_at FROM c");
 
+/// SQLite: session `?1` now comes after session `?2` in its user's chain (0: none before it).
+const SET_SESSION_PREV_SQL: &str = "UPDATE OR FAIL sessions SET user_prev = ?2 WHERE id = ?1";
+
+/// SQLite: user `?1`'s newest session is now `?2` (0: none), if it was `?3`.
+const SET_NEWEST_SESSION_SQL: &str =
+    "UPDATE OR FAIL users SET last_session_id = ?2 WHERE id = ?1 AND last_session_id = ?3";
+
+/// SQLite: deletes the session with id `?1`, once the chain no longer leads to it.
+const DELETE_SESSION_SQL: &str = "DELETE FROM sessions WHERE id = ?1";
+
 /// SQLite: ends every session of user `?1` (the user's row is then told it has none).
 const END_USER_SESSIONS_SQL: &str = concat!(
     session_chain!("TRUE"),

@@ -977,17 +977,17 @@ async fn end_session(conn: &mut Conn, id_hash: &[u8], keep_user: Option<i64>) ->
         .fetch_optional(&mut *conn)
         .await?;
     match newer {
-        Some(newer) => sqlx::query("UPDATE sessions SET user_prev = $2 WHERE id = $1")
+        Some(newer) => sqlx::query(super::SET_SESSION_PREV_SQL)
             .bind(newer)
             .bind(older),
-        None => sqlx::query("UPDATE users SET last_session_id = $2 WHERE id = $1 AND last_session_id = $3")
+        None => sqlx::query(super::SET_NEWEST_SESSION_SQL)
             .bind(user_id)
             .bind(older)
             .bind(id),
     }
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM sessions WHERE id = $1")
+    sqlx::query(super::DELETE_SESSION_SQL)
         .bind(id)
         .execute(&mut *conn)
         .await?;
@@ -1871,12 +1871,14 @@ async fn sweep_chained_sessions(pool: &Pool, now: i64) -> Result<()> {
         .fetch_all(&mut *tx)
         .await?;
         let users: BTreeSet<i64> = expired.iter().map(|&(_, user_id)| user_id).collect();
+        let mut deleted = BTreeSet::new();
         for user_id in users {
-            sweep_chain(&mut tx, user_id, now).await?;
+            deleted.extend(sweep_chain(&mut tx, user_id, now).await?);
         }
-        // Any of them that no chain reached (none, while every write keeps the chains).
-        for &(id, _) in &expired {
-            sqlx::query("DELETE FROM sessions WHERE id = $1")
+        // Any of them that no chain reached (none, while every write keeps the chains): the
+        // next few must be others.
+        for &(id, _) in expired.iter().filter(|(id, _)| !deleted.contains(id)) {
+            sqlx::query(super::DELETE_SESSION_SQL)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -1889,8 +1891,8 @@ async fn sweep_chained_sessions(pool: &Pool, now: i64) -> Result<()> {
 }
 
 /// SQLite: deletes the sessions of `user_id` that expired before `now` and links the others
-/// to each other, newest first, as they were.
-async fn sweep_chain(conn: &mut Conn, user_id: i64, now: i64) -> Result<()> {
+/// to each other, newest first, as they were. Returns the ids of those it deleted.
+async fn sweep_chain(conn: &mut Conn, user_id: i64, now: i64) -> Result<Vec<i64>> {
     let mut chain: Vec<(i64, i64, i64)> = sqlx::query_as(super::USER_SESSIONS_SQL)
         .bind(user_id)
         .fetch_all(&mut *conn)
@@ -1898,35 +1900,38 @@ async fn sweep_chain(conn: &mut Conn, user_id: i64, now: i64) -> Result<()> {
     // Newest first: every session's previous one is older, with a smaller id.
     chain.sort_unstable_by_key(|&(id, _, _)| std::cmp::Reverse(id));
     let Some(&(newest, _, _)) = chain.first() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let (kept, gone): (Vec<_>, Vec<_>) = chain.into_iter().partition(|&(_, _, expires_at)| expires_at >= now);
     if gone.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let new_newest = kept.first().map_or(0, |&(id, _, _)| id);
     if new_newest != newest {
-        sqlx::query("UPDATE users SET last_session_id = $2 WHERE id = $1")
+        sqlx::query(super::SET_NEWEST_SESSION_SQL)
             .bind(user_id)
             .bind(new_newest)
+            .bind(newest)
             .execute(&mut *conn)
             .await?;
     }
     for (i, &(id, prev, _)) in kept.iter().enumerate() {
         let older = kept.get(i + 1).map_or(0, |&(older, _, _)| older);
         if prev != older {
-            sqlx::query("UPDATE sessions SET user_prev = $2 WHERE id = $1")
+            sqlx::query(super::SET_SESSION_PREV_SQL)
                 .bind(id)
                 .bind(older)
                 .execute(&mut *conn)
                 .await?;
         }
     }
+    let mut deleted = Vec::with_capacity(gone.len());
     for (id, _, _) in gone {
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
+        sqlx::query(super::DELETE_SESSION_SQL)
             .bind(id)
             .execute(&mut *conn)
             .await?;
+        deleted.push(id);
     }
-    Ok(())
+    Ok(deleted)
 }

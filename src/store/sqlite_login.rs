@@ -461,10 +461,26 @@ type R<T> = rusqlite::Result<T>;
 struct Stmts<'c> {
     db: &'c rusqlite::Connection,
     kept: Vec<(&'static str, rusqlite::CachedStatement<'c>)>,
-    /// The id the transaction's next audit event takes, once read ([`Stmts::event_ids`]).
-    next_event: Option<i64>,
-    /// The id the transaction's next session takes, once read ([`Stmts::session_id`]).
-    next_session: Option<i64>,
+    /// The id the transaction's next audit event and next session take, once read
+    /// ([`Stmts::new_ids`]).
+    next_ids: [Option<i64>; 2],
+}
+
+/// The tables whose new rows the login writer gives ids ([`Stmts::new_ids`]).
+#[derive(Clone, Copy)]
+enum NewIds {
+    Events = 0,
+    Sessions = 1,
+}
+
+impl NewIds {
+    /// The largest id so far.
+    fn last_sql(self) -> &'static str {
+        match self {
+            NewIds::Events => "SELECT max(id) FROM audit_events",
+            NewIds::Sessions => "SELECT max(id) FROM sessions",
+        }
+    }
 }
 
 impl<'c> Stmts<'c> {
@@ -472,39 +488,27 @@ impl<'c> Stmts<'c> {
         Stmts {
             db,
             kept: Vec::with_capacity(16),
-            next_event: None,
-            next_session: None,
+            next_ids: [None; 2],
         }
     }
 
-    /// The first of `n` ids for new audit events: the largest id plus one, read at the
-    /// transaction's first use, after which its own events are the only ones written (the
-    /// transaction holds the write lock, and a failed statement ends it).
-    fn event_ids(&mut self, n: usize) -> R<i64> {
-        let first = match self.next_event {
+    /// The first of `n` ids for new rows of `table` (audit events, or sessions): the largest
+    /// id plus one, read at the transaction's first use, after which its own rows are the
+    /// only ones written (the transaction holds the write lock, and a failed statement ends
+    /// it). Taken before the rows are written, so that a new user's row can name its newest
+    /// event and session.
+    fn new_ids(&mut self, table: NewIds, n: usize) -> R<i64> {
+        let first = match self.next_ids[table as usize] {
             Some(id) => id,
             None => {
-                let last: Option<i64> = self.prepare(LAST_EVENT_ID)?.query_row([], |r| r.get(0))?;
+                let last: Option<i64> = self
+                    .prepare(table.last_sql())?
+                    .query_row([], |r| r.get(0))?;
                 last.unwrap_or(0) + 1
             }
         };
-        self.next_event = Some(first + n as i64);
+        self.next_ids[table as usize] = Some(first + n as i64);
         Ok(first)
-    }
-
-    /// The id for a new session, as [`Stmts::event_ids`] takes those of audit events: a
-    /// new user's row is written with its newest session before the session itself.
-    fn session_id(&mut self) -> R<i64> {
-        let id = match self.next_session {
-            Some(id) => id,
-            None => {
-                let last: Option<i64> =
-                    self.prepare(LAST_SESSION_ID)?.query_row([], |r| r.get(0))?;
-                last.unwrap_or(0) + 1
-            }
-        };
-        self.next_session = Some(id + 1);
-        Ok(id)
     }
 
     fn prepare(&mut self, sql: &'static str) -> R<&mut rusqlite::Statement<'c>> {
@@ -534,10 +538,6 @@ const UPDATE_USER: &str = "UPDATE OR FAIL users SET first_name = COALESCE(?2, fi
      last_event_id = ?7, last_session_id = ?8 WHERE id = ?1";
 /// A new user's newest audit event, when the login wrote fewer than [`INSERT_USER`] counted on.
 const SET_LAST_EVENT: &str = "UPDATE OR FAIL users SET last_event_id = ?2 WHERE id = ?1";
-/// The largest audit id so far: the login's events take the next ones.
-const LAST_EVENT_ID: &str = "SELECT max(id) FROM audit_events";
-/// The largest session id so far: the login's session takes the next one.
-const LAST_SESSION_ID: &str = "SELECT max(id) FROM sessions";
 /// The login's session, with its id and the user's previous one (their chain, migration
 /// 0007).
 const INSERT_SESSION: &str = "INSERT OR FAIL INTO sessions (id, id_hash, user_id, user_prev, created_at, expires_at, \
@@ -625,12 +625,12 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
         _ => None,
     };
     let mut new_user_events = None;
-    let session_id = tx.session_id()?;
+    let session_id = tx.new_ids(NewIds::Sessions, 1)?;
     let id = match &found {
         Some(u) => u.id,
         None => {
             let n = 2 + new_user_diff.as_ref().map_or(0, |d| d.add.len());
-            let first = tx.event_ids(n)?;
+            let first = tx.new_ids(NewIds::Events, n)?;
             let newest = first + n as i64 - 1;
             new_user_events = Some((first, newest));
             tx.prepare(INSERT_USER)?.execute(params![
@@ -749,7 +749,7 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
     };
     let first = match new_user_events {
         Some((first, _)) => first,
-        None => tx.event_ids(audit.rows.len())?,
+        None => tx.new_ids(NewIds::Events, audit.rows.len())?,
     };
     let last_event = audit.insert(tx, &base, previous_event, first)?;
     if let Some((_, newest)) = new_user_events {
@@ -804,7 +804,7 @@ impl Audit {
     /// own four. Binding a text copies it, so the login's three rows bound their email, ip
     /// and request id three times each.
     ///
-    /// The rows take the ids from `first` on ([`Stmts::event_ids`]), and each names the one
+    /// The rows take the ids from `first` on ([`Stmts::new_ids`]), and each names the one
     /// before it as the user's previous event (the first names `previous`, the user's newest
     /// before the login): the chain through which a user's events are listed (migration
     /// 0006). Returns the last row's id, the user's newest event now.
@@ -843,8 +843,8 @@ impl Audit {
         }
         stmt.raw_execute()?;
         let end = first + self.rows.len() as i64;
-        // Within the ids taken ([`Stmts::event_ids`]; a new user's login counts its rows first).
-        debug_assert!(tx.next_event.is_some_and(|next| end <= next));
+        // Within the ids taken ([`Stmts::new_ids`]; a new user's login counts its rows first).
+        debug_assert!(tx.next_ids[NewIds::Events as usize].is_some_and(|next| end <= next));
         Ok(end - 1)
     }
 }
@@ -944,13 +944,13 @@ fn end_other_session(tx: &mut Stmts<'_>, id_hash: &[u8], user_id: i64) -> R<()> 
         .optional()?;
     match newer {
         Some(newer) => tx
-            .prepare("UPDATE OR FAIL sessions SET user_prev = ?2 WHERE id = ?1")?
+            .prepare(super::SET_SESSION_PREV_SQL)?
             .execute(params![newer, older])?,
         None => tx
-            .prepare("UPDATE OR FAIL users SET last_session_id = ?2 WHERE id = ?1 AND last_session_id = ?3")?
+            .prepare(super::SET_NEWEST_SESSION_SQL)?
             .execute(params![owner, older, id])?,
     };
-    tx.prepare("DELETE FROM sessions WHERE id = ?1")?
+    tx.prepare(super::DELETE_SESSION_SQL)?
         .execute(params![id])?;
     Ok(())
 }
@@ -971,16 +971,8 @@ mod tests {
     #[test]
     fn each_audit_row_has_the_shared_values_and_its_own() {
         let db = rusqlite::Connection::open_in_memory().unwrap();
-        for migration in [
-            include_str!("../../migrations/sqlite/0001_initial.sql"),
-            include_str!("../../migrations/sqlite/0002_binary_session_ids.sql"),
-            include_str!("../../migrations/sqlite/0003_paging_indexes.sql"),
-            include_str!("../../migrations/sqlite/0004_users_sso_subject.sql"),
-            include_str!("../../migrations/sqlite/0005_audit_rows.sql"),
-            include_str!("../../migrations/sqlite/0006_audit_user_chain.sql"),
-            include_str!("../../migrations/sqlite/0007_session_user_chain.sql"),
-        ] {
-            db.execute_batch(migration).unwrap();
+        for migration in sqlx::migrate!("./migrations/sqlite").migrations.iter() {
+            db.execute_batch(migration.sql.as_str()).unwrap();
         }
         // An older event of another user: the login's rows take the ids after it.
         db.execute(
@@ -1009,7 +1001,7 @@ mod tests {
                 audit.push(kind, outcome, reason, super::group_details(r as i64));
             }
             let mut tx = super::Stmts::new(&db);
-            let first = tx.event_ids(rows).unwrap();
+            let first = tx.new_ids(super::NewIds::Events, rows).unwrap();
             let last = audit.insert(&mut tx, &base, 17, first).unwrap();
             drop(tx);
             assert_eq!(last, 40 + rows as i64, "{rows} rows");
@@ -1056,9 +1048,9 @@ mod tests {
         audit.push("sso_login", "success", None, super::login_details(false));
         audit.push("sso_login", "success", None, super::login_details(false));
         let mut tx = super::Stmts::new(&db);
-        let first = tx.event_ids(2).unwrap();
+        let first = tx.new_ids(super::NewIds::Events, 2).unwrap();
         assert_eq!(audit.insert(&mut tx, &base, 0, first).unwrap(), 42);
-        let first = tx.event_ids(2).unwrap();
+        let first = tx.new_ids(super::NewIds::Events, 2).unwrap();
         assert_eq!(audit.insert(&mut tx, &base, 5, first).unwrap(), 44);
         drop(tx);
         let chain: Vec<(i64, i64)> = db
