@@ -65,35 +65,45 @@ pub async fn ping(pool: &Pool) -> Result<()> {
     Ok(())
 }
 
-/// Writes one audit event. On SQLite an event about a user also becomes that user's newest
+/// Writes one audit event. On SQLite the event also becomes the newest of its kind
+/// (`audit_kinds`, migration 0008) and, when it is about a user, that user's newest
 /// (`users.last_event_id`, migration 0006), so `conn` must then be in a write transaction.
 async fn insert_audit(conn: &mut Conn, r: &AuditRecord) -> Result<()> {
-    let chained = if IS_SQLITE { r.user_id } else { None };
     let mut q = sqlx::QueryBuilder::new("");
-    push_audit_insert(&mut q, std::slice::from_ref(r), chained);
+    push_audit_insert(&mut q, std::slice::from_ref(r), IS_SQLITE);
     q.build().execute(&mut *conn).await?;
-    if let Some(user_id) = chained {
-        sqlx::query("UPDATE users SET last_event_id = last_insert_rowid() WHERE id = $1")
-            .bind(user_id)
+    if IS_SQLITE {
+        if let Some(user_id) = r.user_id {
+            sqlx::query("UPDATE users SET last_event_id = last_insert_rowid() WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        // `audit_kinds` has no row ids: its insert leaves `last_insert_rowid()` the event's.
+        sqlx::query(SET_KIND_HEAD_SQL)
+            .bind(r.kind)
             .execute(&mut *conn)
             .await?;
     }
     Ok(())
 }
 
+/// Makes the event just inserted the newest of its kind `$1` (SQLite).
+const SET_KIND_HEAD_SQL: &str = "INSERT INTO audit_kinds (kind, last_id) VALUES ($1, last_insert_rowid()) \
+     ON CONFLICT (kind) DO UPDATE SET last_id = excluded.last_id";
+
 /// Appends `INSERT INTO audit_events … VALUES …` for these rows (at least one) to `q`, in
-/// order (their ids follow the order of the rows). With `chain_of` (SQLite, one row, about
-/// that user), the row names the user's newest event as its previous one (`user_prev`).
-fn push_audit_insert(
-    q: &mut sqlx::QueryBuilder<Db>,
-    rows: &[AuditRecord],
-    chain_of: Option<i64>,
-) {
-    debug_assert!(chain_of.is_none() || rows.len() == 1, "one chained row at a time");
+/// order (their ids follow the order of the rows). With `chained` (SQLite, one row), the row
+/// names the newest event of its kind as its previous one of that kind (`kind_prev`) and, when
+/// it is about a user, that user's newest as its previous one of the user (`user_prev`).
+fn push_audit_insert(q: &mut sqlx::QueryBuilder<Db>, rows: &[AuditRecord], chained: bool) {
+    debug_assert!(!chained || rows.len() == 1, "one chained row at a time");
+    let by_user = chained && rows.iter().any(|r| r.user_id.is_some());
     q.push(format_args!(
-        "INSERT INTO audit_events ({}{}) ",
+        "INSERT INTO audit_events ({}{}{}) ",
         super::AUDIT_COLUMNS,
-        if chain_of.is_some() { ", user_prev" } else { "" }
+        if chained { ", kind_prev" } else { "" },
+        if by_user { ", user_prev" } else { "" }
     ));
     q.push_values(rows, |mut b, r| {
         b.push_bind(r.at)
@@ -106,9 +116,14 @@ fn push_audit_insert(
             .push_bind(&r.ip)
             .push_bind(&r.request_id)
             .push_bind(r.details.to_string());
-        if let Some(user_id) = chain_of {
+        if chained {
+            b.push("COALESCE((SELECT last_id FROM audit_kinds WHERE kind = ")
+                .push_bind_unseparated(r.kind)
+                .push_unseparated("), 0)");
+        }
+        if by_user {
             b.push("COALESCE((SELECT last_event_id FROM users WHERE id = ")
-                .push_bind_unseparated(user_id)
+                .push_bind_unseparated(r.user_id)
                 .push_unseparated("), 0)");
         }
     });
@@ -131,8 +146,9 @@ fn audit_row(
 }
 
 pub async fn insert_audit_standalone(pool: &Pool, r: &AuditRecord) -> Result<()> {
-    if IS_SQLITE && r.user_id.is_some() {
-        // Two statements on SQLite (the event, and the user's newest): one transaction.
+    if IS_SQLITE {
+        // Several statements on SQLite (the event, and the newest of its kind and of its
+        // user): one transaction.
         let mut tx = begin_write(pool).await?;
         insert_audit(&mut tx, r).await?;
         tx.commit().await?;
@@ -1262,8 +1278,16 @@ pub async fn database_time(pool: &Pool) -> Result<f64> {
 
 /// The newest events that match the filters given, older than `before` if given.
 pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
-    if IS_SQLITE && let Some(user_id) = q.user_id {
-        return list_user_audit(pool, user_id, q).await;
+    if IS_SQLITE {
+        if let Some(user_id) = q.user_id {
+            return list_chained_audit(pool, Chain::User(user_id), q).await;
+        }
+        // Events that are not successes have partial indexes by outcome and kind.
+        if let Some(kind) = &q.kind
+            && q.outcome.as_deref().is_none_or(|o| o == "success")
+        {
+            return list_chained_audit(pool, Chain::Kind(kind), q).await;
+        }
     }
     Ok(audit_list_query(q)
         .build_query_as()
@@ -1271,50 +1295,110 @@ pub async fn list_audit(pool: &Pool, q: &AuditQuery) -> Result<Vec<AuditEvent>> 
         .await?)
 }
 
-/// One user's events on SQLite, which has no index of them by user (migration 0006): each
-/// event names the same user's previous one (`user_prev`, 0 for none) and the user's row names
-/// their newest, so the list follows that chain, newest first, a few events per statement
-/// ([`USER_CHAIN_SQL`]), and applies the other filters to what it reads. With `before`, it
-/// starts from the event before it when that event is the user's (the next page of this same
-/// list), else from the newest one. One read transaction, so that every piece sees the
-/// same chain.
-async fn list_user_audit(pool: &Pool, user_id: i64, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+/// The events that SQLite links together, newest first: one user's (migration 0006) or one
+/// kind's (migration 0008).
+#[derive(Clone, Copy)]
+enum Chain<'a> {
+    User(i64),
+    Kind(&'a str),
+}
+
+impl Chain<'_> {
+    /// The chain's newest event (`None` or 0: none).
+    fn newest_sql(self) -> &'static str {
+        match self {
+            Chain::User(_) => "SELECT last_event_id FROM users WHERE id = $1",
+            Chain::Kind(_) => "SELECT last_id FROM audit_kinds WHERE kind = $1",
+        }
+    }
+
+    /// Whether the event `$1` is on this chain (its user or kind is `$2`), and its previous one.
+    fn link_sql(self) -> &'static str {
+        match self {
+            Chain::User(_) => "SELECT user_id = $2, user_prev FROM audit_events WHERE id = $1",
+            Chain::Kind(_) => "SELECT kind = $2, kind_prev FROM audit_events WHERE id = $1",
+        }
+    }
+
+    /// Up to `$2` events of the chain from the event `$1` back.
+    fn walk_sql(self) -> &'static str {
+        match self {
+            Chain::User(_) => USER_CHAIN_SQL,
+            Chain::Kind(_) => KIND_CHAIN_SQL,
+        }
+    }
+
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+    ) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>
+    where
+        Self: 'q,
+    {
+        match self {
+            Chain::User(id) => q.bind(id),
+            Chain::Kind(kind) => q.bind(kind),
+        }
+    }
+
+    fn holds(self, e: &AuditEvent) -> bool {
+        match self {
+            Chain::User(id) => e.user_id == Some(id),
+            Chain::Kind(kind) => e.kind == kind,
+        }
+    }
+}
+
+/// One chain's events on SQLite, which has no index of them by user or by kind (migrations
+/// 0006 and 0008): each event names the previous one of the same user and of the same kind
+/// (`user_prev`, `kind_prev`, 0 for none), and the user's row or the kind's row in
+/// `audit_kinds` names the newest, so the list follows that chain, newest first, a few events
+/// per statement ([`USER_CHAIN_SQL`], [`KIND_CHAIN_SQL`]), and applies the other filters to
+/// what it reads. With `before`, it starts from the event before it when that event is on the
+/// chain (the next page of this same list), else from the newest one. One read transaction,
+/// so that every piece sees the same chain.
+async fn list_chained_audit(pool: &Pool, chain: Chain<'_>, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
     #[derive(sqlx::FromRow)]
     struct Link {
         #[sqlx(flatten)]
         event: AuditEvent,
-        user_prev: Option<i64>,
+        prev: Option<i64>,
     }
     let limit = usize::try_from(q.limit).unwrap_or(0);
     let mut out = Vec::new();
     let mut tx = pool.read.begin().await?;
-    let newest: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT last_event_id FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let newest: Option<Option<i64>> = chain
+        .bind(sqlx::query(chain.newest_sql()))
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
     let mut next = newest.flatten().unwrap_or(0);
     // Whether events at or after `before` may still be read (and must be skipped).
     let mut past_before = q.before.is_some();
     if let Some(before) = q.before {
-        let at_before: Option<(Option<i64>, Option<i64>)> =
-            sqlx::query_as("SELECT user_id, user_prev FROM audit_events WHERE id = $1")
-                .bind(before)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((Some(owner), Some(previous))) = at_before
-            && owner == user_id
+        let at_before = chain
+            .bind(sqlx::query(chain.link_sql()).bind(before))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = at_before
+            && row.try_get::<Option<bool>, _>(0)? == Some(true)
+            && let Some(previous) = row.try_get::<Option<i64>, _>(1)?
         {
             next = previous;
             past_before = false;
         }
     }
     // Without other filters every event read is listed; with them, read further ahead.
-    let filtered = q.kind.is_some() || q.outcome.is_some() || past_before;
+    let other_filters = match chain {
+        Chain::User(_) => q.kind.is_some(),
+        Chain::Kind(_) => false,
+    };
+    let filtered = other_filters || q.outcome.is_some() || past_before;
     while next > 0 && out.len() < limit {
         let want = limit - out.len();
         let piece = if filtered { want.max(256) } else { want };
-        let links: Vec<Link> = sqlx::query_as(USER_CHAIN_SQL)
+        let links: Vec<Link> = sqlx::query_as(chain.walk_sql())
             .bind(next)
             .bind(piece as i64)
             .fetch_all(&mut *tx)
@@ -1323,8 +1407,8 @@ async fn list_user_audit(pool: &Pool, user_id: i64, q: &AuditQuery) -> Result<Ve
         for link in links {
             let e = link.event;
             // Each event's previous one is older; anything else ends the list.
-            next = link.user_prev.filter(|&p| p < e.id).unwrap_or(0);
-            let wanted = e.user_id == Some(user_id)
+            next = link.prev.filter(|&p| p < e.id).unwrap_or(0);
+            let wanted = chain.holds(&e)
                 && q.before.is_none_or(|b| e.id < b)
                 && q.kind.as_ref().is_none_or(|k| *k == e.kind)
                 && q.outcome.as_ref().is_none_or(|o| *o == e.outcome);
@@ -1337,20 +1421,35 @@ async fn list_user_audit(pool: &Pool, user_id: i64, q: &AuditQuery) -> Result<Ve
     Ok(out)
 }
 
-/// Up to `$2` events of one user's chain, from the event `$1` back, newest first.
-pub(super) const USER_CHAIN_SQL: &str = "WITH RECURSIVE chain AS ( \
-     SELECT id, at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details, user_prev \
-     FROM audit_events WHERE id = $1 \
-     UNION ALL \
-     SELECT e.id, e.at, e.kind, e.outcome, e.reason, e.actor_id, e.user_id, e.email, e.ip, e.request_id, \
-     e.details, e.user_prev FROM chain CROSS JOIN audit_events e ON e.id = chain.user_prev \
-     LIMIT $2) \
-     SELECT * FROM chain ORDER BY id DESC";
+/// Up to `$2` events of one chain from the event `$1` back, newest first, each with its
+/// previous one on the chain (`prev`), whose column is `$prev`.
+macro_rules! audit_chain_sql {
+    ($prev:literal) => {
+        concat!(
+            "WITH RECURSIVE chain AS ( ",
+            "SELECT id, at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details, ",
+            $prev,
+            " AS prev FROM audit_events WHERE id = $1 ",
+            "UNION ALL ",
+            "SELECT e.id, e.at, e.kind, e.outcome, e.reason, e.actor_id, e.user_id, e.email, e.ip, ",
+            "e.request_id, e.details, e.",
+            $prev,
+            " FROM chain CROSS JOIN audit_events e ON e.id = chain.prev LIMIT $2) ",
+            "SELECT * FROM chain ORDER BY id DESC"
+        )
+    };
+}
 
-/// `list_audit`'s query (on SQLite, without `user_id`: `list_user_audit`). Only the filters
-/// given are in the SQL, so that the planner can use the `(kind, id)` and (on PostgreSQL)
-/// `(user_id, id)` indexes (and the partial ones by outcome, of the events that are not
-/// successes) and start at `before`: a condition such as `$1 IS NULL OR kind = $1` makes the
+/// A user's events (migration 0006).
+pub(super) const USER_CHAIN_SQL: &str = audit_chain_sql!("user_prev");
+/// A kind's events (migration 0008).
+pub(super) const KIND_CHAIN_SQL: &str = audit_chain_sql!("kind_prev");
+
+/// `list_audit`'s query (on SQLite only without `user_id`, and without `kind` unless the
+/// outcome is a failure or skipped: the others are `list_chained_audit`'s). Only the filters
+/// given are in the SQL, so that the planner can use the (on PostgreSQL) `(kind, id)` and
+/// `(user_id, id)` indexes and the partial ones by outcome, of the events that are not
+/// successes, and start at `before`: a condition such as `$1 IS NULL OR kind = $1` makes the
 /// database read the table from its newest row on until enough rows match.
 pub(super) fn audit_list_query(q: &AuditQuery) -> sqlx::QueryBuilder<Db> {
     let mut sql = sqlx::QueryBuilder::<Db>::new(
@@ -1725,7 +1824,7 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         .push_bind(&s.ip)
         .push_bind(&s.user_agent);
     q.push(")) ");
-    push_audit_insert(&mut q, &audit, None);
+    push_audit_insert(&mut q, &audit, false);
     q.build().execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {

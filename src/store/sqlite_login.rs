@@ -431,6 +431,7 @@ fn run_together(db: &mut rusqlite::Connection, batch: &[Job]) -> R<Vec<SsoOutcom
         for job in batch {
             results.push(run(&mut stmts, job)?);
         }
+        stmts.save_kind_heads()?;
         drop(stmts);
         tx.commit()?;
         Ok(results)
@@ -443,7 +444,10 @@ fn run_together(db: &mut rusqlite::Connection, batch: &[Job]) -> R<Vec<SsoOutcom
 fn run_alone(db: &mut rusqlite::Connection, job: &Job) -> R<SsoOutcome> {
     let result = (|| {
         let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let outcome = run(&mut Stmts::new(&tx), job)?;
+        let mut stmts = Stmts::new(&tx);
+        let outcome = run(&mut stmts, job)?;
+        stmts.save_kind_heads()?;
+        drop(stmts);
         tx.commit()?;
         Ok(outcome)
     })();
@@ -464,6 +468,20 @@ struct Stmts<'c> {
     /// The id the transaction's next audit event and next session take, once read
     /// ([`Stmts::new_ids`]).
     next_ids: [Option<i64>; 2],
+    /// The newest event of each kind the transaction has written or read ([`Stmts::kind_head`]).
+    kind_heads: Vec<KindHead>,
+}
+
+/// The newest audit event of one kind (`audit_kinds`, migration 0008), as the login writer's
+/// transaction leaves it.
+struct KindHead {
+    kind: &'static str,
+    /// 0: none yet.
+    newest: i64,
+    /// Whether `audit_kinds` has a row for the kind.
+    stored: bool,
+    /// Whether `newest` changed since it was read.
+    changed: bool,
 }
 
 /// The tables whose new rows the login writer gives ids ([`Stmts::new_ids`]).
@@ -489,7 +507,46 @@ impl<'c> Stmts<'c> {
             db,
             kept: Vec::with_capacity(16),
             next_ids: [None; 2],
+            kind_heads: Vec::new(),
         }
+    }
+
+    /// The newest event of `kind`, read from `audit_kinds` at the transaction's first event of
+    /// that kind; [`Audit::insert`] moves it to each new event, and [`Stmts::save_kind_heads`]
+    /// writes it back once, before the commit. The kinds' rows are on one page, which every
+    /// transaction of logins changes once this way.
+    fn kind_head(&mut self, kind: &'static str) -> R<&mut KindHead> {
+        let i = match self.kind_heads.iter().position(|h| h.kind == kind) {
+            Some(i) => i,
+            None => {
+                let newest: Option<i64> = self
+                    .prepare("SELECT last_id FROM audit_kinds WHERE kind = ?1")?
+                    .query_row(params![kind], |r| r.get(0))
+                    .optional()?;
+                self.kind_heads.push(KindHead {
+                    kind,
+                    newest: newest.unwrap_or(0),
+                    stored: newest.is_some(),
+                    changed: false,
+                });
+                self.kind_heads.len() - 1
+            }
+        };
+        Ok(&mut self.kind_heads[i])
+    }
+
+    /// Writes the kinds' newest events that the transaction moved ([`Stmts::kind_head`]).
+    fn save_kind_heads(&mut self) -> R<()> {
+        let heads = std::mem::take(&mut self.kind_heads);
+        for h in heads.iter().filter(|h| h.changed) {
+            let sql = if h.stored {
+                "UPDATE OR FAIL audit_kinds SET last_id = ?2 WHERE kind = ?1"
+            } else {
+                "INSERT OR FAIL INTO audit_kinds (kind, last_id) VALUES (?1, ?2)"
+            };
+            self.prepare(sql)?.execute(params![h.kind, h.newest])?;
+        }
+        Ok(())
     }
 
     /// The first of `n` ids for new rows of `table` (audit events, or sessions): the largest
@@ -809,6 +866,14 @@ impl Audit {
     /// before the login): the chain through which a user's events are listed (migration
     /// 0006). Returns the last row's id, the user's newest event now.
     fn insert(&self, tx: &mut Stmts<'_>, base: &AuditRecord, previous: i64, first: i64) -> R<i64> {
+        // Each row's previous event of its kind: the kind's newest, which it then becomes.
+        let mut kind_prev = Vec::with_capacity(self.rows.len());
+        for (id, (kind, ..)) in (first..).zip(&self.rows) {
+            let head = tx.kind_head(kind)?;
+            kind_prev.push(head.newest);
+            head.newest = id;
+            head.changed = true;
+        }
         let mut one_off;
         let stmt = match kept_audit_sql(self.rows.len()) {
             Some(sql) => tx.prepare(sql)?,
@@ -834,8 +899,9 @@ impl Audit {
             stmt.raw_bind_parameter(n, v)?;
             n += 1;
         }
-        for (kind, outcome, reason, details) in &self.rows {
-            let own: [&dyn rusqlite::ToSql; AUDIT_OWN] = [kind, outcome, reason, details];
+        for ((kind, outcome, reason, details), kind_prev) in self.rows.iter().zip(&kind_prev) {
+            let own: [&dyn rusqlite::ToSql; AUDIT_OWN] =
+                [kind, outcome, reason, details, kind_prev];
             for v in own {
                 stmt.raw_bind_parameter(n, v)?;
                 n += 1;
@@ -851,14 +917,15 @@ impl Audit {
 
 /// The values every audit row of a login shares (`at`, `actor_id`, `user_id`, `email`, `ip`,
 /// `request_id`), then the first row's id and the user's previous event, and those of each
-/// row (`kind`, `outcome`, `reason`, `details`).
+/// row (`kind`, `outcome`, `reason`, `details`, and its kind's previous event).
 const AUDIT_SHARED: usize = 6;
 const AUDIT_CHAIN: usize = 2;
-const AUDIT_OWN: usize = 4;
+const AUDIT_OWN: usize = 5;
 
 /// The audit insert for `rows` rows: the shared values are `?1`–`?6` in every row, row `r`
-/// (from 0) has the id `?7 + r` and the previous event `?8` (the first row) or `?7 + r - 1`,
-/// and its own values in `?9 + 4r` to `?12 + 4r`, in the order of `AUDIT_COLUMNS`.
+/// (from 0) has the id `?7 + r` and the user's previous event `?8` (the first row) or
+/// `?7 + r - 1`, and its own values in `?9 + 5r` to `?13 + 5r`: those of `AUDIT_COLUMNS`, then
+/// `kind_prev`.
 fn audit_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {
@@ -872,9 +939,10 @@ fn audit_sql(rows: usize) -> String {
                 r => id(r - 1),
             };
             format!(
-                "({}, {}, ?1, ?{}, ?{}, ?{}, ?2, ?3, ?4, ?5, ?6, ?{})",
+                "({}, {}, ?{}, ?1, ?{}, ?{}, ?{}, ?2, ?3, ?4, ?5, ?6, ?{})",
                 id(r),
                 previous,
+                own + 4,
                 own,
                 own + 1,
                 own + 2,
@@ -883,7 +951,7 @@ fn audit_sql(rows: usize) -> String {
         })
         .collect();
     format!(
-        "INSERT OR FAIL INTO audit_events (id, user_prev, {}) VALUES {}",
+        "INSERT OR FAIL INTO audit_events (id, user_prev, kind_prev, {}) VALUES {}",
         super::AUDIT_COLUMNS,
         values.join(", ")
     )
@@ -967,7 +1035,8 @@ mod tests {
 
     /// Every row gets the shared values and its own, for the kept statements and a one-off,
     /// and the rows take the next ids, each pointing back to the one before (the first to the
-    /// user's previous event).
+    /// user's previous event) and to the previous one of its kind (the first of each kind to
+    /// the kind's newest in `audit_kinds`, which the transaction then moves).
     #[test]
     fn each_audit_row_has_the_shared_values_and_its_own() {
         let db = rusqlite::Connection::open_in_memory().unwrap();
@@ -977,6 +1046,11 @@ mod tests {
         // An older event of another user: the login's rows take the ids after it.
         db.execute(
             "INSERT INTO audit_events (id, at, kind, outcome, user_prev) VALUES (40, 1, 'x', 'success', 0)",
+            [],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO audit_kinds (kind, last_id) VALUES ('group_added', 30), ('x', 40)",
             [],
         )
         .unwrap();
@@ -1007,12 +1081,12 @@ mod tests {
             assert_eq!(last, 40 + rows as i64, "{rows} rows");
             let got: Vec<Vec<rusqlite::types::Value>> = db
                 .prepare(&format!(
-                    "SELECT id, user_prev, {} FROM audit_events WHERE id > 40 ORDER BY id",
+                    "SELECT id, user_prev, kind_prev, {} FROM audit_events WHERE id > 40 ORDER BY id",
                     super::super::AUDIT_COLUMNS
                 ))
                 .unwrap()
                 .query_map([], |row| {
-                    (0..12).map(|i| row.get(i)).collect::<rusqlite::Result<_>>()
+                    (0..13).map(|i| row.get(i)).collect::<rusqlite::Result<_>>()
                 })
                 .unwrap()
                 .collect::<rusqlite::Result<_>>()
@@ -1023,9 +1097,16 @@ mod tests {
                 let (kind, outcome, reason, _) = &audit.rows[r];
                 let reason = reason.map_or(Null, |x| Text(x.into()));
                 let id = 41 + r as i64;
+                let same_kind = (0..r).rev().find(|&o| audit.rows[o].0 == *kind);
+                let kind_prev = match same_kind {
+                    Some(o) => 41 + o as i64,
+                    None if *kind == "group_added" => 30,
+                    None => 0,
+                };
                 let expected = vec![
                     Integer(id),
                     Integer(if r == 0 { 17 } else { id - 1 }),
+                    Integer(kind_prev),
                     Integer(1_700_000_000),
                     Text((*kind).into()),
                     Text((*outcome).into()),
@@ -1052,15 +1133,41 @@ mod tests {
         assert_eq!(audit.insert(&mut tx, &base, 0, first).unwrap(), 42);
         let first = tx.new_ids(super::NewIds::Events, 2).unwrap();
         assert_eq!(audit.insert(&mut tx, &base, 5, first).unwrap(), 44);
+        tx.save_kind_heads().unwrap();
         drop(tx);
-        let chain: Vec<(i64, i64)> = db
-            .prepare("SELECT id, user_prev FROM audit_events WHERE id > 40 ORDER BY id")
+        let chain: Vec<(i64, i64, i64)> = db
+            .prepare("SELECT id, user_prev, kind_prev FROM audit_events WHERE id > 40 ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(chain, [(41, 0, 0), (42, 41, 41), (43, 5, 42), (44, 43, 43)]);
+        // The kind's newest is written once, as a new row; the others are as they were.
+        let heads: Vec<(String, i64)> = db
+            .prepare("SELECT kind, last_id FROM audit_kinds ORDER BY kind")
             .unwrap()
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(chain, [(41, 0), (42, 41), (43, 5), (44, 43)]);
+        let heads: Vec<(&str, i64)> = heads.iter().map(|(k, id)| (k.as_str(), *id)).collect();
+        assert_eq!(heads, [("group_added", 30), ("sso_login", 44), ("x", 40)]);
+        // A next transaction reads it and moves it with an update.
+        let mut tx = super::Stmts::new(&db);
+        let first = tx.new_ids(super::NewIds::Events, 2).unwrap();
+        assert_eq!(audit.insert(&mut tx, &base, 0, first).unwrap(), 46);
+        tx.save_kind_heads().unwrap();
+        drop(tx);
+        let (prev, newest): (i64, i64) = db
+            .query_row(
+                "SELECT (SELECT kind_prev FROM audit_events WHERE id = 45), \
+                 (SELECT last_id FROM audit_kinds WHERE kind = 'sso_login')",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((prev, newest), (44, 46));
     }
 
     /// The audit details written as text are what PostgreSQL's path serialises.

@@ -1242,6 +1242,116 @@ on_both_backends!(
     sessions_from_before_0007_end_one_at_a_time_and_all_together
 );
 
+/// Audit events written before migration 0008 (which drops SQLite's index of them by kind
+/// and chains the events of each kind instead) are still listed by kind, page by page and
+/// with the other filters, and the events written after the upgrade join the same lists.
+async fn audit_events_from_before_0008_are_listed_by_kind(backend: Backend) {
+    let Some((url, dir)) = crate::support::database_url(backend) else {
+        return;
+    };
+    let at: i64 = 1_767_225_600;
+    at_version!(backend, &url, 7, |pool| {
+        for (kind, outcome) in [
+            ("setting_changed", "success"),
+            ("sso_login", "failure"),
+            ("group_created", "success"),
+            ("sso_login", "success"),
+            ("setting_changed", "success"),
+            ("sso_login", "success"),
+            ("sso_login", "failure"),
+        ] {
+            sqlx::query(
+                "INSERT INTO audit_events (at, kind, outcome, details) VALUES ($1, $2, $3, '{}')",
+            )
+            .bind(at)
+            .bind(kind)
+            .bind(outcome)
+            .execute(&pool)
+            .await
+            .expect("audit event");
+        }
+    });
+
+    let mut app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
+    let ids = |events: Vec<Value>| -> Vec<i64> {
+        events.iter().map(|e| e["id"].as_i64().unwrap()).collect()
+    };
+    app.login_admin().await;
+    assert_eq!(ids(app.audit_events("kind=sso_login").await), [7, 6, 4, 2]);
+    assert_eq!(
+        ids(app.audit_events("kind=sso_login&limit=2").await),
+        [7, 6]
+    );
+    assert_eq!(
+        ids(app.audit_events("kind=sso_login&limit=2&before=6").await),
+        [4, 2]
+    );
+    assert_eq!(
+        ids(app.audit_events("kind=sso_login&before=5").await),
+        [4, 2]
+    );
+    assert_eq!(
+        ids(app.audit_events("kind=sso_login&outcome=success").await),
+        [6, 4]
+    );
+    assert_eq!(
+        ids(app.audit_events("kind=sso_login&outcome=failure").await),
+        [7, 2]
+    );
+    assert_eq!(ids(app.audit_events("kind=group_created").await), [3]);
+    // A setting changed after the upgrade comes first in its kind's list, and in no other.
+    let changed = app.audit_events("kind=setting_changed").await;
+    assert_eq!(ids(changed.clone()), [5, 1]);
+    let res = app
+        .put_settings(json!({"jwt-clock-skew-seconds": 30}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let changed = app.audit_events("kind=setting_changed").await;
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    assert!(changed[0]["id"].as_i64().unwrap() > 7);
+    assert_eq!(ids(changed[1..].to_vec()), [5, 1]);
+    assert_eq!(ids(app.audit_events("kind=sso_login").await), [7, 6, 4, 2]);
+    if backend == Backend::Sqlite {
+        // The chain as the migration made it, the kinds' newest, and no index by kind left.
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let chain: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, kind_prev FROM audit_events WHERE id <= 7 ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            chain,
+            [(1, 0), (2, 0), (3, 0), (4, 2), (5, 1), (6, 4), (7, 6)]
+        );
+        let newest: Vec<(String, i64)> =
+            sqlx::query_as("SELECT kind, last_id FROM audit_kinds WHERE kind IN ('group_created', 'setting_changed', 'sso_login') ORDER BY kind")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let setting = changed[0]["id"].as_i64().unwrap();
+        assert_eq!(
+            newest,
+            [
+                ("group_created".to_owned(), 3),
+                ("setting_changed".to_owned(), setting),
+                ("sso_login".to_owned(), 7)
+            ]
+        );
+        let indexes: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_events_kind'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(indexes, 0);
+    }
+}
+
+on_both_backends!(
+    audit_events_from_before_0008_are_listed_by_kind_on:
+    audit_events_from_before_0008_are_listed_by_kind
+);
+
 /// A session lifetime fixed by this instance's environment is not the one a writer elsewhere
 /// changed: the cutoff that writer recorded does not end this instance's sessions.
 #[tokio::test]
