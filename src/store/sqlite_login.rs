@@ -353,7 +353,7 @@ async fn finish_log(logins: &Arc<Logins>) {
     let finished = tokio::task::spawn_blocking(move || {
         let db = lock(&logins.db);
         if let Some(c) = &db.conn
-            && let Err(e) = super::sqlite_checkpoint::passive(c)
+            && let Err(e) = finish_log_on(c)
         {
             tracing::warn!(error = %e, "checkpoint failed");
         }
@@ -362,6 +362,20 @@ async fn finish_log(logins: &Arc<Logins>) {
     if let Err(e) = finished {
         tracing::warn!(error = %e, "checkpoint failed");
     }
+}
+
+/// Copies the rest of the log and, when that was all of it, starts the log again from its
+/// beginning (`sqlite_checkpoint::restart_log`), here rather than in the next batch's commit
+/// on the runtime's thread: the restart flushes the log's new header to the disk.
+pub(super) fn finish_log_on(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let copied = super::sqlite_checkpoint::passive(c)?;
+    if copied.all_copied() {
+        let restarted = super::sqlite_checkpoint::restart_log(c, None);
+        // The restart is a transaction of this connection's: nothing of it may stay gathered.
+        super::sqlite_wal_buffer::discard(c);
+        restarted?;
+    }
+    Ok(())
 }
 
 /// A login whose batch was dropped before answering (its runner's future was cancelled).
