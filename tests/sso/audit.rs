@@ -141,18 +141,7 @@ both_backends! {
             let expected = of(user, &|_| true);
             assert!(expected.len() >= 2, "user {user}: {all:?}");
             assert_eq!(ids(&app.audit_events(&format!("user_id={user}&limit=500")).await), expected, "user {user}");
-            // Two at a time, each page from the last one's `next_before`.
-            let mut paged = Vec::new();
-            let mut before = String::new();
-            for _ in 0..expected.len() + 1 {
-                let res = app.admin(Method::GET, &format!("/api/audit?user_id={user}&limit=2{before}")).send().await.unwrap();
-                let page = body_json(res).await;
-                paged.extend(ids(page["events"].as_array().unwrap()));
-                match page["next_before"].as_i64() {
-                    Some(next) => before = format!("&before={next}"),
-                    None => break,
-                }
-            }
+            let paged = page_by_page(&app, &format!("user_id={user}&limit=2"), expected.len()).await;
             assert_eq!(paged, expected, "user {user}, two at a time");
             for kind in ["sso_login", "user_updated", "session_revoked", "user_created"] {
                 let got = ids(&app.audit_events(&format!("user_id={user}&kind={kind}")).await);
@@ -224,18 +213,7 @@ both_backends! {
             let expected = of(kind, &|_| true);
             assert!(!expected.is_empty(), "{kind}: {all:?}");
             assert_eq!(ids(&app.audit_events(&format!("kind={kind}&limit=500")).await), expected, "{kind}");
-            // Three at a time, each page from the last one's `next_before`.
-            let mut paged = Vec::new();
-            let mut before = String::new();
-            for _ in 0..expected.len() + 1 {
-                let res = app.admin(Method::GET, &format!("/api/audit?kind={kind}&limit=3{before}")).send().await.unwrap();
-                let page = body_json(res).await;
-                paged.extend(ids(page["events"].as_array().unwrap()));
-                match page["next_before"].as_i64() {
-                    Some(next) => before = format!("&before={next}"),
-                    None => break,
-                }
-            }
+            let paged = page_by_page(&app, &format!("kind={kind}&limit=3"), expected.len()).await;
             assert_eq!(paged, expected, "{kind}, three at a time");
             for outcome in ["success", "failure"] {
                 let got = ids(&app.audit_events(&format!("kind={kind}&outcome={outcome}&limit=500")).await);
@@ -251,4 +229,26 @@ both_backends! {
         assert_eq!(of("group_removed", &|_| true).len(), 8);
         assert!(app.audit_events("kind=no_such_kind").await.is_empty());
     }
+}
+
+/// The ids of an audit list read page by page, each page from the last one's `next_before`
+/// (at most `events` + 1 pages).
+async fn page_by_page(app: &TestApp, query: &str, events: usize) -> Vec<i64> {
+    let mut paged = Vec::new();
+    let mut before = String::new();
+    for _ in 0..events + 1 {
+        let res = app
+            .admin(Method::GET, &format!("/api/audit?{query}{before}"))
+            .send()
+            .await
+            .unwrap();
+        let page = body_json(res).await;
+        let events = page["events"].as_array().unwrap();
+        paged.extend(events.iter().map(|e| e["id"].as_i64().unwrap()));
+        match page["next_before"].as_i64() {
+            Some(next) => before = format!("&before={next}"),
+            None => break,
+        }
+    }
+    paged
 }
