@@ -878,7 +878,9 @@ impl Audit {
     /// The rows take the ids from `first` on ([`Stmts::new_ids`]), and each names the one
     /// before it as the user's previous event (the first names `previous`, the user's newest
     /// before the login): the chain through which a user's events are listed (migration
-    /// 0006). Returns the last row's id, the user's newest event now.
+    /// 0006). Each also names the previous event of its kind, the kind's newest so far
+    /// ([`Stmts::kind_head`]), and becomes it: the chain through which a kind's events are
+    /// listed (migration 0008). Returns the last row's id, the user's newest event now.
     fn insert(&self, tx: &mut Stmts<'_>, base: &AuditRecord, previous: i64, first: i64) -> R<i64> {
         // Each row's previous event of its kind: the kind's newest, which it then becomes.
         let mut kind_prev = Vec::with_capacity(self.rows.len());
