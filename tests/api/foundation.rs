@@ -896,6 +896,18 @@ macro_rules! at_version {
     }};
 }
 
+/// Whether the SQLite database has an index of this name (upgrade tests: the migration
+/// dropped it).
+async fn has_index(pool: &sqlx::SqlitePool, name: &str) -> bool {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    n > 0
+}
+
 /// Runs an upgrade test, an `async fn(Backend)`, on SQLite and on PostgreSQL:
 /// `mod <name> { fn sqlite(); fn postgres(); }`.
 macro_rules! on_both_backends {
@@ -1150,13 +1162,7 @@ async fn audit_events_from_before_0006_are_listed_by_user(backend: Backend) {
                 .await
                 .unwrap();
         assert_eq!(newest, [one[0]["id"].as_i64(), Some(5)]);
-        let indexes: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_events_user'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(indexes, 0);
+        assert!(!has_index(&pool, "audit_events_user").await);
     }
 }
 
@@ -1227,13 +1233,7 @@ async fn sessions_from_before_0007_end_one_at_a_time_and_all_together(backend: B
     assert_eq!(app.sessions_of(2).await, 2);
     if backend == Backend::Sqlite {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        let indexes: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'sessions_user'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(indexes, 0);
+        assert!(!has_index(&pool, "sessions_user").await);
     }
 }
 
@@ -1337,13 +1337,9 @@ async fn audit_events_from_before_0008_are_listed_by_kind(backend: Backend) {
                 ("sso_login".to_owned(), 7)
             ]
         );
-        let indexes: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'audit_events_kind'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(indexes, 0);
+        assert!(!has_index(&pool, "audit_events_kind").await);
+        // Failures and skipped events of a kind are still listed through their partial index.
+        assert!(has_index(&pool, "audit_events_outcome_kind").await);
     }
 }
 
