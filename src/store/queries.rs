@@ -1390,11 +1390,9 @@ async fn list_chained_audit(pool: &Pool, chain: Chain<'_>, q: &AuditQuery) -> Re
         }
     }
     // Without other filters every event read is listed; with them, read further ahead.
-    let other_filters = match chain {
-        Chain::User(_) => q.kind.is_some(),
-        Chain::Kind(_) => false,
-    };
-    let filtered = other_filters || q.outcome.is_some() || past_before;
+    // (A kind's chain holds only that kind.)
+    let by_kind = matches!(chain, Chain::User(_)) && q.kind.is_some();
+    let filtered = by_kind || q.outcome.is_some() || past_before;
     while next > 0 && out.len() < limit {
         let want = limit - out.len();
         let piece = if filtered { want.max(256) } else { want };

@@ -492,8 +492,6 @@ struct KindHead {
     kind: &'static str,
     /// 0: none yet.
     newest: i64,
-    /// Whether `audit_kinds` has a row for the kind.
-    stored: bool,
     /// Whether `newest` changed since it was read.
     changed: bool,
 }
@@ -540,7 +538,6 @@ impl<'c> Stmts<'c> {
                 self.kind_heads.push(KindHead {
                     kind,
                     newest: newest.unwrap_or(0),
-                    stored: newest.is_some(),
                     changed: false,
                 });
                 self.kind_heads.len() - 1
@@ -553,12 +550,11 @@ impl<'c> Stmts<'c> {
     fn save_kind_heads(&mut self) -> R<()> {
         let heads = std::mem::take(&mut self.kind_heads);
         for h in heads.iter().filter(|h| h.changed) {
-            let sql = if h.stored {
-                "UPDATE OR FAIL audit_kinds SET last_id = ?2 WHERE kind = ?1"
-            } else {
-                "INSERT OR FAIL INTO audit_kinds (kind, last_id) VALUES (?1, ?2)"
-            };
-            self.prepare(sql)?.execute(params![h.kind, h.newest])?;
+            self.prepare(
+                "INSERT OR FAIL INTO audit_kinds (kind, last_id) VALUES (?1, ?2) \
+                 ON CONFLICT (kind) DO UPDATE SET last_id = excluded.last_id",
+            )?
+            .execute(params![h.kind, h.newest])?;
         }
         Ok(())
     }

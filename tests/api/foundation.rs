@@ -1277,28 +1277,17 @@ async fn audit_events_from_before_0008_are_listed_by_kind(backend: Backend) {
         events.iter().map(|e| e["id"].as_i64().unwrap()).collect()
     };
     app.login_admin().await;
-    assert_eq!(ids(app.audit_events("kind=sso_login").await), [7, 6, 4, 2]);
-    assert_eq!(
-        ids(app.audit_events("kind=sso_login&limit=2").await),
-        [7, 6]
-    );
-    assert_eq!(
-        ids(app.audit_events("kind=sso_login&limit=2&before=6").await),
-        [4, 2]
-    );
-    assert_eq!(
-        ids(app.audit_events("kind=sso_login&before=5").await),
-        [4, 2]
-    );
-    assert_eq!(
-        ids(app.audit_events("kind=sso_login&outcome=success").await),
-        [6, 4]
-    );
-    assert_eq!(
-        ids(app.audit_events("kind=sso_login&outcome=failure").await),
-        [7, 2]
-    );
-    assert_eq!(ids(app.audit_events("kind=group_created").await), [3]);
+    for (query, expected) in [
+        ("kind=sso_login", &[7, 6, 4, 2][..]),
+        ("kind=sso_login&limit=2", &[7, 6]),
+        ("kind=sso_login&limit=2&before=6", &[4, 2]),
+        ("kind=sso_login&before=5", &[4, 2]),
+        ("kind=sso_login&outcome=success", &[6, 4]),
+        ("kind=sso_login&outcome=failure", &[7, 2]),
+        ("kind=group_created", &[3]),
+    ] {
+        assert_eq!(ids(app.audit_events(query).await), expected, "{query}");
+    }
     // A setting changed after the upgrade comes first in its kind's list, and in no other.
     let changed = app.audit_events("kind=setting_changed").await;
     assert_eq!(ids(changed.clone()), [5, 1]);
