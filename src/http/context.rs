@@ -135,29 +135,42 @@ fn json_body(p: &ErrorPayload, request_id: &str) -> serde_json::Value {
 }
 
 /// The client IP: the socket peer, or with N trusted proxies the address N hops back in
-/// `X-Forwarded-For` (entries further left can be forged by the client).
+/// `X-Forwarded-For` (entries further left can be forged by the client). The entry is picked
+/// by its position among all of them before it is read: a proxy that adds its peer with a port
+/// (`203.0.113.5:41234`, `[2001:db8::1]:443`) must not shift the count onto an entry the
+/// client wrote. An entry there that is not an address gives the socket peer.
 pub fn client_ip(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
     trusted_hops: i64,
 ) -> Option<String> {
-    let peer_ip = peer.map(|p| p.ip().to_string());
+    let peer_ip = || peer.map(|p| p.ip().to_string());
     if trusted_hops <= 0 {
-        return peer_ip;
+        return peer_ip();
     }
-    let forwarded: Vec<String> = headers
+    // Bytes, not `to_str`: a header line that is not visible ASCII keeps its place.
+    let entries: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_owned())
-        .filter(|s| s.parse::<std::net::IpAddr>().is_ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .collect();
-    if forwarded.is_empty() {
-        return peer_ip;
+    if entries.is_empty() {
+        return peer_ip();
     }
-    let idx = forwarded.len().saturating_sub(trusted_hops as usize);
-    forwarded.get(idx).cloned().or(peer_ip)
+    let hops = usize::try_from(trusted_hops).unwrap_or(usize::MAX);
+    let entry = entries[entries.len().saturating_sub(hops)];
+    match forwarded_address(entry) {
+        Some(ip) => Some(ip.to_string()),
+        None => peer_ip(),
+    }
+}
+
+/// One `X-Forwarded-For` entry's address, with or without a port.
+fn forwarded_address(entry: &[u8]) -> Option<std::net::IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?.trim();
+    text.parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 fn wants_html(headers: &HeaderMap, path: &str) -> bool {
@@ -428,5 +441,52 @@ mod tests {
         assert_eq!(client_ip(Some(peer), &h, 1).as_deref(), Some("1.2.3.4"));
         assert_eq!(client_ip(Some(peer), &h, 2).as_deref(), Some("6.6.6.6"));
         assert_eq!(client_ip(Some(peer), &h, 5).as_deref(), Some("6.6.6.6"));
+    }
+
+    #[test]
+    fn client_ip_counts_every_forwarded_entry_before_reading_one() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let ip = |values: &[&'static str], hops| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            client_ip(Some(peer), &h, hops)
+        };
+        // A proxy that writes its peer with a port: that entry is still the one counted.
+        let cases: [(&[&str], i64, &str); 9] = [
+            (&["6.6.6.6, 203.0.113.5:41234"], 1, "203.0.113.5"),
+            (&["6.6.6.6, [2001:db8::1]:443"], 1, "2001:db8::1"),
+            (&["6.6.6.6, 2001:db8::1"], 1, "2001:db8::1"),
+            (&["6.6.6.6", "203.0.113.5:41234"], 1, "203.0.113.5"),
+            (
+                &["6.6.6.6, 198.51.100.7:80", "203.0.113.5"],
+                2,
+                "198.51.100.7",
+            ),
+            // Not an address where the count lands: the socket peer, never an entry further
+            // left.
+            (&["6.6.6.6, unknown"], 1, "10.0.0.1"),
+            (&["6.6.6.6,"], 1, "10.0.0.1"),
+            (&[""], 1, "10.0.0.1"),
+            // Fewer entries than trusted hops: the leftmost, as before.
+            (&["6.6.6.6:1"], 3, "6.6.6.6"),
+        ];
+        for (values, hops, want) in cases {
+            assert_eq!(
+                ip(values, hops).as_deref(),
+                Some(want),
+                "{values:?} with {hops} hops"
+            );
+        }
+        // A line that is not visible ASCII keeps its place in the count.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff6.6.6.6").unwrap(),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.5"));
+        assert_eq!(client_ip(Some(peer), &h, 2).as_deref(), Some("10.0.0.1"));
+        assert_eq!(client_ip(Some(peer), &h, 1).as_deref(), Some("203.0.113.5"));
     }
 }

@@ -78,8 +78,30 @@ fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
         } else {
             path
         };
+        let inner = without_value(&inner);
         Error::validation(field.clone(), format!("{field}: {inner}."))
     })
+}
+
+/// Serde's message without the value it found: "invalid type: integer `12345678`, expected a
+/// string" names the value, and the field may be a password or a setup token (SPEC §4.8:
+/// secrets never appear in errors). What kind of value it was is kept.
+fn without_value(message: &str) -> std::borrow::Cow<'_, str> {
+    for lead in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(lead) else {
+            continue;
+        };
+        // The value comes first and may hold anything, ", expected" too; serde's own
+        // expectation is last.
+        let (found, expected) = match rest.rsplit_once(", expected") {
+            Some((found, expected)) => (found, format!(", expected{expected}")),
+            None => (rest, String::new()),
+        };
+        // Its kind is the text before the value, which serde quotes with ` or ".
+        let kind = found[..found.find(['`', '"']).unwrap_or(found.len())].trim_end();
+        return std::borrow::Cow::Owned(format!("{lead}{kind}{expected}"));
+    }
+    std::borrow::Cow::Borrowed(message)
 }
 
 /// For a nested struct field, `#[serde(deserialize_with = "object_only")]`: read from a JSON
@@ -280,6 +302,89 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 mod tests {
     use super::*;
     use axum::http::{HeaderMap, HeaderValue};
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Login {
+        password: String,
+        remember: Option<bool>,
+        mode: Option<Mode>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Fast,
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_kind_of_value_not_the_value() {
+        let cases = [
+            (
+                serde_json::json!({"password": 12345678}),
+                "password",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                serde_json::json!({"password": -5.25}),
+                "password",
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                serde_json::json!({"password": true}),
+                "password",
+                "invalid type: boolean, expected a string",
+            ),
+            (
+                serde_json::json!({"password": ["x"]}),
+                "password",
+                "invalid type: sequence, expected a string",
+            ),
+            (
+                serde_json::json!({"password": "s3cret", "remember": "s3cret"}),
+                "remember",
+                "invalid type: string, expected a boolean",
+            ),
+            (
+                serde_json::json!({"password": "s3cret", "mode": "s3cret"}),
+                "mode",
+                "unknown variant `s3cret`, expected `fast`",
+            ),
+            (
+                serde_json::json!({}),
+                "password",
+                "missing field `password`",
+            ),
+        ];
+        for (body, field, message) in cases {
+            let Err(Error::Validation {
+                field: f,
+                message: m,
+            }) = from_value::<Login>(body.clone())
+            else {
+                panic!("{body} was accepted");
+            };
+            assert_eq!(f, field, "{body}");
+            assert_eq!(m, format!("{field}: {message}."), "{body}");
+        }
+    }
+
+    #[test]
+    fn without_value_keeps_messages_without_a_value() {
+        assert_eq!(
+            without_value("invalid length 2, expected 3"),
+            "invalid length 2, expected 3"
+        );
+        assert_eq!(
+            without_value("invalid type: null, expected a string"),
+            "invalid type: null, expected a string"
+        );
+        assert_eq!(
+            without_value("invalid value: string \"a, b\", expected x"),
+            "invalid value: string, expected x"
+        );
+        assert_eq!(without_value("invalid type: map"), "invalid type: map");
+    }
 
     fn accept(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -339,11 +339,8 @@ pub fn claim_str<'a>(claims: &'a Map<String, Value>, key: &str) -> Option<&'a st
     claims.get(key).and_then(Value::as_str)
 }
 
-/// The most characters of `sub` kept on the user (`sso_subject`).
-const MAX_SUBJECT_CHARS: usize = 255;
-
 /// The token's `sub` as a login stores it on the user, and as back-channel logout looks it up:
-/// its first 255 characters.
+/// whole (the verifier refuses one longer than [`verify::MAX_SUB_CHARS`] characters).
 pub fn stored_subject(claims: &Map<String, Value>) -> Option<String> {
-    claim_str(claims, "sub").map(|s| s.chars().take(MAX_SUBJECT_CHARS).collect())
+    claim_str(claims, "sub").map(str::to_owned)
 }

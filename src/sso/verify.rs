@@ -56,7 +56,8 @@
 //! 9. **jti**: when present it must be a string (`claim_invalid`). `jti` and `sub` strings
 //!    must not contain NUL (`claim_invalid`): they are stored (replay key, user subject)
 //!    and PostgreSQL text cannot hold NUL, so refusing here keeps the answer a 401 on both
-//!    backends instead of a database error.
+//!    backends instead of a database error. A `sub` string longer than 255 characters is
+//!    `claim_invalid` too: the user keeps it whole, and a logout matches it whole.
 
 use std::fmt;
 
@@ -77,6 +78,10 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 /// long as the hash output for HS256, and SPEC §3 sets the setting's minimum to 32
 /// characters. A shorter (or empty) secret is treated as "no key", so nothing verifies.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The longest `sub` a token may carry, in characters (OpenID Connect Core §2: at most 255
+/// ASCII characters).
+pub const MAX_SUB_CHARS: usize = 255;
 
 /// The longest `jti` (in bytes) kept as it is in the replay key; a longer one is hashed.
 const MAX_JTI_KEY_BYTES: usize = 256;
@@ -467,14 +472,19 @@ fn run(
         }
     };
 
-    if claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .is_some_and(|sub| sub.contains('\0'))
-    {
-        return Err(t.fail("sub", Reason::ClaimInvalid, || {
-            "sub contains a NUL character".to_owned()
-        }));
+    if let Some(sub) = claims.get("sub").and_then(Value::as_str) {
+        if sub.contains('\0') {
+            return Err(t.fail("sub", Reason::ClaimInvalid, || {
+                "sub contains a NUL character".to_owned()
+            }));
+        }
+        // Stored on the user whole, and matched whole by a logout: a longer one cut short
+        // could name someone else's account.
+        if sub.chars().count() > MAX_SUB_CHARS {
+            return Err(t.fail("sub", Reason::ClaimInvalid, || {
+                format!("sub is longer than {MAX_SUB_CHARS} characters")
+            }));
+        }
     }
 
     let replay_key = match jti {
@@ -2485,6 +2495,26 @@ mod tests {
         // A non-string sub is not the verifier's business (it is simply not used).
         let p = format!(r#"{{"iat":{NOW},"sub":7}}"#);
         assert!(check(&with_claims(&p), &policy(&a)).is_ok());
+    }
+
+    #[test]
+    fn sub_is_at_most_255_characters() {
+        let a = algs(&["HS256"]);
+        // Characters, not bytes: 255 two-byte characters pass.
+        for (sub, ok) in [
+            ("s".repeat(255), true),
+            ("é".repeat(255), true),
+            ("s".repeat(256), false),
+            ("é".repeat(256), false),
+        ] {
+            let p = format!(r#"{{"iat":{NOW},"sub":"{sub}"}}"#);
+            let got = check(&with_claims(&p), &policy(&a)).map(|_| ());
+            if ok {
+                assert!(got.is_ok(), "{} characters", sub.chars().count());
+            } else {
+                assert_eq!(reason(&with_claims(&p), &policy(&a)), Reason::ClaimInvalid);
+            }
+        }
     }
 
     // --- dry-run trace ----------------------------------------------------------------------

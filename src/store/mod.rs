@@ -705,6 +705,11 @@ struct UserRow {
 const AUDIT_COLUMNS: &str =
     "at, kind, outcome, reason, actor_id, user_id, email, ip, request_id, details";
 
+/// The most audit rows one statement of a login inserts: a login that adds or removes more
+/// groups at once writes its rows in several statements, within the limit on parameters of
+/// one statement (SQLite 32,766, PostgreSQL 65,535; 5 to 10 per row).
+const AUDIT_ROWS_PER_STATEMENT: usize = 1000;
+
 /// Ends the session a login replaces when it is another user's (`$1`: its stored key, `$2`:
 /// the user signing in), on PostgreSQL: `queries::end_session` (the PostgreSQL SSO login has
 /// it as a `WITH` clause of its session statement; SQLite's sessions are chained, below).

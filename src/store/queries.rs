@@ -1822,8 +1822,16 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
         .push_bind(&s.ip)
         .push_bind(&s.user_agent);
     q.push(")) ");
-    push_audit_insert(&mut q, &audit, false);
+    // Nearly always all of the rows; a login that changes thousands of groups at once would
+    // pass PostgreSQL's 65,535 parameters of one statement, so the rest follow in pieces.
+    let (first, rest) = audit.split_at(audit.len().min(super::AUDIT_ROWS_PER_STATEMENT));
+    push_audit_insert(&mut q, first, false);
     q.build().execute(&mut *tx).await?;
+    for rows in rest.chunks(super::AUDIT_ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::new("");
+        push_audit_insert(&mut q, rows, false);
+        q.build().execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(SsoOutcome::LoggedIn {
         user: Box::new(user),

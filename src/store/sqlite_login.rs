@@ -850,8 +850,11 @@ fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
 /// The audit rows of one login, written together by [`Audit::insert`].
 #[derive(Default)]
 struct Audit {
-    rows: Vec<(&'static str, &'static str, Option<&'static str>, String)>,
+    rows: Vec<AuditRow>,
 }
+
+/// An audit row's own values: kind, outcome, reason and details.
+type AuditRow = (&'static str, &'static str, Option<&'static str>, String);
 
 impl Audit {
     /// `details` is the JSON text, as `serde_json` writes it (these few shapes are written
@@ -886,45 +889,66 @@ impl Audit {
             head.newest = id;
             head.changed = true;
         }
-        let mut one_off;
-        let stmt = match kept_audit_sql(self.rows.len()) {
-            Some(sql) => tx.prepare(sql)?,
-            None => {
-                one_off = tx.db.prepare_cached(&audit_sql(self.rows.len()))?;
-                &mut *one_off
-            }
-        };
-        let shared: [&dyn rusqlite::ToSql; AUDIT_SHARED] = [
-            &base.at,
-            &base.actor_id,
-            &base.user_id,
-            &base.email,
-            &base.ip,
-            &base.request_id,
-        ];
-        let mut n = 1;
-        for v in shared {
-            stmt.raw_bind_parameter(n, v)?;
-            n += 1;
+        let mut start = 0;
+        for rows in self.rows.chunks(super::AUDIT_ROWS_PER_STATEMENT) {
+            let id = first + start as i64;
+            // The user's previous event: the one before the login's, then this statement's
+            // previous row.
+            let previous = if start == 0 { previous } else { id - 1 };
+            let kind_prev = &kind_prev[start..start + rows.len()];
+            insert_rows(tx, base, rows, kind_prev, id, previous)?;
+            start += rows.len();
         }
-        for v in [first, previous] {
-            stmt.raw_bind_parameter(n, v)?;
-            n += 1;
-        }
-        for ((kind, outcome, reason, details), kind_prev) in self.rows.iter().zip(&kind_prev) {
-            let own: [&dyn rusqlite::ToSql; AUDIT_OWN] =
-                [kind, outcome, reason, details, kind_prev];
-            for v in own {
-                stmt.raw_bind_parameter(n, v)?;
-                n += 1;
-            }
-        }
-        stmt.raw_execute()?;
         let end = first + self.rows.len() as i64;
         // Within the ids taken ([`Stmts::new_ids`]; a new user's login counts its rows first).
         debug_assert!(tx.next_ids[NewIds::Events as usize].is_some_and(|next| end <= next));
         Ok(end - 1)
     }
+}
+
+/// One statement of [`Audit::insert`]: `rows`, with the ids from `first` on.
+fn insert_rows(
+    tx: &mut Stmts<'_>,
+    base: &AuditRecord,
+    rows: &[AuditRow],
+    kind_prev: &[i64],
+    first: i64,
+    previous: i64,
+) -> R<()> {
+    let mut one_off;
+    let stmt = match kept_audit_sql(rows.len()) {
+        Some(sql) => tx.prepare(sql)?,
+        None => {
+            one_off = tx.db.prepare_cached(&audit_sql(rows.len()))?;
+            &mut *one_off
+        }
+    };
+    let shared: [&dyn rusqlite::ToSql; AUDIT_SHARED] = [
+        &base.at,
+        &base.actor_id,
+        &base.user_id,
+        &base.email,
+        &base.ip,
+        &base.request_id,
+    ];
+    let mut n = 1;
+    for v in shared {
+        stmt.raw_bind_parameter(n, v)?;
+        n += 1;
+    }
+    for v in [first, previous] {
+        stmt.raw_bind_parameter(n, v)?;
+        n += 1;
+    }
+    for ((kind, outcome, reason, details), kind_prev) in rows.iter().zip(kind_prev) {
+        let own: [&dyn rusqlite::ToSql; AUDIT_OWN] = [kind, outcome, reason, details, kind_prev];
+        for v in own {
+            stmt.raw_bind_parameter(n, v)?;
+            n += 1;
+        }
+    }
+    stmt.raw_execute()?;
+    Ok(())
 }
 
 /// The values every audit row of a login shares (`at`, `actor_id`, `user_id`, `email`, `ip`,

@@ -109,6 +109,17 @@ both_backends! {
         assert_error(res, 401, "invalid_credentials").await;
         let res = app.client.post(app.url("/api/session")).json(&json!({"username": "ghost@example.com", "password": "nope-nope"})).send().await.unwrap();
         assert_error(res, 401, "invalid_credentials").await;
+        // A password of the wrong JSON type is a 400 that names the field and the type, never
+        // the value (passwords stay out of errors), and counts as no attempt.
+        let failures = app.count("login_failures").await;
+        for password in [json!(31415926), json!(1.25e3), json!(true)] {
+            let res = app.client.post(app.url("/api/session")).json(&json!({"username": "u@example.com", "password": password})).send().await.unwrap();
+            let body = assert_error(res, 400, "validation_failed").await;
+            assert_eq!(body["field"], json!("password"));
+            let message = body["message"].as_str().unwrap();
+            assert!(message.contains("invalid type") && !message.contains(&password.to_string()), "{message}");
+        }
+        assert_eq!(app.count("login_failures").await, failures, "not counted as attempts");
         let token = app.login("U@Example.com", "password123").await;
         let token2 = app.login("u@example.com", "password123").await;
         assert_ne!(token, token2, "a new session at every login");

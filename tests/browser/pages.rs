@@ -312,6 +312,57 @@ async fn the_login_form_keeps_the_redirect_and_shows_errors_in_place() {
     assert!(!page.contains("evil.example"), "{page}");
 }
 
+#[tokio::test]
+async fn the_login_form_checks_the_origin_before_the_password() {
+    let mut app = app().await;
+    app.login_admin().await;
+    let sessions = app.count("sessions").await;
+    let failures = app.count("login_failures").await;
+    let form = [("username", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)];
+    let post = |origin: Option<&'static str>, site: Option<&'static str>| {
+        let mut req = app
+            .client
+            .post(app.url("/auth/login"))
+            .header("accept", HTML)
+            .form(&form);
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        if let Some(site) = site {
+            req = req.header("sec-fetch-site", site);
+        }
+        req.send()
+    };
+    // Login CSRF: another site's form, a sandboxed one, or a post that says nothing of where
+    // it comes from does not sign this browser in, even with the right password.
+    for (origin, site) in [
+        (Some("https://evil.example"), None),
+        (Some("null"), None),
+        (None, Some("cross-site")),
+        (None, None),
+    ] {
+        let res = post(origin, site).await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin:?} {site:?}");
+        assert!(
+            res.headers().get("set-cookie").is_none(),
+            "{origin:?} {site:?}"
+        );
+        let page = res.text().await.unwrap();
+        assert!(page.contains("csrf_failed"), "{origin:?} {site:?}: {page}");
+    }
+    assert_eq!(app.count("sessions").await, sessions, "no session was made");
+    assert_eq!(
+        app.count("login_failures").await,
+        failures,
+        "no attempt was counted"
+    );
+    // The same form from the page's own origin signs in.
+    let res = post(None, Some("same-origin")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(res.headers().get("set-cookie").is_some());
+    assert_eq!(app.count("sessions").await, sessions + 1);
+}
+
 /// The sign-in page's HTML for `/auth/login?<query>`, as an anonymous browser gets it.
 async fn sign_in_page(app: &TestApp, query: &str) -> String {
     let res = get_html(app, &format!("/auth/login?{query}"), None).await;

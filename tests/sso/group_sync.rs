@@ -262,6 +262,39 @@ both_backends! {
         }
     }
 
+    async fn a_login_that_changes_thousands_of_groups_writes_every_audit_row(mut app) {
+        sync_ready(&mut app, json!({})).await;
+        // More audit rows than one statement may have parameters for (SQLite 32,766 at 5 a
+        // row, PostgreSQL 65,535 at 10), written 1,000 to a statement.
+        const N: i64 = 7000;
+        let sql = format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {N}) INSERT INTO groups (name) SELECT 'bulk ' || i FROM n");
+        assert_eq!(app.execute(&sql).await, N as u64);
+        let ids = app.ids("SELECT id FROM groups WHERE name LIKE 'bulk %' ORDER BY id").await;
+        let res = app.put_settings(json!({"jwt-group-mappings": {"many": ids}})).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let (user_id, groups) = login_with(&app, "many@example.com", Some(json!(["many"]))).await;
+        assert_eq!(groups.len() as i64, N + 1, "All Users and every mapped group");
+        let (_, groups) = login_with(&app, "many@example.com", Some(json!([]))).await;
+        assert_eq!(groups, [1]);
+        // Every row is listed for the user, newest first, a page at a time (on SQLite through
+        // the chain of the user's events, which spans the statements).
+        let mut listed = Vec::new();
+        let mut query = format!("user_id={user_id}&limit=500");
+        loop {
+            let page = app.audit_events(&query).await;
+            let Some(last) = page.last() else { break };
+            query = format!("user_id={user_id}&limit=500&before={}", last["id"]);
+            listed.extend(page);
+        }
+        let kinds = |kind: &str| listed.iter().filter(|e| e["kind"] == json!(kind)).count() as i64;
+        assert_eq!((kinds("user_created"), kinds("group_added"), kinds("group_removed"), kinds("sso_login")), (1, N, N, 2));
+        assert_eq!(listed.len() as i64, 2 * N + 3);
+        assert!(listed.windows(2).all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64()), "newest first, no repeats");
+        // And through the chain of each kind.
+        let added = app.audit_events(&format!("kind=group_added&user_id={user_id}&limit=500")).await;
+        assert_eq!(added.len(), 500);
+    }
+
     async fn a_refused_login_syncs_nothing(mut app) {
         let g = sync_ready(&mut app, json!({})).await;
         let (id, _) = login_with(&app, "fail@example.com", Some(json!(["both"]))).await;

@@ -356,6 +356,18 @@ impl TestApp {
             .expect("count")
     }
 
+    /// Runs one SQL statement written for both databases (test set-up that the API has no
+    /// quick way to make, such as thousands of rows); the rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        on_pools!(&self.store, p => sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&p.write).await.map(|r| r.rows_affected()))
+            .expect("statement")
+    }
+
+    /// The first column of a query's rows, as integers.
+    pub async fn ids(&self, sql: &str) -> Vec<i64> {
+        on_pools!(&self.store, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_all(&p.read).await).expect("query")
+    }
+
     /// The stored sessions of a user. On SQLite, also asserts that the user's chain of sessions
     /// (migration 0007) is whole: the user's row names the newest, and each session the one
     /// before it, down to the oldest, which names none.
@@ -440,7 +452,7 @@ impl TestApp {
     /// The stored keys of all sessions, in the order of the sessions table's key.
     pub async fn stored_session_keys(&self) -> Vec<Vec<u8>> {
         let sql = "SELECT id_hash FROM sessions ORDER BY id_hash";
-        on_pools!(&self.store, p => sqlx::query_scalar(sql).fetch_all(&p.read).await)
+        on_pools!(&self.store, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_all(&p.read).await)
             .expect("read sessions")
     }
 
