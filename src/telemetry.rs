@@ -277,7 +277,61 @@ impl PlainVisitor<'_> {
     }
 }
 
+impl PlainVisitor<'_> {
+    /// A number written as `text`, where `record_debug` would write it through `Debug` (the
+    /// same characters: integers by `itoa`, floats by `ryu` where they agree, see [`float`]).
+    fn record_number(&mut self, field: &Field, text: &str, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err()
+            || name == "message"
+            || name.starts_with("log.")
+            || name.starts_with("r#")
+        {
+            return self.record_debug(field, value);
+        }
+        let pad = if self.is_empty { "" } else { " " };
+        self.is_empty = false;
+        self.result = [pad, name, "=", text]
+            .into_iter()
+            .try_for_each(|part| self.writer.write_str(part));
+    }
+}
+
+/// `value` as `{:?}` writes it, through `ryu` where the two are sure to agree: a number from
+/// 1e-4 up to 1e15, where `Debug` never uses an exponent, whose shortest digits that read back
+/// as it are at most 15. Then only one decimal of that length reads back as it (a double's
+/// spacing there is finer than the decimals'), and both write that one; with 16 or 17 digits,
+/// two may, and where the number lies halfway between them `ryu` and `Debug` round differently.
+/// Elsewhere, and for NaN and the infinities, it is `None`: `Debug` writes it.
+fn float(value: f64, buffer: &mut ryu::Buffer) -> Option<&str> {
+    if !(1e-4..1e15).contains(&value.abs()) {
+        return None;
+    }
+    let text = buffer.format_finite(value);
+    let digits = text
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&b| b == b'0')
+        .count();
+    (digits <= 15 && !text.contains('e')).then_some(text)
+}
+
 impl Visit for PlainVisitor<'_> {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_number(field, itoa::Buffer::new().format(value), &value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_number(field, itoa::Buffer::new().format(value), &value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        match float(value, &mut ryu::Buffer::new()) {
+            Some(text) => self.record_number(field, text, &value),
+            None => self.record_debug(field, &value),
+        }
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.result.is_err() {
             return;
@@ -485,6 +539,20 @@ mod tests {
                 "with a source"
             );
             tracing::info!(path = %"/a b", ratio = 1.5f64, "");
+            tracing::info!(
+                whole = 1.0f64,
+                third = 1.0f64 / 3.0,
+                sum = 0.1f64 + 0.2,
+                small = 1e-4f64,
+                smaller = 1.5e-5f64,
+                large = 1e15f64,
+                larger = 1e16f64,
+                negative = -0.25f64,
+                nan = f64::NAN,
+                max = u64::MAX,
+                min = i64::MIN,
+                "numbers"
+            );
             drop(_inside);
             tracing::error!(error = %"disk full", "request failed");
             tracing::debug!("plain");
@@ -508,7 +576,7 @@ mod tests {
     #[test]
     fn plain_lines_are_the_default_format_lines() {
         let (ours, theirs) = (lines(true), lines(false));
-        assert_eq!(ours.lines().count(), 8, "{ours}");
+        assert_eq!(ours.lines().count(), 9, "{ours}");
         let after_clock = |s: &str| -> Vec<String> {
             s.lines()
                 .map(|l| l.get(27..).unwrap_or_default().to_owned())
@@ -526,6 +594,49 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn floats_are_written_as_debug_writes_them() {
+        let mut buffer = ryu::Buffer::new();
+        let mut check = |value: f64| {
+            if let Some(text) = float(value, &mut buffer) {
+                assert_eq!(text, format!("{value:?}"), "{value:e}");
+            }
+        };
+        // Latencies in milliseconds as the access line takes them, and the range's ends.
+        for nanos in (0..2_000_000u64).step_by(7).chain([1u64 << 40, u64::MAX]) {
+            check(nanos as f64 / 1e6);
+            check(std::time::Duration::from_nanos(nanos).as_secs_f64() * 1000.0);
+        }
+        for value in [
+            1e-4,
+            1e-4 * (1.0 - f64::EPSILON),
+            1e15,
+            1e15 * (1.0 + f64::EPSILON),
+        ] {
+            check(value);
+            check(-value);
+        }
+        // Values spread over every exponent in the range, by a fixed generator.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let value = f64::from_bits(x);
+            check(value);
+            check((value.abs() % 1e15).max(1e-4) * if x & 1 == 0 { 1.0 } else { -1.0 });
+        }
+        assert_eq!(float(f64::NAN, &mut buffer), None);
+        assert_eq!(float(f64::INFINITY, &mut buffer), None);
+        assert_eq!(float(1e16, &mut buffer), None);
+        assert_eq!(float(0.0, &mut buffer), None);
+        // Seventeen digits, halfway between two: `Debug` rounds up, `ryu` to even.
+        assert_eq!(float(1847384761.4882813, &mut buffer), None);
+        // What the access line writes: at most 15 digits, so `ryu`'s.
+        assert_eq!(float(0.123456, &mut buffer), Some("0.123456"));
+        assert_eq!(float(1.0, &mut buffer), Some("1.0"));
     }
 
     #[test]

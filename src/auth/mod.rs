@@ -81,16 +81,11 @@ pub async fn live_session(state: &AppState, token: &str) -> Result<Option<Arc<Li
         Some(hit) => Some(hit),
         None => {
             let epoch = caches.epoch();
-            // Boxed: the database read's future (with its deadline's timer) is large, and
-            // inline it would make every request's future that large, copied as it moves,
-            // cache hit or not.
-            let loaded = Box::pin(
-                state
-                    .store
-                    .session_identity(session::session_key(token).as_bytes()),
-            )
-            .await?
-            .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
+            let loaded = state
+                .store
+                .session_identity(session::session_key(token).as_bytes())
+                .await?
+                .map(|(session, user, groups)| Arc::new(LiveSession::new(session, user, groups)));
             if let Some(v) = &loaded {
                 caches.put(&caches.sessions, digest, epoch, v.clone());
             }

@@ -406,7 +406,11 @@ impl Store {
     ) -> Result<Option<(SessionRow, User, Vec<Group>)>> {
         match self {
             Store::Sqlite(p) => p.reads.session_identity(id_hash),
-            Store::Postgres(p) => within_deadline(postgres::session_identity(p, id_hash)).await,
+            // Boxed, as in `dispatch!`: inline, sqlx's future (tens of kilobytes) would make
+            // this one as large on SQLite too, copied whole at every cache miss.
+            Store::Postgres(p) => {
+                Box::pin(within_deadline(postgres::session_identity(p, id_hash))).await
+            }
         }
     }
 
