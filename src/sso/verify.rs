@@ -488,7 +488,7 @@ fn run(
     }
 
     let replay_key = match jti {
-        Some(jti) if jti.len() <= MAX_JTI_KEY_BYTES => format!("jti:{jti}"),
+        Some(jti) if jti.len() <= MAX_JTI_KEY_BYTES => ["jti:", jti].concat(),
         // A longer jti is keyed by its SHA-256, so that any jti fits the key column's index
         // (PostgreSQL's B-tree entries hold at most about 2.7 KB).
         Some(jti) => format!("jti-sha256:{}", hex::encode(Sha256::digest(jti.as_bytes()))),

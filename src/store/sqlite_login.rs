@@ -1003,12 +1003,22 @@ fn kept_audit_sql(rows: usize) -> Option<&'static str> {
 
 /// The details of a group's audit row: `{"group_id":…,"source":"jwt"}`.
 fn group_details(group_id: i64) -> String {
-    format!(r#"{{"group_id":{group_id},"source":"jwt"}}"#)
+    [
+        r#"{"group_id":"#,
+        itoa::Buffer::new().format(group_id),
+        r#","source":"jwt"}"#,
+    ]
+    .concat()
 }
 
 /// The details of the login's own audit row: `{"created":…}`.
 fn login_details(created: bool) -> String {
-    format!(r#"{{"created":{created}}}"#)
+    if created {
+        r#"{"created":true}"#
+    } else {
+        r#"{"created":false}"#
+    }
+    .to_owned()
 }
 
 /// Adds a membership if the group exists; whether a row was added.
@@ -1209,7 +1219,7 @@ mod tests {
     /// The audit details written as text are what PostgreSQL's path serialises.
     #[test]
     fn the_audit_details_are_the_json_that_serde_writes() {
-        for gid in [1, 3, 4_000_000_000] {
+        for gid in [1, 3, 4_000_000_000, i64::MAX, -7] {
             let expected = json!({"group_id": gid, "source": "jwt"}).to_string();
             assert_eq!(super::group_details(gid), expected);
         }
