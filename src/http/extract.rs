@@ -68,15 +68,16 @@ fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let field = if path == "." || path.is_empty() {
-            // "missing field `x`" names the field in the message only.
-            inner
-                .split('`')
-                .nth(1)
-                .map(str::to_owned)
-                .unwrap_or_else(|| "body".to_owned())
-        } else {
-            path
+        // "missing field `x`" names the field in the message only, and the path is then its
+        // parent's: `user` for a missing `user.password`.
+        let named = inner.split('`').nth(1);
+        let field = match (path.as_str(), named) {
+            ("." | "", Some(name)) => name.to_owned(),
+            ("." | "", None) => "body".to_owned(),
+            (parent, Some(name)) if inner.starts_with("missing field `") => {
+                format!("{parent}.{name}")
+            }
+            _ => path.clone(),
         };
         let inner = without_value(&inner);
         Error::validation(field.clone(), format!("{field}: {inner}."))
@@ -366,6 +367,36 @@ mod tests {
             };
             assert_eq!(f, field, "{body}");
             assert_eq!(m, format!("{field}: {message}."), "{body}");
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Setup {
+        token: String,
+        user: Login,
+    }
+
+    #[test]
+    fn a_missing_nested_field_is_named_by_its_whole_path() {
+        for (body, field) in [
+            (serde_json::json!({"token": "t"}), "user"),
+            (
+                serde_json::json!({"token": "t", "user": {}}),
+                "user.password",
+            ),
+            (
+                serde_json::json!({"token": "t", "user": {"password": 5}}),
+                "user.password",
+            ),
+            (serde_json::json!({"user": {"password": "p"}}), "token"),
+        ] {
+            let Err(Error::Validation { field: f, message }) = from_value::<Setup>(body.clone())
+            else {
+                panic!("{body} was accepted");
+            };
+            assert_eq!(f, field, "{body}");
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
         }
     }
 

@@ -88,6 +88,7 @@ both_backends! {
         for (user, field) in [
             (json!(["n@example.com", null, null, "password123"]), "user"),
             (json!({"email": 5, "password": "password123"}), "user.email"),
+            (json!({"email": "n@example.com"}), "user.password"),
         ] {
             let res = app.client.post(app.url("/api/setup")).json(&json!({"token": "wrong", "user": user})).send().await.unwrap();
             assert_eq!(assert_error(res, 400, "validation_failed").await["field"], json!(field));
