@@ -64,6 +64,8 @@ pub fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::V
     }
 }
 
+/// A JSON body or a query string's parameters as `T`; what does not fit is a 400 that names the
+/// field by its path (and never repeats the value: [`without_value`]).
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -290,12 +292,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             }
             map.entry(k).or_insert(serde_json::Value::String(v));
         }
-        serde_path_to_error::deserialize(serde_json::Value::Object(map))
-            .map(ApiQuery)
-            .map_err(|e| {
-                let field = e.path().to_string();
-                Error::validation(field.clone(), format!("{field}: {}.", e.into_inner()))
-            })
+        from_value(serde_json::Value::Object(map)).map(ApiQuery)
     }
 }
 
