@@ -1,5 +1,6 @@
 //! Latchkey: self-hosted JWT single sign-on, compatible with Metabase's JWT SSO.
 
+pub mod alloc;
 pub mod app;
 pub mod auth;
 pub mod clock;
