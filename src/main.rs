@@ -251,6 +251,6 @@ async fn main() {
 
 /// mimalloc rather than the C library's allocator: a request allocates and frees many small
 /// objects across a few threads, and glibc's malloc was about a tenth of a request's time
-/// (docs/performance.md). How it is called is `latchkey::alloc`'s.
+/// (docs/performance.md). `latchkey::alloc` decides which of its calls serves a request.
 #[global_allocator]
 static GLOBAL: latchkey::alloc::Allocator = latchkey::alloc::Allocator;
