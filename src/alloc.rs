@@ -92,7 +92,7 @@ mod tests {
     /// step through to 70 KB, and 1 MiB and 4 MiB + 3, each at every alignment from 1 to
     /// 4 KiB: the block is aligned as asked, zeroed when asked, writable to its last byte, and
     /// keeps its contents through a `realloc` to a larger size, a smaller one, and one byte
-    /// more (which mimalloc does in place).
+    /// more (which mimalloc does in place when the block has room for it).
     #[test]
     fn blocks_are_aligned_and_keep_their_contents() {
         let a = Allocator;
