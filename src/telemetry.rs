@@ -279,20 +279,28 @@ impl PlainVisitor<'_> {
     /// A number written as `text`, where `record_debug` would write it through `Debug` (the
     /// same characters: integers by `itoa`, floats by `ryu` where they agree, see [`float`]).
     fn record_number(&mut self, field: &Field, text: &str, value: &dyn std::fmt::Debug) {
-        let name = field.name();
-        if self.result.is_err()
-            || name == "message"
-            || name.starts_with("log.")
-            || name.starts_with("r#")
-        {
+        if self.result.is_err() || !is_plain(field.name()) {
             return self.record_debug(field, value);
         }
+        self.result = self
+            .start_field(field.name())
+            .and_then(|()| self.writer.write_str(text));
+    }
+
+    /// `name=`, after a space unless it is the line's first field.
+    fn start_field(&mut self, name: &str) -> std::fmt::Result {
         let pad = if self.is_empty { "" } else { " " };
         self.is_empty = false;
-        self.result = [pad, name, "=", text]
+        [pad, name, "="]
             .into_iter()
-            .try_for_each(|part| self.writer.write_str(part));
+            .try_for_each(|part| self.writer.write_str(part))
     }
+}
+
+/// Whether [`PlainVisitor`] writes a field of this name itself: every one but the message, the
+/// `log` crate's metadata and `r#` names, which are the default format's.
+fn is_plain(name: &str) -> bool {
+    name != "message" && !name.starts_with("log.") && !name.starts_with("r#")
 }
 
 /// `value` as `{:?}` writes it, through `ryu` where the two are sure to agree: a number from
@@ -353,17 +361,15 @@ impl Visit for PlainVisitor<'_> {
         if self.result.is_err() {
             return;
         }
-        match field.name() {
-            "message" => self.by_default(|v| v.record_debug(field, value)),
-            // The `log` crate's metadata, which the line has shown already (as the default
-            // format skips it).
-            name if name.starts_with("log.") => {}
-            name if name.starts_with("r#") => self.by_default(|v| v.record_debug(field, value)),
-            name => {
-                let pad = if self.is_empty { "" } else { " " };
-                self.is_empty = false;
-                self.result = write!(self.writer, "{pad}{name}={value:?}");
-            }
+        let name = field.name();
+        if is_plain(name) {
+            self.result = self
+                .start_field(name)
+                .and_then(|()| write!(self.writer, "{value:?}"));
+        } else if !name.starts_with("log.") {
+            // The message and `r#` names. The `log` crate's metadata is skipped: the line has
+            // shown it already (as the default format skips it).
+            self.by_default(|v| v.record_debug(field, value));
         }
     }
 }

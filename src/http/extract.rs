@@ -65,7 +65,7 @@ pub fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::V
 }
 
 /// A JSON body or a query string's parameters as `T`; what does not fit is a 400 that names the
-/// field by its path (and never repeats the value: [`without_value`]).
+/// field by its path (and never repeats a value of the wrong type: [`without_value`]).
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();

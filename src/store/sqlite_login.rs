@@ -889,15 +889,14 @@ impl Audit {
             head.newest = id;
             head.changed = true;
         }
-        let mut start = 0;
-        for rows in self.rows.chunks(super::AUDIT_ROWS_PER_STATEMENT) {
-            let id = first + start as i64;
+        let per = super::AUDIT_ROWS_PER_STATEMENT;
+        let statements = self.rows.chunks(per).zip(kind_prev.chunks(per));
+        for (i, (rows, kind_prev)) in statements.enumerate() {
+            let id = first + (i * per) as i64;
             // The user's previous event: the one before the login's, then this statement's
             // previous row.
-            let previous = if start == 0 { previous } else { id - 1 };
-            let kind_prev = &kind_prev[start..start + rows.len()];
+            let previous = if i == 0 { previous } else { id - 1 };
             insert_rows(tx, base, rows, kind_prev, id, previous)?;
-            start += rows.len();
         }
         let end = first + self.rows.len() as i64;
         // Within the ids taken ([`Stmts::new_ids`]; a new user's login counts its rows first).

@@ -350,6 +350,19 @@ async fn the_login_form_checks_the_origin_before_the_password() {
         let page = res.text().await.unwrap();
         assert!(page.contains("csrf_failed"), "{origin:?} {site:?}: {page}");
     }
+    // The origin is checked before the password: a wrong one from another site is refused as
+    // such, and is no failed attempt either.
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("accept", HTML)
+        .header("origin", "https://evil.example")
+        .form(&[("username", ADMIN_EMAIL), ("password", "not the password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.unwrap().contains("csrf_failed"));
     assert_eq!(app.count("sessions").await, sessions, "no session was made");
     assert_eq!(
         app.count("login_failures").await,
