@@ -15,6 +15,7 @@ use crate::error::{Error, Result, TokenFailure};
 use crate::http::audit;
 use crate::http::context::RequestContext;
 use crate::http::extract::{ApiJson, HTML, accepts, is_json, json_object, read_body};
+use crate::sso::verify::Members;
 use crate::sso::{self, LoginResult};
 use crate::store::{NewSession, SsoLogoutError};
 
@@ -30,16 +31,25 @@ struct SsoParams {
 /// `application/x-www-form-urlencoded`; the others are not copied. A pair without `%` or `+`
 /// (a token is base64url and dots) needs no decoding and is read in place: the general
 /// decoder goes through it byte by byte, about 3 % of a login's instructions for the token.
+/// The pairs and their `=` are found with `memchr` too: a split that tests each byte cost
+/// about 1 % more.
 fn params_from_form(form: &[u8]) -> SsoParams {
     let mut p = SsoParams::default();
-    for pair in form.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
-        let (k, v) = if pair.contains(&b'%') || pair.contains(&b'+') {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'&', form).chain(std::iter::once(form.len()));
+    for end in ends {
+        let pair = &form[start..end];
+        start = end + 1;
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = if memchr::memchr2(b'%', b'+', pair).is_some() {
             match url::form_urlencoded::parse(pair).next() {
                 Some(kv) => kv,
                 None => continue,
             }
         } else {
-            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            let (k, v) = match memchr::memchr(b'=', pair) {
                 Some(eq) => (&pair[..eq], &pair[eq + 1..]),
                 None => (pair, &[][..]),
             };
@@ -396,7 +406,7 @@ pub async fn backchannel_logout(
             }
         };
         let names = sso::attribute_names(&eff);
-        let email = match verified.claims.get(names.email) {
+        let email = match verified.claims.member(names.email) {
             None | Some(Value::Null) => None,
             Some(v) => match crate::domain::email::email_from_claim(Some(v)) {
                 Ok(e) => Some(e.as_str().to_owned()),
@@ -497,6 +507,11 @@ mod tests {
             b"jwt==two=equals&return_to=%ZZ",
             b"redirect=%E2%82%AC&jwt=\xff\xfe",
             b"jwt%3Dx=y&jwt",
+            b"&",
+            b"=",
+            b"jwt=x&",
+            b"&jwt=x&&return_to=%2F&",
+            b"=v&jwt=y+z",
         ];
         for form in cases {
             let p = params_from_form(form);

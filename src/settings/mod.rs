@@ -45,6 +45,9 @@ pub struct Effective {
     pub pem_keys: Arc<[crate::sso::keys::VerifyingKey]>,
     /// The HMAC keys of `jwt-shared-secret`, made once per settings load; `None` when unset.
     pub shared_secret: Option<Arc<crate::sso::keys::SharedSecret>>,
+    /// `jwt-algorithms`, as the verifier takes it, made once per settings load rather than
+    /// once per token.
+    pub jwt_algorithms: Vec<String>,
 }
 
 /// Rows of the settings table that are no setting: when `session-max-age-minutes` or
@@ -61,6 +64,18 @@ pub const SESSIONS_ENDED_SEEN: &str = "internal:sessions-ended-seen-before";
 /// past the timeout plus this lag.
 pub fn touch_interval(idle_secs: Option<i64>) -> i64 {
     idle_secs.map_or(60, |idle| (idle / 4).clamp(1, 60))
+}
+
+/// The strings of a list setting's value; none when it is not a list.
+fn strings_of(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Effective {
@@ -115,9 +130,11 @@ impl Effective {
             .get("jwt-shared-secret")
             .and_then(Value::as_str)
             .map(|secret| Arc::new(crate::sso::keys::SharedSecret::new(secret.as_bytes())));
+        let jwt_algorithms = strings_of(values.get("jwt-algorithms"));
         Effective {
             values,
             env_fixed: env_fixed.clone(),
+            jwt_algorithms,
             pem_keys,
             shared_secret,
             sessions_created_before: cutoff(SESSIONS_ENDED_CREATED, "session-max-age-minutes"),
@@ -145,14 +162,7 @@ impl Effective {
     }
 
     pub fn strings(&self, key: &str) -> Vec<String> {
-        self.get(key)
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        strings_of(self.values.get(key))
     }
 
     pub fn is_env_fixed(&self, key: &str) -> bool {

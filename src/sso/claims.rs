@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::email::{Email, EmailError, email_from_claim};
 use crate::domain::name;
+use crate::sso::verify::Members;
 
 /// The built-in group every user belongs to; membership is never removed (SPEC §2).
 pub const ALL_USERS_GROUP_ID: i64 = 1;
@@ -102,10 +103,10 @@ pub fn user_fields(
     claims: &Map<String, Value>,
     names: &AttributeNames<'_>,
 ) -> Result<UserFields, ClaimsError> {
-    let email = email_from_claim(claims.get(names.email))?;
+    let email = email_from_claim(claims.member(names.email))?;
     let first_name = string_claim(claims, names.first_name)?.map(|n| name::cut(&n));
     let last_name = string_claim(claims, names.last_name)?.map(|n| name::cut(&n));
-    let groups = groups_from_claim(claims.get(names.groups));
+    let groups = groups_from_claim(claims.member(names.groups));
     let login_attributes = login_attributes(claims, names)?;
     Ok(UserFields {
         email,
@@ -121,7 +122,7 @@ pub fn user_fields(
 /// A string with a NUL character is refused (`claim_invalid`): PostgreSQL text cannot
 /// hold it, and the same token must get the same answer on both backends.
 fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, ClaimsError> {
-    match claims.get(name).and_then(Value::as_str) {
+    match claims.member(name).and_then(Value::as_str) {
         Some(s) if s.contains('\0') => Err(ClaimsError::ClaimInvalid),
         s => Ok(s.map(str::to_owned)),
     }

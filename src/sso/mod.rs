@@ -8,7 +8,6 @@ pub mod keys;
 pub mod verify;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -19,7 +18,7 @@ use crate::store::{
 };
 use claims::{AttributeNames, ClaimsError, UserFields};
 use keys::{KeySet, SharedSecret};
-use verify::{Reason, TokenPurpose, VerifiedToken, VerifyPolicy};
+use verify::{Members, Reason, TokenPurpose, VerifiedToken, VerifyPolicy};
 
 impl From<Reason> for TokenFailure {
     fn from(r: Reason) -> Self {
@@ -52,23 +51,24 @@ impl From<ClaimsError> for TokenFailure {
     }
 }
 
-/// The settings the verifier reads, owned so a policy can borrow from them.
-pub struct PolicySettings {
-    algorithms: Vec<String>,
-    secret: Option<Arc<SharedSecret>>,
-    issuer: Option<String>,
-    audience: Option<String>,
+/// The settings the verifier reads, as one login's verification takes them from the
+/// settings in effect (borrowed: copying them cost a few allocations per login).
+pub struct PolicySettings<'e> {
+    algorithms: &'e [String],
+    secret: Option<&'e SharedSecret>,
+    issuer: Option<&'e str>,
+    audience: Option<&'e str>,
     max_age: i64,
     skew: i64,
 }
 
-impl PolicySettings {
-    pub fn from_settings(eff: &Effective) -> Self {
+impl<'e> PolicySettings<'e> {
+    pub fn from_settings(eff: &'e Effective) -> Self {
         PolicySettings {
-            algorithms: eff.strings("jwt-algorithms"),
-            secret: eff.shared_secret.clone(),
-            issuer: eff.str("jwt-issuer").map(str::to_owned),
-            audience: eff.str("jwt-audience").map(str::to_owned),
+            algorithms: &eff.jwt_algorithms,
+            secret: eff.shared_secret.as_deref(),
+            issuer: eff.str("jwt-issuer"),
+            audience: eff.str("jwt-audience"),
             max_age: eff.int("jwt-max-age-seconds").unwrap_or(180),
             skew: eff.int("jwt-clock-skew-seconds").unwrap_or(30),
         }
@@ -76,13 +76,16 @@ impl PolicySettings {
 
     /// The policy for one verification, with the asymmetric keys in effect (see
     /// [`jwks::KeyStore::key_set`]).
-    pub fn policy<'a>(&'a self, keys: &'a KeySet, purpose: TokenPurpose) -> VerifyPolicy<'a> {
+    pub fn policy<'a>(&self, keys: &'a KeySet, purpose: TokenPurpose) -> VerifyPolicy<'a>
+    where
+        'e: 'a,
+    {
         VerifyPolicy {
-            algorithms: &self.algorithms,
-            shared_secret: self.secret.as_deref(),
+            algorithms: self.algorithms,
+            shared_secret: self.secret,
             keys,
-            issuer: self.issuer.as_deref(),
-            audience: self.audience.as_deref(),
+            issuer: self.issuer,
+            audience: self.audience,
             max_age_seconds: self.max_age,
             clock_skew_seconds: self.skew,
             purpose,
@@ -166,21 +169,21 @@ pub async fn login(
         }
     };
     let email = fields.email.as_str().to_owned();
-    let subject = stored_subject(&verified.claims);
+    let group_sync = group_sync_sets(eff, &fields);
     let login = SsoLogin {
-        replay_key: &verified.replay_key,
+        subject: stored_subject(&verified.claims),
+        replay_key: verified.replay_key,
         replay_expires_at: verified.replay_expires_at,
-        email: &email,
-        first_name: fields.first_name.as_deref(),
-        last_name: fields.last_name.as_deref(),
-        subject: subject.as_deref(),
-        login_attributes: &fields.login_attributes,
+        email: email.clone(),
+        first_name: fields.first_name,
+        last_name: fields.last_name,
+        login_attributes: fields.login_attributes,
         provisioning_enabled: eff.bool("jwt-user-provisioning-enabled"),
-        group_sync: group_sync_sets(eff, &fields),
+        group_sync,
         session,
         audit: audit.clone(),
     };
-    match store.sso_login(&login).await? {
+    match store.sso_login(login).await? {
         SsoOutcome::LoggedIn { user, .. } => Ok(LoginResult::LoggedIn { user }),
         SsoOutcome::Replayed => Ok(LoginResult::Replayed {
             failure: Box::new(fail("token_replayed", Some(email.clone()))),
@@ -336,7 +339,7 @@ async fn group_entries(store: &Store, eff: &Effective, ids: &[i64]) -> Result<Ve
 
 /// Claims of a verified token, for callers that need one directly (back-channel logout).
 pub fn claim_str<'a>(claims: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    claims.get(key).and_then(Value::as_str)
+    claims.member(key).and_then(Value::as_str)
 }
 
 /// The token's `sub` as a login stores it on the user, and as back-channel logout looks it up:

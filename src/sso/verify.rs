@@ -324,15 +324,18 @@ pub fn key_hint(token: &str, algorithms: &[String]) -> Option<KeyHint> {
         return None;
     };
     let header = parse_object(&B64.decode(header_b64).ok()?).ok()?;
-    let name = header.get("alg")?.as_str()?;
+    let name = header.member("alg")?.as_str()?;
     let alg = algorithm_from_name(name)?;
     if is_hmac(alg) || !algorithms.iter().any(|a| a == name) {
         return None;
     }
-    if FORBIDDEN_HEADERS.iter().any(|n| header.contains_key(*n)) {
+    if FORBIDDEN_HEADERS.iter().any(|n| header.has_member(n)) {
         return None;
     }
-    let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+    let kid = header
+        .member("kid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Some(KeyHint { alg, kid })
 }
 
@@ -441,7 +444,7 @@ fn run(
     check_purpose(claims, policy.purpose, t)?;
 
     // 9. jti.
-    let jti = match claims.get("jti") {
+    let jti = match claims.member("jti") {
         None => {
             t.pass("jti", || {
                 "no jti; the replay key is the SHA-256 of the signing input".to_owned()
@@ -472,7 +475,7 @@ fn run(
         }
     };
 
-    if let Some(sub) = claims.get("sub").and_then(Value::as_str) {
+    if let Some(sub) = claims.member("sub").and_then(Value::as_str) {
         if sub.contains('\0') {
             return Err(t.fail("sub", Reason::ClaimInvalid, || {
                 "sub contains a NUL character".to_owned()
@@ -575,7 +578,7 @@ fn check_algorithm<'p>(
     t: &mut Tracer<'_>,
 ) -> Result<(Algorithm, KeyChoice<'p>), Reason> {
     const STEP: &str = "algorithm";
-    let name = match header.get("alg") {
+    let name = match header.member("alg") {
         None => {
             return Err(t.fail(STEP, Reason::TokenMalformed, || {
                 "header has no alg".to_owned()
@@ -641,7 +644,7 @@ fn choose_public_keys<'p>(
         }));
     }
     // A kid that is not a string selects nothing: the token is treated as having none.
-    let Some(kid) = header.get("kid").and_then(Value::as_str) else {
+    let Some(kid) = header.member("kid").and_then(Value::as_str) else {
         let n = family.len();
         t.pass(STEP, || {
             format!(
@@ -785,20 +788,14 @@ fn check_header(
     t: &mut Tracer<'_>,
 ) -> Result<(), Reason> {
     const STEP: &str = "header";
-    // The header's own few names are compared with the list first, which needs no hashing;
-    // the list is then searched in its order so the report names the same parameter.
-    let forbidden = header
-        .keys()
-        .any(|name| FORBIDDEN_HEADERS.contains(&name.as_str()));
-    if let Some(name) = FORBIDDEN_HEADERS
-        .iter()
-        .find(|n| forbidden && header.contains_key(**n))
-    {
+    // The list is searched in its order, so that the report names the same parameter
+    // whatever the header's order.
+    if let Some(name) = FORBIDDEN_HEADERS.iter().find(|n| header.has_member(n)) {
         return Err(t.fail(STEP, Reason::HeaderNotAllowed, || {
             format!("header parameter {name} is not allowed (keys come only from settings)")
         }));
     }
-    match header.get("typ") {
+    match header.member("typ") {
         None => {}
         Some(Value::String(typ)) if typ_allowed(typ, purpose) => {}
         Some(Value::String(typ)) => {
@@ -838,7 +835,7 @@ struct Times {
 /// (a string, bool, null, array, object) → the reason it is not one, for `claim_invalid`
 /// (CVE-2026-25537: a string `exp` must not count as "absent").
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
-    match claims.get(name) {
+    match claims.member(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(v) if v.is_finite() => Ok(Some(v)),
@@ -984,7 +981,7 @@ fn check_issuer_audience(
         None => t.pass("issuer", || {
             "jwt-issuer is not set; iss is not checked".to_owned()
         }),
-        Some(want) => match claims.get("iss") {
+        Some(want) => match claims.member("iss") {
             Some(Value::String(iss)) if iss == want => {
                 t.pass("issuer", || "iss equals jwt-issuer".to_owned());
             }
@@ -1011,7 +1008,7 @@ fn check_issuer_audience(
             "jwt-audience is not set; aud is not checked".to_owned()
         }),
         Some(want) => {
-            let ok = match claims.get("aud") {
+            let ok = match claims.member("aud") {
                 Some(Value::String(aud)) => aud == want,
                 Some(Value::Array(items)) => {
                     items.iter().all(Value::is_string)
@@ -1040,7 +1037,7 @@ fn check_purpose(
     const STEP: &str = "purpose";
     match purpose {
         TokenPurpose::Login => {
-            if claims.contains_key("events") {
+            if claims.has_member("events") {
                 return Err(t.fail(STEP, Reason::ClaimInvalid, || {
                     "a login token must not carry an events claim (it is a logout token)".to_owned()
                 }));
@@ -1060,7 +1057,7 @@ fn check_purpose(
             }
             // OIDC Back-Channel Logout §2.4: a nonce means an ID token is being replayed
             // as a logout token.
-            if claims.contains_key("nonce") {
+            if claims.has_member("nonce") {
                 return Err(t.fail(STEP, Reason::ClaimInvalid, || {
                     "a logout token must not carry a nonce claim".to_owned()
                 }));
@@ -1132,8 +1129,8 @@ const DUPLICATE_KEY: &str = "duplicate key";
 /// payload is an error, not a stack overflow.
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
     let text = std::str::from_utf8(bytes).map_err(|_| JsonError::Utf8)?;
-    match serde_json::from_str::<StrictValue>(text) {
-        Ok(StrictValue(Value::Object(map))) => Ok(map),
+    match serde_json::from_str::<StrictTop>(text) {
+        Ok(StrictTop(Value::Object(map))) => Ok(map),
         Ok(_) => Err(JsonError::NotObject),
         Err(e) if e.is_data() && e.to_string().starts_with(DUPLICATE_KEY) => {
             Err(JsonError::Duplicate)
@@ -1142,16 +1139,68 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
     }
 }
 
+/// A token's header or claims, as [`parse_object`] leaves them, read by name.
+///
+/// The names are compared one by one: a token has a few of them (the harness's carry nine
+/// between the two), and `serde_json`'s map hashes a name with SipHash before it looks, which
+/// costs more than a dozen comparisons of short strings (the lengths differ for most). Past
+/// [`Members::LINEAR`] names, the map's own lookup.
+pub trait Members {
+    /// The most names looked through one by one.
+    const LINEAR: usize = 32;
+
+    fn member(&self, name: &str) -> Option<&Value>;
+
+    fn has_member(&self, name: &str) -> bool {
+        self.member(name).is_some()
+    }
+}
+
+impl Members for Map<String, Value> {
+    fn member(&self, name: &str) -> Option<&Value> {
+        if self.len() > Self::LINEAR {
+            return self.get(name);
+        }
+        self.iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| v)
+    }
+}
+
 /// A `serde_json::Value` whose objects were checked for duplicate names while parsing.
 struct StrictValue(Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+        deserializer
+            .deserialize_any(StrictVisitor { capacity: 0 })
+            .map(StrictValue)
     }
 }
 
-struct StrictVisitor;
+/// [`parse_object`]'s object: as [`StrictValue`], with room for [`TOP_CAPACITY`] names made
+/// at once. Grown from empty, its map was allocated and rehashed twice for a token's seven
+/// claims. Nested objects start empty: a token of many small objects must not cost a map
+/// of that size each.
+struct StrictTop(Value);
+
+/// The names a token's header or claims have room for before the map grows.
+const TOP_CAPACITY: usize = 8;
+
+impl<'de> Deserialize<'de> for StrictTop {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let visitor = StrictVisitor {
+            capacity: TOP_CAPACITY,
+        };
+        deserializer.deserialize_any(visitor).map(StrictTop)
+    }
+}
+
+/// Makes a [`Value`], refusing duplicate names; an object's map starts with room for
+/// `capacity` names.
+struct StrictVisitor {
+    capacity: usize,
+}
 
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Value;
@@ -1203,7 +1252,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
+        let mut map = Map::with_capacity(self.capacity);
         // Keys are compared after unescaping, so "alg" and "\u0061lg" are the same name.
         // One hash per name: the entry both finds a duplicate and is where the value goes.
         while let Some(key) = access.next_key::<String>()? {
@@ -1734,6 +1783,48 @@ mod tests {
                 "{p}"
             );
         }
+    }
+
+    #[test]
+    fn a_duplicate_is_found_past_the_room_made_at_first() {
+        let a = algs(&["HS256"]);
+        let names: String = (0..TOP_CAPACITY * 3)
+            .map(|i| format!(r#","c{i}":{i}"#))
+            .collect();
+        let fine = format!(r#"{{"email":"u@example.com","iat":{NOW}{names}}}"#);
+        assert!(check(&hs256(r#"{"alg":"HS256"}"#, &fine), &policy(&a)).is_ok());
+        for again in ["c0", "c23", "email"] {
+            let p = format!(r#"{{"email":"u@example.com","iat":{NOW}{names},"{again}":1}}"#);
+            assert_eq!(
+                reason(&hs256(r#"{"alg":"HS256"}"#, &p), &policy(&a)),
+                Reason::TokenMalformed,
+                "{again}"
+            );
+        }
+    }
+
+    #[test]
+    fn members_are_found_as_the_map_finds_them() {
+        for n in [0, 1, 7, <Map<String, Value> as Members>::LINEAR, 100] {
+            let map: Map<String, Value> = (0..n).map(|i| (format!("m{i}"), json!(i))).collect();
+            assert_eq!(
+                map.len() > <Map<String, Value> as Members>::LINEAR,
+                n == 100
+            );
+            for i in 0..=n {
+                let name = format!("m{i}");
+                assert_eq!(map.member(&name), map.get(&name), "{n} {name}");
+                assert_eq!(map.has_member(&name), i < n, "{n} {name}");
+            }
+            for absent in ["", "m", "m00", "M1", "m1 "] {
+                assert_eq!(map.member(absent), None, "{n} {absent}");
+            }
+        }
+        // Names are compared as the parser left them: unescaped.
+        let Ok(parsed) = parse_object(br#"{"\u0061lg":"HS256"}"#) else {
+            panic!("not parsed");
+        };
+        assert_eq!(parsed.member("alg"), Some(&json!("HS256")));
     }
 
     #[test]

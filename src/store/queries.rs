@@ -1654,14 +1654,14 @@ async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64) -> Result<b
 // go in one statement at the end (data-modifying `WITH` clauses, which SQLite has not): 7 round
 // trips for a first login with one group, 9 for a returning one that changes groups, from 14.
 #[allow(dead_code)]
-pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
+pub async fn sso_login(pool: &Pool, l: &SsoLogin) -> Result<SsoOutcome> {
     let mut tx = begin_write(pool).await?;
-    if !consume_replay(&mut tx, l.replay_key, l.replay_expires_at).await? {
+    if !consume_replay(&mut tx, &l.replay_key, l.replay_expires_at).await? {
         return Ok(SsoOutcome::Replayed);
     }
     let now = l.session.now;
     let attrs = Value::Object(l.login_attributes.clone()).to_string();
-    let mut existing = user_by_email_in(&mut tx, l.email).await?;
+    let mut existing = user_by_email_in(&mut tx, &l.email).await?;
     let mut inserted = None;
     if existing.is_none() {
         if !l.provisioning_enabled {
@@ -1676,10 +1676,10 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
             user_fields!(),
             " FROM u"
         ))
-        .bind(l.email)
-        .bind(l.first_name)
-        .bind(l.last_name)
-        .bind(l.subject)
+        .bind(&l.email)
+        .bind(&l.first_name)
+        .bind(&l.last_name)
+        .bind(&l.subject)
         .bind(&attrs)
         .bind(now)
         .bind(ALL_USERS_GROUP_ID)
@@ -1689,7 +1689,7 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
             Some(row) => inserted = Some(row.into_user().user),
             // A concurrent first login of the same email (PostgreSQL) committed the user
             // while this insert waited: carry on with that user.
-            None => existing = user_by_email_in(&mut tx, l.email).await?,
+            None => existing = user_by_email_in(&mut tx, &l.email).await?,
         }
     }
     let (mut user, created) = match (inserted, existing) {
@@ -1706,10 +1706,10 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
                 user_fields!()
             ))
             .bind(u.user.id)
-            .bind(l.first_name)
-            .bind(l.last_name)
+            .bind(&l.first_name)
+            .bind(&l.last_name)
             .bind(&attrs)
-            .bind(l.subject)
+            .bind(&l.subject)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;

@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use serde_json::{Map, Value};
 
 use super::lock;
 use super::sqlite_checkpoint::Checkpointer;
@@ -47,20 +46,10 @@ pub(super) fn internal(e: rusqlite::Error) -> Error {
     }
 }
 
-/// A login waiting for the write connection, with everything it needs owned.
+/// A login waiting for the write connection, and where its outcome goes.
 #[derive(Debug)]
 pub struct Job {
-    replay_key: String,
-    replay_expires_at: i64,
-    email: String,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    subject: Option<String>,
-    login_attributes: Map<String, Value>,
-    provisioning_enabled: bool,
-    group_sync: Option<(BTreeSet<i64>, BTreeSet<i64>)>,
-    session: super::NewSession,
-    audit: AuditRecord,
+    login: SsoLogin,
     reply: tokio::sync::oneshot::Sender<Result<SsoOutcome>>,
 }
 
@@ -207,23 +196,10 @@ const GATHER_ROUNDS: usize = 16;
 /// this process wait at most about this long behind a stream of logins.
 const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(3);
 
-pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, l: &SsoLogin<'_>) -> Result<SsoOutcome> {
+pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, login: SsoLogin) -> Result<SsoOutcome> {
     let logins = &*pools.logins;
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let job = Job {
-        replay_key: l.replay_key.to_owned(),
-        replay_expires_at: l.replay_expires_at,
-        email: l.email.to_owned(),
-        first_name: l.first_name.map(str::to_owned),
-        last_name: l.last_name.map(str::to_owned),
-        subject: l.subject.map(str::to_owned),
-        login_attributes: l.login_attributes.clone(),
-        provisioning_enabled: l.provisioning_enabled,
-        group_sync: l.group_sync.clone(),
-        session: l.session.clone(),
-        audit: l.audit.clone(),
-        reply,
-    };
+    let job = Job { login, reply };
     let mut job = Some(job);
     let mut answer = answer;
     loop {
@@ -636,7 +612,8 @@ struct Found {
 /// address and inserted if new (the answer is made from what was read and written), the
 /// login's audit rows go in with one multi-row insert, and the user's row is updated last,
 /// with its newest audit event.
-fn run(tx: &mut Stmts<'_>, l: &Job) -> R<SsoOutcome> {
+fn run(tx: &mut Stmts<'_>, job: &Job) -> R<SsoOutcome> {
+    let l = &job.login;
     let fresh = tx
         .prepare(
             "INSERT OR FAIL INTO replay_records (token_key, expires_at) VALUES (?1, ?2) ON CONFLICT (token_key) DO NOTHING",
