@@ -1046,9 +1046,9 @@ fn check_purpose(
         }
         TokenPurpose::Logout => {
             let has_event = claims
-                .get("events")
+                .member("events")
                 .and_then(Value::as_object)
-                .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT))
+                .and_then(|events| events.member(BACKCHANNEL_LOGOUT_EVENT))
                 .is_some_and(Value::is_object);
             if !has_event {
                 return Err(t.fail(STEP, Reason::ClaimInvalid, || {
@@ -1788,12 +1788,13 @@ mod tests {
     #[test]
     fn a_duplicate_is_found_past_the_room_made_at_first() {
         let a = algs(&["HS256"]);
-        let names: String = (0..TOP_CAPACITY * 3)
+        // Past the room made at first, and past the names compared one by one.
+        let names: String = (0..TOP_CAPACITY * 5)
             .map(|i| format!(r#","c{i}":{i}"#))
             .collect();
         let fine = format!(r#"{{"email":"u@example.com","iat":{NOW}{names}}}"#);
         assert!(check(&hs256(r#"{"alg":"HS256"}"#, &fine), &policy(&a)).is_ok());
-        for again in ["c0", "c23", "email"] {
+        for again in ["c0", "c23", "c39", "email"] {
             let p = format!(r#"{{"email":"u@example.com","iat":{NOW}{names},"{again}":1}}"#);
             assert_eq!(
                 reason(&hs256(r#"{"alg":"HS256"}"#, &p), &policy(&a)),
@@ -2071,6 +2072,8 @@ mod tests {
             r#"{"alg":"HS256","zip":"DEF"}"#,
             r#"{"alg":"HS256","enc":"A128GCM"}"#,
             r#"{"alg":"HS256","jku":null}"#,
+            // Names are compared as parsed: unescaped.
+            r#"{"alg":"HS256","\u006aku":"http://127.0.0.1:9/jwks.json"}"#,
         ];
         for h in headers {
             assert_eq!(
@@ -2079,6 +2082,15 @@ mod tests {
                 "{h}"
             );
         }
+        // Past the names compared one by one (`Members::LINEAR`), the map's own look-up.
+        let many: String = (0..40).map(|i| format!(r#","h{i}":{i}"#)).collect();
+        let long = format!(r#"{{"alg":"HS256"{many}}}"#);
+        assert!(check(&hs256(&long, &valid_claims()), &policy(&a)).is_ok());
+        let long = format!(r#"{{"alg":"HS256"{many},"crit":["exp"]}}"#);
+        assert_eq!(
+            reason(&hs256(&long, &valid_claims()), &policy(&a)),
+            Reason::HeaderNotAllowed
+        );
         // Certificate thumbprints point to nothing and are ignored (Entra ID and AD FS send
         // `x5t` with every token), as SPEC §4.3's list leaves them out.
         for h in [
@@ -3178,6 +3190,7 @@ mod tests {
                 r#"{"alg":"RS256","jku":"http://127.0.0.1:1/"}"#,
                 r#"{"alg":"RS256","x5u":"http://127.0.0.1:1/"}"#,
                 r#"{"alg":"RS256","jwk":{"kty":"RSA"}}"#,
+                r#"{"alg":"RS256","\u006aku":"http://127.0.0.1:1/"}"#,
                 r#"{"alg":"RS256","alg":"RS256"}"#,
                 r#"{"alg":"rs256"}"#,
                 r#"{"alg":"none"}"#,
