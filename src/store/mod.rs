@@ -946,8 +946,8 @@ pub struct AuditEvent {
 }
 
 /// The input of one SSO login transaction, owned: on SQLite it is queued for the login
-/// writer as it is, where copying it (the attributes' map, the group sets, the audit record)
-/// cost some twenty allocations per login.
+/// writer as it is, where copying it cost an allocation for each of its strings, maps and
+/// sets (the attributes' map, the group sets, the audit record's texts).
 #[derive(Debug)]
 pub struct SsoLogin {
     pub replay_key: String,
