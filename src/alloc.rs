@@ -24,10 +24,11 @@ use libmimalloc_sys as mi;
 /// The largest alignment every block of `mi_malloc` of at least this many bytes has.
 const PLAIN_ALIGN: usize = 8;
 
-/// Whether `layout` can go to the calls without an alignment.
+/// Whether a block of `size` bytes aligned to `align` can come from the calls without an
+/// alignment.
 #[inline]
-fn plain(layout: &Layout) -> bool {
-    layout.align() <= PLAIN_ALIGN && layout.align() <= layout.size()
+fn plain(size: usize, align: usize) -> bool {
+    align <= PLAIN_ALIGN && align <= size
 }
 
 /// mimalloc as the global allocator (`#[global_allocator]` in `main.rs`).
@@ -42,7 +43,7 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: plain FFI calls; mimalloc returns null when out of memory, as required.
         unsafe {
-            if plain(&layout) {
+            if plain(layout.size(), layout.align()) {
                 mi::mi_malloc(layout.size()).cast()
             } else {
                 mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
@@ -54,7 +55,7 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
         unsafe {
-            if plain(&layout) {
+            if plain(layout.size(), layout.align()) {
                 mi::mi_zalloc(layout.size()).cast()
             } else {
                 mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
@@ -74,7 +75,7 @@ unsafe impl GlobalAlloc for Allocator {
         // new block keeps the alignment, and mimalloc copies the contents.
         unsafe {
             // The new block is the one that must be aligned: `plain` with the new size.
-            if layout.align() <= PLAIN_ALIGN && layout.align() <= new_size {
+            if plain(new_size, layout.align()) {
                 mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
             } else {
                 mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()

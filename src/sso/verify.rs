@@ -1144,11 +1144,8 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
 /// The names are compared one by one: a token has a few of them (the harness's carry nine
 /// between the two), and `serde_json`'s map hashes a name with SipHash before it looks, which
 /// costs more than a dozen comparisons of short strings (the lengths differ for most). Past
-/// [`Members::LINEAR`] names, the map's own lookup.
+/// `LINEAR_MEMBERS` (32) names, the map's own lookup.
 pub trait Members {
-    /// The most names looked through one by one.
-    const LINEAR: usize = 32;
-
     fn member(&self, name: &str) -> Option<&Value>;
 
     fn has_member(&self, name: &str) -> bool {
@@ -1156,9 +1153,12 @@ pub trait Members {
     }
 }
 
+/// The most names [`Members`] looks through one by one.
+const LINEAR_MEMBERS: usize = 32;
+
 impl Members for Map<String, Value> {
     fn member(&self, name: &str) -> Option<&Value> {
-        if self.len() > Self::LINEAR {
+        if self.len() > LINEAR_MEMBERS {
             return self.get(name);
         }
         self.iter()
@@ -1806,12 +1806,9 @@ mod tests {
 
     #[test]
     fn members_are_found_as_the_map_finds_them() {
-        for n in [0, 1, 7, <Map<String, Value> as Members>::LINEAR, 100] {
+        for n in [0, 1, 7, LINEAR_MEMBERS, 100] {
             let map: Map<String, Value> = (0..n).map(|i| (format!("m{i}"), json!(i))).collect();
-            assert_eq!(
-                map.len() > <Map<String, Value> as Members>::LINEAR,
-                n == 100
-            );
+            assert_eq!(map.len() > LINEAR_MEMBERS, n == 100);
             for i in 0..=n {
                 let name = format!("m{i}");
                 assert_eq!(map.member(&name), map.get(&name), "{n} {name}");
@@ -2082,7 +2079,7 @@ mod tests {
                 "{h}"
             );
         }
-        // Past the names compared one by one (`Members::LINEAR`), the map's own look-up.
+        // Past the names compared one by one (`LINEAR_MEMBERS`), the map's own look-up.
         let many: String = (0..40).map(|i| format!(r#","h{i}":{i}"#)).collect();
         let long = format!(r#"{{"alg":"HS256"{many}}}"#);
         assert!(check(&hs256(&long, &valid_claims()), &policy(&a)).is_ok());

@@ -199,8 +199,7 @@ const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(3);
 pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, login: SsoLogin) -> Result<SsoOutcome> {
     let logins = &*pools.logins;
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let job = Job { login, reply };
-    let mut job = Some(job);
+    let mut job = Some(Job { login, reply });
     let mut answer = answer;
     loop {
         // Either the runner answers this login, or this task becomes the runner. The wait for
