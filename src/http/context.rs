@@ -267,16 +267,27 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         state.caches.invalidate();
     }
     // The access log has the path only: query strings can carry tokens (`jwt=`).
-    tracing::info!(
-        request_id = %request_id,
-        %method,
-        path = %LogSafe(&path),
-        status = res.status().as_u16(),
-        // Nanoseconds over 1e6: the decimal itself, short enough for the plain line's quick
-        // path (`telemetry::float`), where `as_secs_f64() * 1000.0` often left 17 digits.
-        latency_ms = started.elapsed().as_nanos() as f64 / 1e6,
-        "request"
-    );
+    let status = res.status().as_u16();
+    let latency = started.elapsed();
+    if crate::telemetry::direct() {
+        // The same line, written without `tracing`'s visitors when it would be written at all.
+        if tracing::enabled!(tracing::Level::INFO) && tracing::Span::current().is_none() {
+            let path = match LogSafe::is_plain(&path) {
+                true => std::borrow::Cow::Borrowed(path.as_str()),
+                false => std::borrow::Cow::Owned(LogSafe(&path).to_string()),
+            };
+            crate::telemetry::access_line(&request_id, method.as_str(), &path, status, latency);
+        }
+    } else {
+        tracing::info!(
+            request_id = %request_id,
+            %method,
+            path = %LogSafe(&path),
+            status,
+            latency_ms = crate::telemetry::millis(latency),
+            "request"
+        );
+    }
 
     let payload = match res.extensions().get::<ErrorPayload>() {
         Some(p) => Some(p.clone()),
@@ -363,13 +374,16 @@ fn at_most_chars(s: &str, n: usize) -> &str {
 /// through.
 struct LogSafe<'a>(&'a str);
 
+impl LogSafe<'_> {
+    /// Whether `s` is shown as it is: printable ASCII without a backslash.
+    fn is_plain(s: &str) -> bool {
+        s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+    }
+}
+
 impl std::fmt::Display for LogSafe<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self
-            .0
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
-        {
+        if LogSafe::is_plain(self.0) {
             return f.write_str(self.0);
         }
         for c in self.0.chars() {

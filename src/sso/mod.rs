@@ -170,7 +170,7 @@ pub async fn login(
     };
     let email = fields.email.as_str().to_owned();
     let group_sync = group_sync_sets(eff, &fields);
-    let login = SsoLogin {
+    let login = Box::new(SsoLogin {
         subject: stored_subject(&verified.claims),
         replay_key: verified.replay_key,
         replay_expires_at: verified.replay_expires_at,
@@ -182,7 +182,7 @@ pub async fn login(
         group_sync,
         session,
         audit: audit.clone(),
-    };
+    });
     match store.sso_login(login).await? {
         SsoOutcome::LoggedIn { user, .. } => Ok(LoginResult::LoggedIn { user }),
         SsoOutcome::Replayed => Ok(LoginResult::Replayed {

@@ -314,13 +314,7 @@ pub fn key_hint(token: &str, algorithms: &[String]) -> Option<KeyHint> {
     if token.len() > MAX_TOKEN_BYTES {
         return None;
     }
-    let mut segments = token.split('.');
-    let (Some(header_b64), Some(_), Some(_), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
+    let Ok([header_b64, _, _]) = segments(token) else {
         return None;
     };
     let header = parse_object(&B64.decode(header_b64).ok()?).ok()?;
@@ -507,20 +501,27 @@ fn run(
     })
 }
 
+/// A compact token's three dot-separated segments, or how many it has. The dots are found with
+/// `memchr`: `str::split` searched the token's 450 or so bytes at about a tenth of the speed.
+fn segments(token: &str) -> Result<[&str; 3], usize> {
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    match (dots.next(), dots.next(), dots.next()) {
+        // A dot is one byte in UTF-8: either side of it is a character boundary.
+        (Some(first), Some(second), None) => Ok([
+            &token[..first],
+            &token[first + 1..second],
+            &token[second + 1..],
+        ]),
+        _ => Err(memchr::memchr_iter(b'.', token.as_bytes()).count() + 1),
+    }
+}
+
 /// Step 2: split, decode and parse. The error is a fixed sentence for the dry-run report.
 fn parse_compact(token: &str) -> Result<Parsed<'_>, &'static str> {
-    let mut segments = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
-        return Err(match token.split('.').count() {
-            5 => "five segments: an encrypted JWE, not a signed JWS",
-            _ => "a compact JWS has exactly three dot-separated segments",
-        });
-    };
+    let [header_b64, payload_b64, signature_b64] = segments(token).map_err(|n| match n {
+        5 => "five segments: an encrypted JWE, not a signed JWS",
+        _ => "a compact JWS has exactly three dot-separated segments",
+    })?;
     if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
         return Err("a segment is empty (an unsigned or truncated token)");
     }
@@ -1598,6 +1599,34 @@ mod tests {
             format!("{h}.{p}.{s}.{s}.{s}"),
         ] {
             assert_eq!(reason(&bad, &policy(&a)), Reason::TokenMalformed, "{bad}");
+        }
+    }
+
+    #[test]
+    fn segments_are_what_split_on_dots_gives() {
+        let token = valid_token();
+        for t in [
+            token.as_str(),
+            "",
+            ".",
+            "..",
+            "...",
+            "a.b.c",
+            "a.b",
+            "a.b.c.d.e",
+            "é.ü.€",
+            "é.ü.€.",
+            ".é.",
+            "a\u{2024}b.c.d",
+        ] {
+            let split: Vec<&str> = t.split('.').collect();
+            match segments(t) {
+                Ok(three) => assert_eq!(three.to_vec(), split, "{t:?}"),
+                Err(n) => {
+                    assert_ne!(split.len(), 3, "{t:?}");
+                    assert_eq!(n, split.len(), "{t:?}");
+                }
+            }
         }
     }
 

@@ -49,7 +49,7 @@ pub(super) fn internal(e: rusqlite::Error) -> Error {
 /// A login waiting for the write connection, and where its outcome goes.
 #[derive(Debug)]
 pub struct Job {
-    login: SsoLogin,
+    login: Box<SsoLogin>,
     reply: tokio::sync::oneshot::Sender<Result<SsoOutcome>>,
 }
 
@@ -196,7 +196,7 @@ const GATHER_ROUNDS: usize = 16;
 /// this process wait at most about this long behind a stream of logins.
 const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(3);
 
-pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, login: SsoLogin) -> Result<SsoOutcome> {
+pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, login: Box<SsoLogin>) -> Result<SsoOutcome> {
     let logins = &*pools.logins;
     let (reply, answer) = tokio::sync::oneshot::channel();
     let mut job = Some(Job { login, reply });

@@ -258,3 +258,63 @@ async fn json_logs_announce_the_address_too() {
     assert_healthy(&server).await;
     assert_clean_exit(&mut server, "TERM");
 }
+
+/// The access line of a request: its id (the response's `x-request-id`), method, path without
+/// the query, status and latency, once per request, as the log filter allows. Under a filter
+/// that names a span, the line is written through `tracing` rather than directly, with the
+/// same fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_carry_the_request_without_its_query_as_the_filter_allows() {
+    for (filter, logged) in [
+        ("info,sqlx=warn", true),
+        ("info,sqlx=warn,[sso]=debug", true),
+        // `latchkey::app` prints the listening line.
+        ("warn,latchkey::app=info", false),
+        ("info,latchkey::http::context=warn", false),
+    ] {
+        let db = Db::new(Backend::Sqlite).expect("sqlite");
+        let mut cmd = command(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+        ]);
+        cmd.env("RUST_LOG", filter);
+        let mut server = Proc::start(cmd);
+        let res = client()
+            .get(server.url("/auth/sso?jwt=aaa.bbb.ccc&return_to=%2F"))
+            .send()
+            .await
+            .expect("sso request");
+        let status = res.status().as_u16();
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("a request id")
+            .to_owned();
+        if logged {
+            let line = server.wait_for_line(&format!("request_id={id}"), DEADLINE);
+            let fields = format!(" method=GET path=/auth/sso status={status} latency_ms=");
+            let at = line
+                .find("  INFO request request_id=")
+                .unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(at, 27, "after the clock: {line}");
+            let rest = &line[at + "  INFO request request_id=".len() + id.len()..];
+            assert!(rest.starts_with(&fields), "{filter}: {line}");
+            let latency: f64 = rest[fields.len()..]
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(latency > 0.0, "{line}");
+        }
+        assert_clean_exit(&mut server, "TERM");
+        let output = server.output();
+        assert!(!output.contains("aaa.bbb"), "no token in the log: {output}");
+        assert_eq!(
+            output.matches(" request request_id=").count(),
+            usize::from(logged),
+            "{filter}: {output}"
+        );
+    }
+}
