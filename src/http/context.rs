@@ -266,28 +266,16 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         // The handler has committed: what this instance cached before is stale now.
         state.caches.invalidate();
     }
-    // The access log has the path only: query strings can carry tokens (`jwt=`).
-    let status = res.status().as_u16();
     let latency = started.elapsed();
-    if crate::telemetry::direct() {
-        // The same line, written without `tracing`'s visitors when it would be written at all.
-        if tracing::enabled!(tracing::Level::INFO) && tracing::Span::current().is_none() {
-            let path = match LogSafe::is_plain(&path) {
-                true => std::borrow::Cow::Borrowed(path.as_str()),
-                false => std::borrow::Cow::Owned(LogSafe(&path).to_string()),
-            };
-            crate::telemetry::access_line(&request_id, method.as_str(), &path, status, latency);
-        }
-    } else {
-        tracing::info!(
-            request_id = %request_id,
-            %method,
-            path = %LogSafe(&path),
-            status,
-            latency_ms = crate::telemetry::millis(latency),
-            "request"
-        );
-    }
+    let status = res.status().as_u16();
+    log_access(
+        crate::telemetry::direct(),
+        &request_id,
+        &method,
+        &path,
+        status,
+        latency,
+    );
 
     let payload = match res.extensions().get::<ErrorPayload>() {
         Some(p) => Some(p.clone()),
@@ -359,6 +347,39 @@ pub async fn finish(State(state): State<AppState>, mut req: Request, next: Next)
         started.elapsed(),
     );
     res
+}
+
+/// The request's access line. It has the path only: query strings can carry tokens (`jwt=`).
+/// With `direct` ([`crate::telemetry::direct`]) and no span entered, the line is written by
+/// [`crate::telemetry::access_line`], without `tracing`'s visitors, if `tracing` would write it
+/// at all; otherwise `tracing` writes it, as the span's prefix needs.
+fn log_access(
+    direct: bool,
+    request_id: &str,
+    method: &axum::http::Method,
+    path: &str,
+    status: u16,
+    latency: std::time::Duration,
+) {
+    if direct && tracing::Span::current().is_none() {
+        if tracing::enabled!(tracing::Level::INFO) {
+            let path = if LogSafe::is_plain(path) {
+                std::borrow::Cow::Borrowed(path)
+            } else {
+                std::borrow::Cow::Owned(LogSafe(path).to_string())
+            };
+            crate::telemetry::access_line(request_id, method.as_str(), &path, status, latency);
+        }
+    } else {
+        tracing::info!(
+            request_id = %request_id,
+            %method,
+            path = %LogSafe(path),
+            status,
+            latency_ms = crate::telemetry::millis(latency),
+            "request"
+        );
+    }
 }
 
 /// The first `n` characters of `s` (all of it when it is shorter).
@@ -458,6 +479,43 @@ mod tests {
         );
         // A backslash is doubled: a path cannot pass for an escaped character.
         assert_eq!(shown("/a\\u{a}"), "/a\\\\u{a}");
+    }
+
+    /// Inside a span the access line is `tracing`'s, which writes the span's prefix, even when
+    /// it could otherwise be written directly.
+    #[test]
+    fn inside_a_span_tracing_writes_the_access_line() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                crate::store::lock(&self.0).extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_target(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("outer");
+            let _inside = span.enter();
+            let latency = std::time::Duration::from_micros(250);
+            log_access(true, "r-1", &axum::http::Method::GET, "/x\n", 200, latency);
+        });
+        let text = String::from_utf8(crate::store::lock(&lines.0).clone()).unwrap();
+        assert!(
+            text.ends_with(
+                " outer: request request_id=r-1 method=GET path=/x\\u{a} status=200 latency_ms=0.25\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

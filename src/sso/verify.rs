@@ -502,7 +502,7 @@ fn run(
 }
 
 /// A compact token's three dot-separated segments, or how many it has. The dots are found with
-/// `memchr`: `str::split` searched the token's 450 or so bytes at about a tenth of the speed.
+/// `memchr`: `str::split` took about 750 instructions to search a 450-byte token, this about 300.
 fn segments(token: &str) -> Result<[&str; 3], usize> {
     let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
     match (dots.next(), dots.next(), dots.next()) {
