@@ -117,15 +117,17 @@ pub fn routes() -> Router<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    routes()
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        // `Router::layer` runs after routing, so `finish` knows the route template
-        // (MatchedPath) it counts the request under.
+    // `Router::layer` runs after routing, so `finish` knows the route template (MatchedPath)
+    // it counts the request under. The two layers go in as one (`finish` outside the body
+    // limit): each `Router::layer` wraps every route in a boxed service of its own, which a
+    // request then clones and whose future it boxes.
+    let layers = tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             context::finish,
         ))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES));
+    routes().layer(layers).with_state(state)
 }
 
 async fn fallback() -> crate::error::Error {
