@@ -114,7 +114,7 @@ async fn check(
     let target = parse_return_to_or_fallback(
         Some(wanted.url.as_str()),
         &base,
-        &eff.strings("redirect-allowed-origins"),
+        eff.strings("redirect-allowed-origins"),
     )
     .map_err(|_| Error::InvalidRedirect)?;
     let login = login_url(&base, &target)?;

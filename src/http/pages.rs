@@ -357,7 +357,7 @@ fn sign_in_target(eff: &Effective, ctx: &RequestContext, redirect: &str) -> Resu
     crate::domain::return_to::parse_return_to(
         Some(redirect).filter(|r| !r.is_empty()),
         &ctx.redirect_base(eff)?,
-        &eff.strings("redirect-allowed-origins"),
+        eff.strings("redirect-allowed-origins"),
     )
     .map_err(|_| Error::InvalidRedirect)
 }

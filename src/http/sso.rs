@@ -207,9 +207,9 @@ async fn handle(
     let Some(token) = params.jwt else {
         // Step 1: send the browser to the identity provider.
         let target = match params.redirect.as_deref().filter(|r| !r.is_empty()) {
-            Some(r) => Some(
-                parse_return_to(Some(r), &base, &allowed).map_err(|_| Error::InvalidRedirect)?,
-            ),
+            Some(r) => {
+                Some(parse_return_to(Some(r), &base, allowed).map_err(|_| Error::InvalidRedirect)?)
+            }
             None => None,
         };
         let idp = eff
@@ -228,7 +228,7 @@ async fn handle(
         return Ok(redirect_to(location.as_str()));
     };
     // Step 2: the callback. The redirect target is checked before the token is looked at.
-    let target = parse_return_to(params.return_to.as_deref(), &base, &allowed)
+    let target = parse_return_to(params.return_to.as_deref(), &base, allowed)
         .map_err(|_| Error::InvalidRedirect)
         .inspect_err(|e| state.metrics.login_failed("jwt", e.code()))?;
     let target = crate::domain::return_to::location(params.return_to.as_deref(), &target);

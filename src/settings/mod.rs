@@ -45,9 +45,10 @@ pub struct Effective {
     pub pem_keys: Arc<[crate::sso::keys::VerifyingKey]>,
     /// The HMAC keys of `jwt-shared-secret`, made once per settings load; `None` when unset.
     pub shared_secret: Option<Arc<crate::sso::keys::SharedSecret>>,
-    /// `jwt-algorithms`, as the verifier takes it, made once per settings load rather than
-    /// once per token.
-    pub jwt_algorithms: Vec<String>,
+    /// The strings of every list setting ([`Effective::strings`]), made once per settings load
+    /// rather than at each use: `jwt-algorithms` at every token, `redirect-allowed-origins` at
+    /// every sign-in.
+    lists: HashMap<&'static str, Vec<String>, rustc_hash::FxBuildHasher>,
 }
 
 /// Rows of the settings table that are no setting: when `session-max-age-minutes` or
@@ -64,18 +65,6 @@ pub const SESSIONS_ENDED_SEEN: &str = "internal:sessions-ended-seen-before";
 /// past the timeout plus this lag.
 pub fn touch_interval(idle_secs: Option<i64>) -> i64 {
     idle_secs.map_or(60, |idle| (idle / 4).clamp(1, 60))
-}
-
-/// The strings of a list setting's value; none when it is not a list.
-fn strings_of(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl Effective {
@@ -130,11 +119,17 @@ impl Effective {
             .get("jwt-shared-secret")
             .and_then(Value::as_str)
             .map(|secret| Arc::new(crate::sso::keys::SharedSecret::new(secret.as_bytes())));
-        let jwt_algorithms = strings_of(values.get("jwt-algorithms"));
+        let lists = values
+            .iter()
+            .filter_map(|(key, value)| {
+                let strings = value.as_array()?.iter().filter_map(Value::as_str);
+                Some((*key, strings.map(str::to_owned).collect()))
+            })
+            .collect();
         Effective {
             values,
             env_fixed: env_fixed.clone(),
-            jwt_algorithms,
+            lists,
             pem_keys,
             shared_secret,
             sessions_created_before: cutoff(SESSIONS_ENDED_CREATED, "session-max-age-minutes"),
@@ -161,8 +156,9 @@ impl Effective {
         self.get(key).as_str()
     }
 
-    pub fn strings(&self, key: &str) -> Vec<String> {
-        strings_of(self.values.get(key))
+    /// The strings of a list setting; none when it is not a list.
+    pub fn strings(&self, key: &str) -> &[String] {
+        self.lists.get(key).map_or(&[], Vec::as_slice)
     }
 
     pub fn is_env_fixed(&self, key: &str) -> bool {
@@ -185,12 +181,9 @@ impl Effective {
     /// an HS algorithm; for the others a PEM key of the algorithm's family (an EC key does
     /// not make RS256 usable), or a JWKS URI (whose keys are only known once fetched).
     pub fn jwt_key_usable(&self) -> bool {
-        let Some(algs) = self.get("jwt-algorithms").as_array() else {
-            return false;
-        };
         let secret = self.str("jwt-shared-secret").is_some();
         let jwks = self.str("jwt-jwks-uri").is_some();
-        algs.iter().filter_map(Value::as_str).any(|name| {
+        self.strings("jwt-algorithms").iter().any(|name| {
             if name.starts_with("HS") {
                 return secret;
             }

@@ -452,7 +452,7 @@ impl KeyStore {
         let pem = eff.pem_keys.clone();
         let jwks = match eff.str("jwt-jwks-uri") {
             None => Arc::from(Vec::new()),
-            Some(uri) => match verify::key_hint(token, &eff.jwt_algorithms) {
+            Some(uri) => match verify::key_hint(token, eff.strings("jwt-algorithms")) {
                 Some(hint) => self.jwks.keys(uri, hint.kid.as_deref(), metrics).await,
                 None => self.jwks.cached(uri),
             },

@@ -65,7 +65,7 @@ pub struct PolicySettings<'e> {
 impl<'e> PolicySettings<'e> {
     pub fn from_settings(eff: &'e Effective) -> Self {
         PolicySettings {
-            algorithms: &eff.jwt_algorithms,
+            algorithms: eff.strings("jwt-algorithms"),
             secret: eff.shared_secret.as_deref(),
             issuer: eff.str("jwt-issuer"),
             audience: eff.str("jwt-audience"),
@@ -168,8 +168,8 @@ pub async fn login(
             return Err(Error::Token(f));
         }
     };
-    let email = fields.email.as_str().to_owned();
     let group_sync = group_sync_sets(eff, &fields);
+    let email = fields.email.into_string();
     let login = Box::new(SsoLogin {
         subject: stored_subject(&verified.claims),
         replay_key: verified.replay_key,

@@ -505,14 +505,14 @@ fn run(
 /// `memchr`: `str::split` took about 750 instructions to search a 450-byte token, this about 300.
 fn segments(token: &str) -> Result<[&str; 3], usize> {
     let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
-    match (dots.next(), dots.next(), dots.next()) {
+    match [dots.next(), dots.next(), dots.next()] {
         // A dot is one byte in UTF-8: either side of it is a character boundary.
-        (Some(first), Some(second), None) => Ok([
+        [Some(first), Some(second), None] => Ok([
             &token[..first],
             &token[first + 1..second],
             &token[second + 1..],
         ]),
-        _ => Err(memchr::memchr_iter(b'.', token.as_bytes()).count() + 1),
+        found => Err(1 + found.iter().flatten().count() + dots.count()),
     }
 }
 
@@ -1130,8 +1130,18 @@ const DUPLICATE_KEY: &str = "duplicate key";
 /// payload is an error, not a stack overflow.
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
     let text = std::str::from_utf8(bytes).map_err(|_| JsonError::Utf8)?;
-    match serde_json::from_str::<StrictTop>(text) {
-        Ok(StrictTop(Value::Object(map))) => Ok(map),
+    // As `serde_json::from_str::<StrictValue>`, with room for `TOP_CAPACITY` names made at once
+    // in the top-level object.
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = Deserializer::deserialize_any(
+        &mut de,
+        StrictVisitor {
+            capacity: TOP_CAPACITY,
+        },
+    )
+    .and_then(|value| de.end().map(|()| value));
+    match parsed {
+        Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(JsonError::NotObject),
         Err(e) if e.is_data() && e.to_string().starts_with(DUPLICATE_KEY) => {
             Err(JsonError::Duplicate)
@@ -1179,23 +1189,11 @@ impl<'de> Deserialize<'de> for StrictValue {
     }
 }
 
-/// [`parse_object`]'s object: as [`StrictValue`], with room for [`TOP_CAPACITY`] names made
-/// at once. Grown from empty, its map was allocated and rehashed twice for a token's seven
-/// claims. Nested objects start empty: a token of many small objects must not cost a map
-/// of that size each.
-struct StrictTop(Value);
-
-/// The names a token's header or claims have room for before the map grows.
+/// The names a token's header or claims ([`parse_object`]) have room for before the map grows.
+/// Grown from empty, its map was allocated and rehashed twice for a token's seven claims.
+/// Nested objects start empty: a token of many small objects must not cost a map of that
+/// size each.
 const TOP_CAPACITY: usize = 8;
-
-impl<'de> Deserialize<'de> for StrictTop {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let visitor = StrictVisitor {
-            capacity: TOP_CAPACITY,
-        };
-        deserializer.deserialize_any(visitor).map(StrictTop)
-    }
-}
 
 /// Makes a [`Value`], refusing duplicate names; an object's map starts with room for
 /// `capacity` names.

@@ -1127,16 +1127,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
         let p = sqlite_pools(&store);
-        let login = test_login;
         // Another writer of this process holds the write connection, so the first login
         // queues; its request gives up before the connection is free.
         let writer = p.write.acquire().await.unwrap();
-        let gone = login("gone@example.com", "jti:gone");
+        let gone = test_login("gone@example.com", "jti:gone");
         let waited = tokio::time::timeout(Duration::from_millis(200), store.sso_login(gone)).await;
         assert!(waited.is_err(), "the login waited for the connection");
         drop(writer);
         // The next login takes the queue and commits.
-        let next = login("next@example.com", "jti:next");
+        let next = test_login("next@example.com", "jti:next");
         assert!(matches!(
             store.sso_login(next).await.unwrap(),
             SsoOutcome::LoggedIn { .. }

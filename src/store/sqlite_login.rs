@@ -198,9 +198,8 @@ const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(3);
 
 pub async fn sso_login(pools: &Pools<sqlx::Sqlite>, login: Box<SsoLogin>) -> Result<SsoOutcome> {
     let logins = &*pools.logins;
-    let (reply, answer) = tokio::sync::oneshot::channel();
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
     let mut job = Some(Job { login, reply });
-    let mut answer = answer;
     loop {
         // Either the runner answers this login, or this task becomes the runner. The wait for
         // a runner's leaving is registered before the queue is looked at, so that a runner

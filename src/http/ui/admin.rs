@@ -217,7 +217,7 @@ pub async fn jwt_page(
     advanced[0]
         .hint
         .push_str(" Paste one or more, one after the other.");
-    let advanced_open = advanced.iter().any(|f| !f.value.is_empty()) || allowed != ["HS256"];
+    let advanced_open = advanced.iter().any(|f| !f.value.is_empty()) || *allowed != ["HS256"];
     let mut enabled = field(&views, "jwt-enabled", "Enable JWT single sign-on", "bool");
     enabled.hint = "When on and complete, the sign-in page offers “Sign in with SSO”. \
                     Switching it off stops SSO sign-ins at once; password sign-in comes back on for everyone."

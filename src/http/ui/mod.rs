@@ -173,14 +173,14 @@ pub fn frame_ancestors(eff: &Effective, framable: bool) -> String {
     if let Some(site) = &eff.site_url {
         sources.push(site.origin().ascii_serialization());
     }
-    sources.extend(eff.strings("redirect-allowed-origins"));
+    sources.extend_from_slice(eff.strings("redirect-allowed-origins"));
     sources.dedup();
     sources.join(" ")
 }
 
 pub fn content_security_policy(eff: &Effective, ancestors: &str) -> String {
     let mut form_action = vec!["'self'".to_owned()];
-    form_action.extend(eff.strings("redirect-allowed-origins"));
+    form_action.extend_from_slice(eff.strings("redirect-allowed-origins"));
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self'; font-src 'self'; form-action {}; base-uri 'none'; \
