@@ -188,9 +188,34 @@ enum TokenCommand {
     },
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(run(cli, runtime.metrics().num_workers()));
+}
+
+/// Tokio's single-threaded scheduler when this process may use only one CPU (its affinity
+/// or its cgroup's quota, as `available_parallelism` reads them), the work-stealing one
+/// otherwise. On one CPU the work-stealing scheduler would run one worker all the same,
+/// beside the thread that waits for `main`'s future, and pay for its queues' atomic
+/// operations and cross-thread wake-ups (docs/decisions.md).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
+}
+
+async fn run(cli: Cli, workers: usize) {
     let json_logs = matches!(
         &cli.command,
         Command::Serve {
@@ -200,6 +225,13 @@ async fn main() {
     );
     let serving = matches!(&cli.command, Command::Serve { .. });
     latchkey::telemetry::init(json_logs, serving);
+    if serving {
+        if workers == 1 {
+            tracing::info!("one CPU available: requests are served on one thread");
+        } else {
+            tracing::info!("{workers} CPUs available: requests are served by {workers} threads");
+        }
+    }
     let result = match cli.command {
         Command::Serve { listen, db, .. } => commands::serve(&listen, &db.database_url).await,
         Command::Migrate { db } => commands::migrate(&db.database_url).await,

@@ -318,3 +318,76 @@ async fn access_lines_carry_the_request_without_its_query_as_the_filter_allows()
         );
     }
 }
+
+/// Limits `cmd` to one CPU, the first this test process may use (as `taskset` would).
+fn pin_to_one_cpu(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `cpu_set_t` is plain bytes, for which all zeros is the empty set, and the
+    // calls get its true size.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::sched_getaffinity(0, size, &mut allowed) },
+        0,
+        "sched_getaffinity"
+    );
+    let cpu = (0..libc::CPU_SETSIZE as usize)
+        .find(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+        .expect("a CPU this process may use");
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: between fork and exec the closure makes one system call and allocates
+    // nothing (an error is made from the OS's code only).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, size, &one) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+cli_both_backends! {
+    async fn on_one_cpu_it_serves_on_one_thread_and_signs_people_in(db) {
+        let mut cmd = command(&["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url]);
+        pin_to_one_cpu(&mut cmd);
+        let mut server = Proc::start(cmd);
+        server.wait_for_line("one CPU available: requests are served on one thread", DEADLINE);
+        configure_jwt(&db, "https://idp.example/login", SECRET);
+        wait_for_property(&server, "jwt_enabled", json!(true), SETTING_PROPAGATION).await;
+
+        // Logins at once, as a batch of the login writer, all answered by the one thread.
+        let mut logins = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let token = crate::support::sign(crate::support::login_claims(&format!(
+                "one-cpu-{i}@example.com"
+            )));
+            let url = server.url("/auth/sso");
+            logins.spawn(async move {
+                client()
+                    .get(url)
+                    .query(&[("jwt", token.as_str()), ("return_to", "/welcome")])
+                    .send()
+                    .await
+                    .expect("sso callback")
+            });
+        }
+        let mut cookies = Vec::new();
+        while let Some(res) = logins.join_next().await {
+            let res = res.expect("login task");
+            assert_redirects_to(&res, &server, "/welcome");
+            cookies.push(session_cookie(&res).expect("latchkey.session cookie"));
+        }
+        assert_eq!(cookies.len(), 16);
+        let mut emails = Vec::new();
+        for cookie in &cookies {
+            emails.push(current_user(&server, cookie).await["email"].clone());
+        }
+        emails.sort_by_key(|e| e.as_str().map(str::to_owned));
+        emails.dedup();
+        assert_eq!(emails.len(), 16, "one user per login: {emails:?}");
+        assert_clean_exit(&mut server, "TERM");
+    }
+}
