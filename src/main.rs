@@ -190,23 +190,30 @@ enum TokenCommand {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match runtime() {
+    let runtime = match build_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     };
-    runtime.block_on(run(cli, runtime.metrics().num_workers()));
+    let scheduler = match runtime.handle().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => Scheduler::OneThread,
+        _ => Scheduler::Workers(runtime.metrics().num_workers()),
+    };
+    runtime.block_on(run(cli, scheduler));
 }
 
-/// Tokio's single-threaded scheduler when this process may use only one CPU (its affinity
-/// or its cgroup's quota, as `available_parallelism` reads them), the work-stealing one
-/// otherwise. On one CPU the work-stealing scheduler would run one worker all the same,
-/// beside the thread that waits for `main`'s future, and pay for its queues' atomic
-/// operations and cross-thread wake-ups (docs/decisions.md).
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+/// Tokio's single-threaded scheduler when this process may use only one CPU (its affinity,
+/// or a cgroup limit under two CPUs, as `available_parallelism` reads them; or when that
+/// number is unknown, where the multi-threaded one would start one worker), the
+/// multi-threaded, work-stealing one otherwise, or whenever `TOKIO_WORKER_THREADS` asks for
+/// its workers. On one CPU the multi-threaded scheduler would run one worker all the same, and
+/// its synchronisation on every wake costs more there than its instructions suggest
+/// (docs/decisions.md, "One CPU, one thread").
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_cpu = std::thread::available_parallelism().map_or(true, |n| n.get() == 1)
+        && std::env::var_os("TOKIO_WORKER_THREADS").is_none();
     let mut builder = if one_cpu {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -215,7 +222,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-async fn run(cli: Cli, workers: usize) {
+/// Which scheduler serves the requests, for the line `serve` logs at start.
+enum Scheduler {
+    OneThread,
+    Workers(usize),
+}
+
+async fn run(cli: Cli, scheduler: Scheduler) {
     let json_logs = matches!(
         &cli.command,
         Command::Serve {
@@ -226,10 +239,14 @@ async fn run(cli: Cli, workers: usize) {
     let serving = matches!(&cli.command, Command::Serve { .. });
     latchkey::telemetry::init(json_logs, serving);
     if serving {
-        if workers == 1 {
-            tracing::info!("one CPU available: requests are served on one thread");
-        } else {
-            tracing::info!("{workers} CPUs available: requests are served by {workers} threads");
+        match scheduler {
+            Scheduler::OneThread => {
+                tracing::info!("requests are served on one thread");
+            }
+            Scheduler::Workers(n) => {
+                let plural = if n == 1 { "" } else { "s" };
+                tracing::info!("requests are served on {n} worker thread{plural}");
+            }
         }
     }
     let result = match cli.command {
