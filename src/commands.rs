@@ -13,12 +13,29 @@ use crate::settings::{Actor, Settings, parse_cli_value, registry, setting_value}
 use crate::store::{AuditRecord, NewUser, Store, UserQuery};
 
 pub async fn serve(listen: &str, database_url: &str) -> anyhow::Result<()> {
+    log_scheduler();
     let app = App::build(listen, database_url).await?;
     warn_plain_secrets(&app).await?;
     if let Some(url) = app.announce_setup().await? {
         tracing::info!("no administrator yet: create the first one at {url}");
     }
     app.run_until_stopped().await
+}
+
+/// Logs which of Tokio's schedulers serves the requests (`main` chooses it by the CPUs the
+/// process may use: docs/decisions.md, "One CPU, one thread"), read from the runtime itself.
+fn log_scheduler() {
+    let runtime = tokio::runtime::Handle::current();
+    match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => {
+            tracing::info!("requests are served on one thread");
+        }
+        _ => {
+            let n = runtime.metrics().num_workers();
+            let plural = if n == 1 { "" } else { "s" };
+            tracing::info!("requests are served on {n} worker thread{plural}");
+        }
+    }
 }
 
 /// Logs a warning at start when secret settings are stored in plain text.

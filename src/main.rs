@@ -197,11 +197,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let scheduler = match runtime.handle().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::CurrentThread => Scheduler::OneThread,
-        _ => Scheduler::Workers(runtime.metrics().num_workers()),
-    };
-    runtime.block_on(run(cli, scheduler));
+    runtime.block_on(run(cli));
 }
 
 /// Tokio's single-threaded scheduler when this process may use only one CPU (its affinity,
@@ -222,13 +218,7 @@ fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-/// Which scheduler serves the requests, for the line `serve` logs at start.
-enum Scheduler {
-    OneThread,
-    Workers(usize),
-}
-
-async fn run(cli: Cli, scheduler: Scheduler) {
+async fn run(cli: Cli) {
     let json_logs = matches!(
         &cli.command,
         Command::Serve {
@@ -238,17 +228,6 @@ async fn run(cli: Cli, scheduler: Scheduler) {
     );
     let serving = matches!(&cli.command, Command::Serve { .. });
     latchkey::telemetry::init(json_logs, serving);
-    if serving {
-        match scheduler {
-            Scheduler::OneThread => {
-                tracing::info!("requests are served on one thread");
-            }
-            Scheduler::Workers(n) => {
-                let plural = if n == 1 { "" } else { "s" };
-                tracing::info!("requests are served on {n} worker thread{plural}");
-            }
-        }
-    }
     let result = match cli.command {
         Command::Serve { listen, db, .. } => commands::serve(&listen, &db.database_url).await,
         Command::Migrate { db } => commands::migrate(&db.database_url).await,

@@ -543,7 +543,7 @@ fn second_prefix(secs: u64) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The tests that use the process's buffer, one at a time.
@@ -615,9 +615,9 @@ mod tests {
         }
     }
 
-    /// A `MakeWriter` that collects what is written.
+    /// A `MakeWriter` that collects what is written (also for `http::context`'s tests).
     #[derive(Clone, Default)]
-    struct Collect(std::sync::Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Collect(pub(crate) std::sync::Arc<Mutex<Vec<u8>>>);
 
     impl Write for Collect {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

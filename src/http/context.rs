@@ -485,23 +485,11 @@ mod tests {
     /// it could otherwise be written directly.
     #[test]
     fn inside_a_span_tracing_writes_the_access_line() {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                crate::store::lock(&self.0).extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let sink = lines.clone();
+        let lines = crate::telemetry::tests::Collect::default();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_target(false)
-            .with_writer(move || sink.clone())
+            .with_writer(lines.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("outer");
