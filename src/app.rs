@@ -160,13 +160,24 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Deletes expired sessions, replay records and old login failures every minute.
+/// Sweeps of the replay records on SQLite: at the start, then every this many sweeps (an hour).
+const REPLAY_SWEEP_EVERY: u32 = 60;
+
+/// Deletes expired sessions, replay records and old login failures every minute; on SQLite, the
+/// replay records once an hour (`Store::sweep_expired`). A record kept longer refuses nothing
+/// more: its token fails the time checks before its record is looked up.
 fn spawn_sweeper(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut sweeps: u32 = 0;
         loop {
             tick.tick().await;
-            if let Err(e) = store.sweep_expired(crate::clock::now()).await {
+            let replay_records = sweeps == 0;
+            sweeps = (sweeps + 1) % REPLAY_SWEEP_EVERY;
+            if let Err(e) = store
+                .sweep_expired(crate::clock::now(), replay_records)
+                .await
+            {
                 tracing::warn!(error = %e, "housekeeping failed");
             }
         }

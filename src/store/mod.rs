@@ -582,10 +582,15 @@ impl Store {
 
     // --- housekeeping --------------------------------------------------------------------
 
+    /// Deletes what expired before `now`: sessions, replay records and old login failures.
+    /// On SQLite the replay records only with `replay_records` set: their sweep reads the whole
+    /// table there (migration 0009), so the sweeper asks for it once an hour; PostgreSQL
+    /// deletes them through its index by expiry at every sweep.
+    ///
     /// Unbounded: a first sweep after a long pause may delete many rows, and it runs in the
     /// background, never on a request.
-    pub async fn sweep_expired(&self, now: i64) -> Result<()> {
-        dispatch_unbounded!(self, sweep_expired(now))
+    pub async fn sweep_expired(&self, now: i64, replay_records: bool) -> Result<()> {
+        dispatch_unbounded!(self, sweep_expired(now, replay_records))
     }
 }
 
@@ -1232,6 +1237,37 @@ mod tests {
             "{plan:?}"
         );
         assert!(plan.iter().all(|d| d.starts_with("SEARCH")), "{plan:?}");
+    }
+
+    /// The sweep of replay records reads a range of the table's key per statement and deletes
+    /// within it (migration 0009: no index by expiry), never the whole table at once.
+    #[tokio::test]
+    async fn the_replay_sweep_reads_a_range_of_keys_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let p = sqlite_pools(&store);
+        for (sql, range) in [
+            (sqlite::REPLAY_RANGE_END_SQL, "(token_key>?)"),
+            (
+                sqlite::DELETE_EXPIRED_REPLAY_SQL,
+                "(token_key>? AND token_key<?)",
+            ),
+        ] {
+            let plan: Vec<String> =
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&p.read)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get("detail"))
+                    .collect();
+            let search = format!("SEARCH replay_records USING PRIMARY KEY {range}");
+            assert!(plan.contains(&search), "{plan:?}");
+            assert!(
+                plan.iter().all(|d| !d.starts_with("SCAN replay_records")),
+                "{plan:?}"
+            );
+        }
     }
 
     /// Each filter of the audit list is answered through an index (SPEC §8: O(log n) in the

@@ -1938,14 +1938,17 @@ pub async fn sso_logout(
 
 // --- housekeeping --------------------------------------------------------------------------
 
-pub async fn sweep_expired(pool: &Pool, now: i64) -> Result<()> {
-    sqlx::query("DELETE FROM replay_records WHERE expires_at < $1")
-        .bind(now)
-        .execute(&pool.write)
-        .await?;
+pub async fn sweep_expired(pool: &Pool, now: i64, replay_records: bool) -> Result<()> {
     if IS_SQLITE {
+        if replay_records {
+            sweep_replay_records(pool, now).await?;
+        }
         sweep_chained_sessions(pool, now).await?;
     } else {
+        sqlx::query("DELETE FROM replay_records WHERE expires_at < $1")
+            .bind(now)
+            .execute(&pool.write)
+            .await?;
         sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(now)
             .execute(&pool.write)
@@ -1956,6 +1959,43 @@ pub async fn sweep_expired(pool: &Pool, now: i64) -> Result<()> {
         .execute(&pool.write)
         .await?;
     Ok(())
+}
+
+/// Replay records read per statement of [`sweep_replay_records`].
+pub(super) const SWEEP_REPLAY_RECORDS: i64 = 1024;
+
+/// The last key of the next range of replay records after `$1`, of at most `$2` records.
+pub(super) const REPLAY_RANGE_END_SQL: &str = "SELECT max(token_key) FROM \
+     (SELECT token_key FROM replay_records WHERE token_key > $1 ORDER BY token_key LIMIT $2)";
+/// The expired records of a range of keys (`$1` < key <= `$2`).
+pub(super) const DELETE_EXPIRED_REPLAY_SQL: &str =
+    "DELETE FROM replay_records WHERE token_key > $1 AND token_key <= $2 AND expires_at < $3";
+
+/// SQLite: deletes the replay records that expired before `now`. The table has no index by
+/// expiry (migration 0009): it is read in its key's order, [`SWEEP_REPLAY_RECORDS`] records
+/// at a time, each range's expired records deleted by a statement of its own, so that the
+/// logins' writer never waits behind more than one range. Records inserted meanwhile are
+/// swept or not by the range they fall in; either way the next sweep finds them.
+async fn sweep_replay_records(pool: &Pool, now: i64) -> Result<()> {
+    // Every key is longer than the empty string ("jti:…", "sha256:…").
+    let mut after = String::new();
+    loop {
+        let end: Option<String> = sqlx::query_scalar(REPLAY_RANGE_END_SQL)
+            .bind(&after)
+            .bind(SWEEP_REPLAY_RECORDS)
+            .fetch_one(&pool.write)
+            .await?;
+        let Some(end) = end else {
+            return Ok(());
+        };
+        sqlx::query(DELETE_EXPIRED_REPLAY_SQL)
+            .bind(&after)
+            .bind(&end)
+            .bind(now)
+            .execute(&pool.write)
+            .await?;
+        after = end;
+    }
 }
 
 /// Expired sessions taken out of their users' chains at a time ([`sweep_chained_sessions`]).

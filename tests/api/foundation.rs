@@ -1349,6 +1349,71 @@ on_both_backends!(
     audit_events_from_before_0008_are_listed_by_kind
 );
 
+/// Replay records written before migration 0009 (which copies SQLite's table into one ordered by
+/// the key alone, without the index by expiry) still refuse their tokens, and the sweep still
+/// deletes the expired ones and only those.
+async fn replay_records_from_before_0009_still_refuse_their_tokens(backend: Backend) {
+    let Some((url, dir)) = crate::support::database_url(backend) else {
+        return;
+    };
+    let at = now();
+    at_version!(backend, &url, 8, |pool| {
+        for (key, expires) in [
+            ("jti:before-upgrade", at + 3_600),
+            ("jti:expired-before-upgrade", at - 60),
+            ("sha256:0123", at + 3_600),
+        ] {
+            sqlx::query("INSERT INTO replay_records (token_key, expires_at) VALUES ($1, $2)")
+                .bind(key)
+                .bind(expires)
+                .execute(&pool)
+                .await
+                .expect("replay record");
+        }
+    });
+
+    let mut app = crate::support::spawn_on(backend, &url, dir, Default::default()).await;
+    // The server sweeps at its start too: either sweep deletes the expired record alone.
+    app.store.sweep_expired(at, true).await.unwrap();
+    assert_eq!(app.count("replay_records").await, 2);
+    let gone = "SELECT COUNT(*) FROM replay_records WHERE token_key = 'jti:expired-before-upgrade'";
+    assert_eq!(app.ids(gone).await, [0]);
+    app.login_admin().await;
+    app.configure_jwt().await;
+    let mut claims = login_claims("upgraded@example.com");
+    claims["jti"] = json!("before-upgrade");
+    assert_error(
+        app.sso_callback(&sign(claims), None).await,
+        401,
+        "token_replayed",
+    )
+    .await;
+    // A new token is recorded next to them, and kept by the next sweep.
+    let res = app
+        .sso_callback(&sign(login_claims("upgraded@example.com")), None)
+        .await;
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(app.count("replay_records").await, 3);
+    app.store.sweep_expired(at, true).await.unwrap();
+    assert_eq!(app.count("replay_records").await, 3);
+    if backend == Backend::Sqlite {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        assert!(!has_index(&pool, "replay_records_expires").await);
+        let sql: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'replay_records'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(sql.ends_with("WITHOUT ROWID"), "{sql}");
+    }
+}
+
+on_both_backends!(
+    replay_records_from_before_0009_still_refuse_their_tokens_on:
+    replay_records_from_before_0009_still_refuse_their_tokens
+);
+
 /// A session lifetime fixed by this instance's environment is not the one a writer elsewhere
 /// changed: the cutoff that writer recorded does not end this instance's sessions.
 #[tokio::test]

@@ -265,6 +265,48 @@ both_backends! {
         assert_eq!(app.sso_callback(&token, None).await.status(), StatusCode::FOUND);
         expect_refused(&app, &token, 401, "token_replayed", "now it is used").await;
     }
+
+    async fn the_sweep_deletes_expired_replay_records_and_keeps_the_rest(mut app) {
+        sso_ready(&mut app).await;
+        let used = sign(login_claims("swept@example.com"));
+        assert_eq!(app.sso_callback(&used, None).await.status(), StatusCode::FOUND);
+        // Enough records for the SQLite sweep's several ranges of 1,024 keys, with keys of
+        // every form, before and after the login's own in the key's order; every third one
+        // expired, the last of a range among them.
+        let at = now();
+        let mut values = Vec::new();
+        for i in 0..2_600 {
+            let key = match i % 4 {
+                0 => format!("jti:sweep-{i:05}"),
+                1 => format!("sha256:{i:064x}"),
+                2 => format!("jti-sha256:{i:064x}"),
+                _ => format!("jti:{i}"),
+            };
+            let expires = if i % 3 == 0 { at - 10 } else { at + 3_600 };
+            values.push(format!("('{key}', {expires})"));
+        }
+        for chunk in values.chunks(500) {
+            let sql = format!("INSERT INTO replay_records (token_key, expires_at) VALUES {}", chunk.join(", "));
+            assert_eq!(app.execute(&sql).await, chunk.len() as u64);
+        }
+        let expired = i64::try_from((0..2_600).filter(|i| i % 3 == 0).count()).unwrap();
+        assert_eq!(app.count("replay_records").await, 2_601);
+        // The minutely sweep leaves them to the hourly one on SQLite, where it reads the whole
+        // table; PostgreSQL deletes them through its index every minute.
+        app.store.sweep_expired(at, false).await.unwrap();
+        let after_minutely = if app.backend == Backend::Sqlite { 2_601 } else { 2_601 - expired };
+        assert_eq!(app.count("replay_records").await, after_minutely);
+        app.store.sweep_expired(at, true).await.unwrap();
+        assert_eq!(app.count("replay_records").await, 2_601 - expired);
+        let left = format!("SELECT COUNT(*) FROM replay_records WHERE expires_at < {at}");
+        assert_eq!(app.ids(&left).await, [0]);
+        // The login's token is still used up, and a record that expires at the sweep's own
+        // time stays until the next one.
+        expect_refused(&app, &used, 401, "token_replayed", "after the sweep").await;
+        app.execute(&format!("INSERT INTO replay_records (token_key, expires_at) VALUES ('jti:edge', {at})")).await;
+        app.store.sweep_expired(at, true).await.unwrap();
+        assert_eq!(app.count("replay_records").await, 2_602 - expired);
+    }
 }
 
 /// Group commit under sustained load on SQLite: every login of a long burst from 32
