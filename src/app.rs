@@ -164,8 +164,9 @@ async fn shutdown_signal() {
 const REPLAY_SWEEP_EVERY: u32 = 60;
 
 /// Deletes expired sessions, replay records and old login failures every minute; on SQLite, the
-/// replay records once an hour (`Store::sweep_expired`). A record kept longer refuses nothing
-/// more: its token fails the time checks before its record is looked up.
+/// replay records once an hour (`Store::sweep_expired`), and again the next minute after a
+/// sweep of them failed. An expired record that is still there refuses nothing: a login takes
+/// it over (`queries.rs::CONSUME_REPLAY_SQL`).
 fn spawn_sweeper(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -179,6 +180,9 @@ fn spawn_sweeper(store: Store) -> tokio::task::JoinHandle<()> {
                 .await
             {
                 tracing::warn!(error = %e, "housekeeping failed");
+                if replay_records {
+                    sweeps = 0;
+                }
             }
         }
     })

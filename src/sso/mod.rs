@@ -232,7 +232,7 @@ pub async fn dry_run(
             return Ok(report);
         }
     };
-    let replayed = store.replay_exists(&verified.replay_key).await?;
+    let replayed = store.replay_exists(&verified.replay_key, now).await?;
     checks.push(verify::Check {
         name: "single_use",
         ok: !replayed,

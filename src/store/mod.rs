@@ -554,9 +554,10 @@ impl Store {
         .await
     }
 
-    /// Whether a token with this replay key was already used (the dry run reads, never writes).
-    pub async fn replay_exists(&self, key: &str) -> Result<bool> {
-        dispatch!(self, replay_exists(key))
+    /// Whether a token with this replay key was already used, by a record that has not expired
+    /// at `now` (the dry run reads, never writes).
+    pub async fn replay_exists(&self, key: &str, now: i64) -> Result<bool> {
+        dispatch!(self, replay_exists(key, now))
     }
 
     /// Read-only preview of what `sso_login` would do with these fields (the dry run).
@@ -1018,6 +1019,18 @@ mod tests {
         }
     }
 
+    /// SQLite's plan of `sql`, a line per step (its parameters unbound: the plan does not
+    /// depend on their values).
+    async fn query_plan(p: &Pools<sqlx::Sqlite>, sql: &str) -> Vec<String> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(&p.read)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("detail"))
+            .collect()
+    }
+
     #[test]
     fn sqlite_synchronous_is_normal_or_full_and_nothing_else() {
         let level = |v| sqlite_synchronous(v).map(|(_, level)| level).ok();
@@ -1159,7 +1172,7 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert!(!store.replay_exists("jti:gone").await.unwrap());
+        assert!(!store.replay_exists("jti:gone", 0).await.unwrap());
         let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
             .fetch_one(&p.read)
             .await
@@ -1222,14 +1235,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
         let p = sqlite_pools(&store);
-        let sql = format!("EXPLAIN QUERY PLAN {}", sqlite::GROUP_MEMBERS_SQL);
-        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&p.read)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get("detail"))
-            .collect();
+        let plan = query_plan(p, sqlite::GROUP_MEMBERS_SQL).await;
         // No sort of the whole group: the index gives the order, the users are found by id.
         assert!(
             plan.iter()
@@ -1253,14 +1259,7 @@ mod tests {
                 "(token_key>? AND token_key<?)",
             ),
         ] {
-            let plan: Vec<String> =
-                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .fetch_all(&p.read)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.get("detail"))
-                    .collect();
+            let plan = query_plan(p, sql).await;
             let search = format!("SEARCH replay_records USING PRIMARY KEY {range}");
             assert!(plan.contains(&search), "{plan:?}");
             assert!(
@@ -1349,11 +1348,7 @@ mod tests {
         // `outcome=success`) are read along their chain: each one found by its id, never a
         // walk of the table.
         for sql in [sqlite::USER_CHAIN_SQL, sqlite::KIND_CHAIN_SQL] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(&p.read)
-                .await
-                .unwrap();
-            let plan: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+            let plan = query_plan(p, sql).await;
             let searches = plan
                 .iter()
                 .filter(|d| d.starts_with("SEARCH") && d.contains("INTEGER PRIMARY KEY (rowid=?)"))
@@ -1394,11 +1389,7 @@ mod tests {
             USER_SESSIONS_SQL,
             END_USER_SESSIONS_SQL,
         ] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(&p.read)
-                .await
-                .unwrap();
-            let plan: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+            let plan = query_plan(p, sql).await;
             assert!(
                 plan.iter().any(|d| d.starts_with("SEARCH")),
                 "{sql}: {plan:?}"

@@ -1638,10 +1638,14 @@ pub async fn complete_setup(
 
 // --- SSO -----------------------------------------------------------------------------------
 
-async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64) -> Result<bool> {
-    let res = sqlx::query("INSERT INTO replay_records (token_key, expires_at) VALUES ($1, $2) ON CONFLICT (token_key) DO NOTHING")
+/// Records a token as used; whether it was not used yet. A record that expired before `now`
+/// counts as absent, whether or not the sweep has deleted it yet (SQLite's sweeps them once an
+/// hour): it is taken over by this token.
+async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64, now: i64) -> Result<bool> {
+    let res = sqlx::query(CONSUME_REPLAY_SQL)
         .bind(key)
         .bind(expires_at)
+        .bind(now)
         .execute(&mut *conn)
         .await?;
     Ok(res.rows_affected() == 1)
@@ -1656,7 +1660,7 @@ async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64) -> Result<b
 #[allow(dead_code)]
 pub async fn sso_login(pool: &Pool, l: &SsoLogin) -> Result<SsoOutcome> {
     let mut tx = begin_write(pool).await?;
-    if !consume_replay(&mut tx, &l.replay_key, l.replay_expires_at).await? {
+    if !consume_replay(&mut tx, &l.replay_key, l.replay_expires_at, l.session.now).await? {
         return Ok(SsoOutcome::Replayed);
     }
     let now = l.session.now;
@@ -1842,10 +1846,11 @@ pub async fn sso_login(pool: &Pool, l: &SsoLogin) -> Result<SsoOutcome> {
     })
 }
 
-pub async fn replay_exists(pool: &Pool, key: &str) -> Result<bool> {
+pub async fn replay_exists(pool: &Pool, key: &str, now: i64) -> Result<bool> {
     Ok(
-        sqlx::query("SELECT token_key FROM replay_records WHERE token_key = $1")
+        sqlx::query("SELECT token_key FROM replay_records WHERE token_key = $1 AND expires_at >= $2")
             .bind(key)
+            .bind(now)
             .fetch_optional(&pool.read)
             .await?
             .is_some(),
@@ -1886,7 +1891,7 @@ pub async fn sso_logout(
     audit: &AuditRecord,
 ) -> Result<std::result::Result<u64, SsoLogoutError>> {
     let mut tx = begin_write(pool).await?;
-    if !consume_replay(&mut tx, replay_key, replay_expires_at).await? {
+    if !consume_replay(&mut tx, replay_key, replay_expires_at, audit.at).await? {
         return Ok(Err(SsoLogoutError::Replayed));
     }
     let by_email = match email {
@@ -1961,6 +1966,12 @@ pub async fn sweep_expired(pool: &Pool, now: i64, replay_records: bool) -> Resul
     Ok(())
 }
 
+/// Records a token as used (`$1` its key, `$2` until when), unless a record of it is there
+/// that has not expired at `$3`; one row changed when the token was not used yet. SQLite's
+/// login writer runs it too (`sqlite_login.rs`).
+pub(super) const CONSUME_REPLAY_SQL: &str = "INSERT INTO replay_records (token_key, expires_at) VALUES ($1, $2) \
+     ON CONFLICT (token_key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay_records.expires_at < $3";
+
 /// Replay records read per statement of [`sweep_replay_records`].
 pub(super) const SWEEP_REPLAY_RECORDS: i64 = 1024;
 
@@ -1980,10 +1991,12 @@ async fn sweep_replay_records(pool: &Pool, now: i64) -> Result<()> {
     // Every key is longer than the empty string ("jti:…", "sha256:…").
     let mut after = String::new();
     loop {
+        // Read on a connection of its own, so that the login writer waits only for the
+        // deletes: the range's bounds are all they need.
         let end: Option<String> = sqlx::query_scalar(REPLAY_RANGE_END_SQL)
             .bind(&after)
             .bind(SWEEP_REPLAY_RECORDS)
-            .fetch_one(&pool.write)
+            .fetch_one(&pool.read)
             .await?;
         let Some(end) = end else {
             return Ok(());

@@ -268,44 +268,75 @@ both_backends! {
 
     async fn the_sweep_deletes_expired_replay_records_and_keeps_the_rest(mut app) {
         sso_ready(&mut app).await;
-        let used = sign(login_claims("swept@example.com"));
-        assert_eq!(app.sso_callback(&used, None).await.status(), StatusCode::FOUND);
-        // Enough records for the SQLite sweep's several ranges of 1,024 keys, with keys of
-        // every form, before and after the login's own in the key's order; every third one
-        // expired, the last of a range among them.
-        let at = now();
-        let mut values = Vec::new();
-        for i in 0..2_600 {
-            let key = match i % 4 {
+        // Swept as of a day from now, so that the server's own sweeps (at its start, and each
+        // minute on PostgreSQL) find none of these expired meanwhile.
+        let at = now() + 86_400;
+        // Enough records for several of the SQLite sweep's ranges of 1,024 keys, with keys of
+        // every form; every third one expired, and so are the last keys of the first two ranges.
+        let mut keys: Vec<String> = (0..2_600)
+            .map(|i| match i % 4 {
                 0 => format!("jti:sweep-{i:05}"),
                 1 => format!("sha256:{i:064x}"),
                 2 => format!("jti-sha256:{i:064x}"),
                 _ => format!("jti:{i}"),
-            };
-            let expires = if i % 3 == 0 { at - 10 } else { at + 3_600 };
-            values.push(format!("('{key}', {expires})"));
-        }
+            })
+            .collect();
+        keys.sort();
+        let expired_at = |n: usize| n % 3 == 0 || n == 1_023 || n == 2_047;
+        let values: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(n, key)| format!("('{key}', {})", if expired_at(n) { at - 10 } else { at + 3_600 }))
+            .collect();
         for chunk in values.chunks(500) {
-            let sql = format!("INSERT INTO replay_records (token_key, expires_at) VALUES {}", chunk.join(", "));
+            let sql = format!(
+                "INSERT INTO replay_records (token_key, expires_at) VALUES {}",
+                chunk.join(", ")
+            );
             assert_eq!(app.execute(&sql).await, chunk.len() as u64);
         }
-        let expired = i64::try_from((0..2_600).filter(|i| i % 3 == 0).count()).unwrap();
-        assert_eq!(app.count("replay_records").await, 2_601);
+        let expired = i64::try_from((0..keys.len()).filter(|&n| expired_at(n)).count()).unwrap();
+        let total = app.count("replay_records").await;
+        assert_eq!(total, 2_600);
         // The minutely sweep leaves them to the hourly one on SQLite, where it reads the whole
         // table; PostgreSQL deletes them through its index every minute.
         app.store.sweep_expired(at, false).await.unwrap();
-        let after_minutely = if app.backend == Backend::Sqlite { 2_601 } else { 2_601 - expired };
+        let after_minutely = if app.backend == Backend::Sqlite { total } else { total - expired };
         assert_eq!(app.count("replay_records").await, after_minutely);
         app.store.sweep_expired(at, true).await.unwrap();
-        assert_eq!(app.count("replay_records").await, 2_601 - expired);
+        assert_eq!(app.count("replay_records").await, total - expired);
         let left = format!("SELECT COUNT(*) FROM replay_records WHERE expires_at < {at}");
         assert_eq!(app.ids(&left).await, [0]);
-        // The login's token is still used up, and a record that expires at the sweep's own
-        // time stays until the next one.
-        expect_refused(&app, &used, 401, "token_replayed", "after the sweep").await;
-        app.execute(&format!("INSERT INTO replay_records (token_key, expires_at) VALUES ('jti:edge', {at})")).await;
+        let kept = format!("SELECT COUNT(*) FROM replay_records WHERE expires_at = {}", at + 3_600);
+        assert_eq!(app.ids(&kept).await, [total - expired]);
+        // A record that expires at the sweep's own time stays until the next one.
+        let edge = format!("INSERT INTO replay_records (token_key, expires_at) VALUES ('jti:edge', {at})");
+        app.execute(&edge).await;
         app.store.sweep_expired(at, true).await.unwrap();
-        assert_eq!(app.count("replay_records").await, 2_602 - expired);
+        assert_eq!(app.count("replay_records").await, total - expired + 1);
+    }
+
+    async fn an_expired_record_not_yet_swept_refuses_nothing(mut app) {
+        sso_ready(&mut app).await;
+        let claims = |first: &str| json!({"email": "late@example.com", "first_name": first, "iat": now(), "jti": "reissued"});
+        let first = sign(claims("First"));
+        assert_eq!(app.sso_callback(&first, None).await.status(), StatusCode::FOUND);
+        // The record's time is over, and no sweep has deleted it (SQLite's run once an hour).
+        let n = app.execute("UPDATE replay_records SET expires_at = 1000 WHERE token_key = 'jti:reissued'").await;
+        assert_eq!(n, 1);
+        // A new token with the same jti is not a replay: the dry run says so, and it signs in.
+        let second = sign(claims("Second"));
+        let res = app.admin(Method::POST, "/api/sso/jwt/test").json(&json!({"token": second})).send().await.unwrap();
+        let report = body_json(res).await;
+        let single_use = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "single_use").cloned();
+        assert_eq!(single_use.map(|c| c["ok"].clone()), Some(json!(true)), "{report}");
+        assert_eq!(app.sso_callback(&second, None).await.status(), StatusCode::FOUND);
+        assert_eq!(user_by_email(&app, "late@example.com").await.first_name.as_deref(), Some("Second"));
+        // It took the record over, and is used up in turn.
+        assert_eq!(app.count("replay_records").await, 1);
+        let live = format!("SELECT COUNT(*) FROM replay_records WHERE expires_at > {}", now());
+        assert_eq!(app.ids(&live).await, [1]);
+        expect_refused(&app, &second, 401, "token_replayed", "the new token, twice").await;
     }
 }
 
