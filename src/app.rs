@@ -166,7 +166,7 @@ const REPLAY_SWEEP_EVERY: u32 = 60;
 /// Deletes expired sessions, replay records and old login failures every minute; on SQLite, the
 /// replay records once an hour (`Store::sweep_expired`), and again the next minute after a
 /// sweep of them failed. An expired record that is still there refuses nothing: a login takes
-/// it over (`queries.rs::CONSUME_REPLAY_SQL`).
+/// it over (`consume_replay_sql!` in `store/mod.rs`).
 fn spawn_sweeper(store: Store) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

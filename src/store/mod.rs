@@ -13,6 +13,22 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::error::Result;
 
+/// Records a token as used (`$1` its key, `$2` until when), unless a record of it is there that
+/// has not expired at `$3`: one row changed when the token was not used yet. A record that
+/// expired counts as absent, whether or not a sweep has deleted it yet (SQLite sweeps them once
+/// an hour), and is taken over. `$insert` is the statement's verb: `INSERT` in `queries.rs`,
+/// `INSERT OR FAIL` on SQLite's login writer (`sqlite_login.rs`).
+macro_rules! consume_replay_sql {
+    ($insert:literal) => {
+        concat!(
+            $insert,
+            " INTO replay_records (token_key, expires_at) VALUES ($1, $2) ",
+            "ON CONFLICT (token_key) DO UPDATE SET expires_at = excluded.expires_at ",
+            "WHERE replay_records.expires_at < $3"
+        )
+    };
+}
+
 mod sqlite_checkpoint;
 mod sqlite_functions;
 pub(crate) use sqlite_functions::fold_case;

@@ -1638,11 +1638,9 @@ pub async fn complete_setup(
 
 // --- SSO -----------------------------------------------------------------------------------
 
-/// Records a token as used; whether it was not used yet. A record that expired before `now`
-/// counts as absent, whether or not the sweep has deleted it yet (SQLite's sweeps them once an
-/// hour): it is taken over by this token.
+/// Records a token as used; whether it was not used yet (`consume_replay_sql!` in mod.rs).
 async fn consume_replay(conn: &mut Conn, key: &str, expires_at: i64, now: i64) -> Result<bool> {
-    let res = sqlx::query(CONSUME_REPLAY_SQL)
+    let res = sqlx::query(consume_replay_sql!("INSERT"))
         .bind(key)
         .bind(expires_at)
         .bind(now)
@@ -1966,14 +1964,8 @@ pub async fn sweep_expired(pool: &Pool, now: i64, replay_records: bool) -> Resul
     Ok(())
 }
 
-/// Records a token as used (`$1` its key, `$2` until when), unless a record of it is there
-/// that has not expired at `$3`; one row changed when the token was not used yet. SQLite's
-/// login writer runs it too (`sqlite_login.rs`).
-pub(super) const CONSUME_REPLAY_SQL: &str = "INSERT INTO replay_records (token_key, expires_at) VALUES ($1, $2) \
-     ON CONFLICT (token_key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay_records.expires_at < $3";
-
 /// Replay records read per statement of [`sweep_replay_records`].
-pub(super) const SWEEP_REPLAY_RECORDS: i64 = 1024;
+const SWEEP_REPLAY_RECORDS: i64 = 1024;
 
 /// The last key of the next range of replay records after `$1`, of at most `$2` records.
 pub(super) const REPLAY_RANGE_END_SQL: &str = "SELECT max(token_key) FROM \

@@ -612,12 +612,8 @@ struct Found {
 /// with its newest audit event.
 fn run(tx: &mut Stmts<'_>, job: &Job) -> R<SsoOutcome> {
     let l = &job.login;
-    // A record that expired counts as absent (`queries.rs::CONSUME_REPLAY_SQL`).
     let fresh = tx
-        .prepare(
-            "INSERT OR FAIL INTO replay_records (token_key, expires_at) VALUES (?1, ?2) \
-             ON CONFLICT (token_key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay_records.expires_at < ?3",
-        )?
+        .prepare(consume_replay_sql!("INSERT OR FAIL"))?
         .execute(params![l.replay_key, l.replay_expires_at, l.session.now])?;
     if fresh != 1 {
         return Ok(SsoOutcome::Replayed);

@@ -282,7 +282,7 @@ both_backends! {
             })
             .collect();
         keys.sort();
-        let expired_at = |n: usize| n % 3 == 0 || n == 1_023 || n == 2_047;
+        let expired_at = |n: usize| n.is_multiple_of(3) || n == 1_023 || n == 2_047;
         let values: Vec<String> = keys
             .iter()
             .enumerate()
